@@ -1,0 +1,1 @@
+"""The eStargz and zstd:chunked layer format: writer, reader and verifier."""

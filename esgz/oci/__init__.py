@@ -1,0 +1,1 @@
+"""OCI and Docker image model: references, media types, manifests, platforms, layouts."""

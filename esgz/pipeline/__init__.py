@@ -1,0 +1,1 @@
+"""The pipeline framework: config model, events, job types and the stage runner."""

@@ -1,0 +1,1 @@
+"""Async registry client: authentication, pull and push over HTTP(S)."""

@@ -1,0 +1,1 @@
+"""The profiling sandbox: rootfs, OCI runtime spec, runc, fanotify, networking."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: fetch, reuse-check, profile-map, convert, upload (orchestration only)."""
