@@ -1,0 +1,207 @@
+"""The local blob store and the conversion cache that survives between runs.
+
+Layout under the cache directory::
+
+    blobs/sha256/<hex>         content-addressed blobs (fetched sources, converted outputs)
+    conversions/<hex>.json     conversion records: key fingerprint → output facts
+    tmp/run-*/                 per-run scratch space, removed when the run ends
+
+Blobs are written to the run's scratch directory and renamed into ``blobs/`` once
+complete, so a blob path always holds a whole, verified blob. A conversion is keyed by
+the source digest, the prioritized files and the options that shape the output bytes
+(format, compression level, chunk size), so a re-run with the same inputs reuses it.
+The cache is bounded: :meth:`LocalStore.evict` removes the least recently used blobs
+beyond ``max_size``, never the ones the current run used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from esgz.pipeline.jobs import LayerOutput
+
+__all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore"]
+
+#: Bumped when the format engine changes the bytes it writes for the same inputs.
+CONVERSION_SCHEME = "esgz-conversion-1"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionKey:
+    """Everything that determines the bytes of a converted layer."""
+
+    source_digest: str
+    prioritized: tuple[str, ...]
+    format: str
+    compression_level: int
+    chunk_size: int
+
+    def fingerprint(self) -> str:
+        """A stable hex digest of the key."""
+        text = json.dumps(
+            [
+                CONVERSION_SCHEME,
+                self.source_digest,
+                list(self.prioritized),
+                self.format,
+                self.compression_level,
+                self.chunk_size,
+            ],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class LocalStore:
+    """Content-addressed blobs on local disk plus a per-run scratch directory."""
+
+    def __init__(self, root: Path, scratch: Path) -> None:
+        self.root = root
+        self.scratch = scratch
+        self.used: set[str] = set()
+
+    @classmethod
+    async def open(cls, root: Path) -> LocalStore:
+        """Create the directories under ``root`` and a fresh scratch directory."""
+
+        def prepare() -> Path:
+            (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            (root / "conversions").mkdir(parents=True, exist_ok=True)
+            (root / "tmp").mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
+
+        scratch = await anyio.to_thread.run_sync(prepare)
+        return cls(root, scratch)
+
+    async def close(self) -> None:
+        """Remove the scratch directory (also when cancelled)."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob ``digest`` lives (whether or not it exists)."""
+        algorithm, _, hex_part = digest.partition(":")
+        return self.root / "blobs" / algorithm / hex_part
+
+    async def has(self, digest: str) -> bool:
+        """Whether the blob is stored; marks it used by this run."""
+        path = self.blob_path(digest)
+        found = await anyio.to_thread.run_sync(_touch, path)
+        if found:
+            self.used.add(digest)
+        return found
+
+    def temp_path(self, hint: str = "blob") -> Path:
+        """A fresh, not yet existing file name in the scratch directory."""
+        return self.scratch / f"{hint}-{uuid.uuid4().hex}"
+
+    async def commit(self, temp: Path, digest: str) -> Path:
+        """Move the complete blob ``temp`` into the store as ``digest``."""
+        target = self.blob_path(digest)
+
+        def move() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
+
+        await anyio.to_thread.run_sync(move)
+        self.used.add(digest)
+        return target
+
+    async def evict(self, max_size: int) -> int:
+        """Delete least recently used blobs until at most ``max_size`` bytes remain.
+
+        Blobs used by this run are kept. Returns the number of bytes freed.
+        """
+        keep = {self.blob_path(digest) for digest in self.used}
+        return await anyio.to_thread.run_sync(_evict, self.root / "blobs", max_size, keep)
+
+
+def _touch(path: Path) -> bool:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _evict(blobs: Path, max_size: int, keep: set[Path]) -> int:
+    entries: list[tuple[float, int, Path]] = []
+    total = 0
+    for path in blobs.glob("*/*"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        total += stat.st_size
+        entries.append((stat.st_mtime, stat.st_size, path))
+    freed = 0
+    for _mtime, size, path in sorted(entries):
+        if total - freed <= max_size:
+            break
+        if path in keep:
+            continue
+        path.unlink(missing_ok=True)
+        freed += size
+    return freed
+
+
+class ConversionCache:
+    """Records of finished conversions, stored next to the blobs they produced."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.directory = store.root / "conversions"
+
+    async def lookup(self, key: ConversionKey) -> LayerOutput | None:
+        """The cached output for ``key`` if its record and blob both exist."""
+        record_path = anyio.Path(self.directory / f"{key.fingerprint()}.json")
+        try:
+            record = json.loads(await record_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        digest = str(record["digest"])
+        if not await self.store.has(digest):
+            return None
+        return LayerOutput(
+            path=self.store.blob_path(digest),
+            digest=digest,
+            size=int(record["size"]),
+            diff_id=str(record["diff_id"]),
+            format=str(record["format"]),
+            annotations={str(k): str(v) for k, v in record["annotations"].items()},
+            toc_digest=record["toc_digest"],
+            uncompressed_size=record["uncompressed_size"],
+        )
+
+    async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
+        """Record ``output`` (already committed to the store) under ``key``."""
+        record = {
+            "key": {
+                "source_digest": key.source_digest,
+                "prioritized": list(key.prioritized),
+                "format": key.format,
+                "compression_level": key.compression_level,
+                "chunk_size": key.chunk_size,
+            },
+            "digest": output.digest,
+            "size": output.size,
+            "diff_id": output.diff_id,
+            "format": output.format,
+            "annotations": dict(output.annotations),
+            "toc_digest": output.toc_digest,
+            "uncompressed_size": output.uncompressed_size,
+        }
+        final = self.directory / f"{key.fingerprint()}.json"
+        temp = self.store.temp_path("record")
+        await anyio.Path(temp).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        await anyio.to_thread.run_sync(os.replace, temp, final)

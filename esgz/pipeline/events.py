@@ -1,0 +1,271 @@
+"""Typed progress events and the bus that fans them out to subscribers.
+
+The pipeline publishes events without ever waiting on a subscriber: each subscriber has
+its own bounded buffer. Byte-progress events (:class:`ProgressEvent`) carry cumulative
+counts, so under pressure a newer one replaces the pending one for the same
+(kind, image, layer) and, when the buffer is full, a new one without a pending slot is
+dropped — the next one carries the total anyway. Every other event (resolved, reused,
+converted, pushed, done, warnings) is delivered, even past the bound: there are only a
+few per layer.
+
+Subscribers iterate a :class:`Subscription` (``async for event in sub``); iteration ends
+once the bus is closed and the buffer drained.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import anyio
+
+__all__ = [
+    "BytesFetched",
+    "BytesUploaded",
+    "Event",
+    "EventBus",
+    "ImageDone",
+    "ImagePushed",
+    "ImageResolved",
+    "LayerConverted",
+    "LayerFetched",
+    "LayerReused",
+    "LayerUploaded",
+    "PipelineDone",
+    "ProgressEvent",
+    "Subscription",
+    "WarningEvent",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events; ``image`` is the source reference as configured."""
+
+    image: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressEvent(Event):
+    """Cumulative byte progress of one layer; may be merged or dropped under pressure."""
+
+    layer: str
+    done: int
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageResolved(Event):
+    """The source image was resolved to manifests and layers."""
+
+    target: str
+    platforms: tuple[str, ...]
+    layers: int
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BytesFetched(ProgressEvent):
+    """Bytes of a source layer fetched so far."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerFetched(Event):
+    """A source layer is available locally (``cached``: it already was)."""
+
+    layer: str
+    size: int
+    cached: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerReused(Event):
+    """A layer is passed through without conversion (already eStargz / zstd:chunked)."""
+
+    layer: str
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerConverted(Event):
+    """A layer was converted (``cached``: the conversion came from the cache)."""
+
+    layer: str
+    source_size: int
+    digest: str
+    size: int
+    toc_digest: str | None
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BytesUploaded(ProgressEvent):
+    """Bytes of an output layer uploaded so far."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerUploaded(Event):
+    """An output layer is at the target (``existed``: nothing had to be sent)."""
+
+    layer: str
+    size: int
+    existed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePushed(Event):
+    """A manifest (one platform) or the image index was pushed / written."""
+
+    target: str
+    digest: str
+    media_type: str
+    platform: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageDone(Event):
+    """An image is complete at its target."""
+
+    target: str
+    digest: str
+    layers_converted: int
+    layers_reused: int
+    layers_cached: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarningEvent(Event):
+    """Something the user should know; the run continues."""
+
+    message: str
+    layer: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineDone(Event):
+    """The run ended; ``error`` is the one-line failure, or None on success."""
+
+    images_done: int
+    seconds: float
+    error: str | None = None
+
+
+def _progress_key(event: ProgressEvent) -> tuple[type, str, str]:
+    return (type(event), event.image, event.layer)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's bounded view of the events (an async iterator)."""
+
+    max_buffer: int
+    _queue: deque[Event] = field(default_factory=deque)
+    _wakeup: anyio.Event | None = None
+    _closed: bool = False
+    _bus: EventBus | None = None
+    dropped: int = 0
+
+    def _offer(self, event: Event) -> None:
+        if isinstance(event, ProgressEvent):
+            key = _progress_key(event)
+            for index, pending in enumerate(self._queue):
+                if isinstance(pending, ProgressEvent) and _progress_key(pending) == key:
+                    del self._queue[index]
+                    self.dropped += 1
+                    break
+            else:
+                if len(self._queue) >= self.max_buffer:
+                    self.dropped += 1
+                    return
+        self._queue.append(event)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def pending(self) -> int:
+        """Number of events waiting to be read."""
+        return len(self._queue)
+
+    async def receive(self) -> Event:
+        """The next event; :class:`anyio.EndOfStream` once closed and drained."""
+        while not self._queue:
+            if self._closed:
+                raise anyio.EndOfStream
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.receive()
+            except anyio.EndOfStream:
+                return
+
+    def unsubscribe(self) -> None:
+        """Stop receiving events; pending ones are discarded."""
+        if self._bus is not None:
+            self._bus._remove(self)
+        self._queue.clear()
+        self._close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unsubscribe()
+
+
+class EventBus:
+    """Fan events out to subscribers without blocking the publisher."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscription] = []
+        self._closed = False
+
+    def subscribe(self, max_buffer: int = 256) -> Subscription:
+        """A new subscription; it sees every event published from now on."""
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        subscription = Subscription(max_buffer=max_buffer, _bus=self)
+        if self._closed:
+            subscription._close()
+        else:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber; never blocks."""
+        for subscription in self._subscribers:
+            subscription._offer(event)
+
+    def close(self) -> None:
+        """No more events: subscribers finish once they have drained their buffers."""
+        self._closed = True
+        for subscription in self._subscribers:
+            subscription._close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _remove(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)

@@ -1,0 +1,678 @@
+"""The runner: stages as concurrent task groups joined by bounded memory streams.
+
+::
+
+    images ─► resolve ─► fetch ─► reuse ─► profile ─► convert ─► upload ─┐
+                 │                        (gathers a                    │ all layers of a
+                 │                         manifest's layers)           ▼ manifest uploaded
+                 └── manifests without layers ───────────────────────► finalize ─► image done
+
+Every arrow is a memory object stream with ``concurrency.buffer`` slots, so a slow stage
+holds back the ones before it. Each stage runs ``concurrency.<stage>`` workers; every
+worker owns a ``clone()`` of its receive stream and of the send streams it feeds, and
+closes them when it ends, which is how the end of the input propagates downstream.
+
+Work is de-duplicated across images: a source blob is fetched once per digest, a layer
+converted once per :class:`~esgz.pipeline.cache.ConversionKey` (and looked up in the
+persistent cache first), an output blob uploaded once per target. The stage functions
+themselves come from a :class:`Stages` implementation, so the runner knows nothing of
+registries or formats.
+
+The first failure cancels the whole run and is raised once, as a
+:class:`~esgz.errors.PipelineError` naming the image, layer and stage, with the original
+error as ``__cause__``. Manifests are written only after all their blobs, and the
+image's index only after all its manifests, so a failed or cancelled run never leaves
+a partially pushed image; its scratch directory is removed in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from esgz.errors import EsgzError, PipelineError
+from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore
+from esgz.pipeline.config import PipelineConfig
+from esgz.pipeline.events import (
+    EventBus,
+    ImageDone,
+    ImagePushed,
+    ImageResolved,
+    LayerConverted,
+    LayerFetched,
+    LayerReused,
+    LayerUploaded,
+    PipelineDone,
+)
+from esgz.pipeline.jobs import (
+    ImageJob,
+    LayerJob,
+    LayerOutput,
+    ManifestJob,
+    PushedManifest,
+    ReuseDecision,
+)
+
+__all__ = [
+    "ImageResult",
+    "LayerSummary",
+    "ManifestResult",
+    "OnceMap",
+    "PipelineResult",
+    "RunContext",
+    "Runner",
+    "Stages",
+]
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass
+class RunContext:
+    """What stage functions get besides their job: config, events, storage."""
+
+    config: PipelineConfig
+    events: EventBus
+    store: LocalStore
+    cache: ConversionCache | None
+    cpu_limiter: anyio.CapacityLimiter
+
+
+class Stages(Protocol):
+    """The stage functions the runner drives; one implementation per I/O world."""
+
+    async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
+        """Fill ``image.manifests`` (and their layers) from the source."""
+
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> Path:
+        """Make the source blob available locally; return its path."""
+
+    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseDecision:
+        """Decide whether the (fetched) layer can pass through unchanged."""
+
+    async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
+        """Prioritized files per layer index of a complete manifest."""
+
+    async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
+        """Convert the fetched layer; the output must be committed to ``ctx.store``."""
+
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> bool:
+        """Put ``layer.output`` at the target; True if it was already there."""
+
+    async def finalize_manifest(self, manifest: ManifestJob, ctx: RunContext) -> PushedManifest:
+        """Write config and manifest of one platform (all its blobs are uploaded)."""
+
+    async def finalize_image(self, image: ImageJob, ctx: RunContext) -> PushedManifest:
+        """Write the index (or tag the single manifest) once every manifest is written."""
+
+
+@dataclass
+class _Entry(Generic[V]):
+    done: anyio.Event = field(default_factory=anyio.Event)
+    value: V | None = None
+    failed: bool = False
+
+
+class OnceMap(Generic[K, V]):
+    """Run an async computation once per key; concurrent callers share the result.
+
+    A failed computation fails the whole run, so callers waiting on it just wait
+    until they are cancelled.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[K, _Entry[V]] = {}
+        self.computed = 0
+        self.shared = 0
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """The value for ``key`` and whether it came from another caller."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self.shared += 1
+            await entry.done.wait()
+            if entry.failed:
+                await anyio.sleep_forever()
+            assert entry.value is not None
+            return entry.value, True
+        entry = _Entry()
+        self._entries[key] = entry
+        try:
+            entry.value = await compute()
+        except BaseException:
+            entry.failed = True
+            raise
+        finally:
+            entry.done.set()
+        self.computed += 1
+        return entry.value, False
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSummary:
+    """What happened to one layer."""
+
+    source_digest: str
+    digest: str
+    size: int
+    action: str
+    toc_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    """One written platform manifest."""
+
+    platform: str | None
+    digest: str
+    media_type: str
+    layers: tuple[LayerSummary, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One finished image."""
+
+    source: str
+    target: str
+    digest: str
+    media_type: str
+    manifests: tuple[ManifestResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """The outcome of a whole run."""
+
+    images: tuple[ImageResult, ...]
+    seconds: float
+    layers_fetched: int
+    layers_converted: int
+
+
+class Runner:
+    """Runs one pipeline config through a :class:`Stages` implementation."""
+
+    def __init__(
+        self, config: PipelineConfig, stages: Stages, events: EventBus | None = None
+    ) -> None:
+        self.config = config
+        self.stages = stages
+        self.events = events if events is not None else EventBus()
+        self._failure: PipelineError | None = None
+        self._fetches: OnceMap[str, Path] = OnceMap()
+        self._conversions: OnceMap[ConversionKey, tuple[LayerOutput, bool]] = OnceMap()
+        self._uploads: OnceMap[tuple[str, str], bool] = OnceMap()
+        self._images: list[ImageJob] = []
+
+    # ------------------------------------------------------------------ failures
+
+    def _fail(
+        self, stage: str, image: str | None, layer: str | None, exc: Exception
+    ) -> PipelineError:
+        if isinstance(exc, PipelineError):
+            return exc
+        if isinstance(exc, EsgzError):
+            message = exc.message
+            registry = exc.registry
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+            registry = None
+        error = PipelineError(
+            message,
+            image=image,
+            layer=layer or (exc.layer if isinstance(exc, EsgzError) else None),
+            stage=stage,
+            registry=registry,
+        )
+        error.__cause__ = exc
+        if self._failure is None:
+            self._failure = error
+        return error
+
+    async def _guard(
+        self,
+        stage: str,
+        image: str,
+        layer: str | None,
+        work: Awaitable[V],
+    ) -> V:
+        try:
+            return await work
+        except Exception as exc:
+            raise self._fail(stage, image, layer, exc) from exc
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> PipelineResult:
+        """Run every image; raise the first failure as a PipelineError."""
+        started = time.monotonic()
+        error_text: str | None = None
+        try:
+            async with _open_store(self.config) as store:
+                ctx = RunContext(
+                    config=self.config,
+                    events=self.events,
+                    store=store,
+                    cache=ConversionCache(store) if self.config.cache.enabled else None,
+                    cpu_limiter=anyio.CapacityLimiter(self.config.concurrency.convert),
+                )
+                try:
+                    await self._run_stages(ctx)
+                except BaseExceptionGroup as group:
+                    failure = self._failure
+                    if failure is None:
+                        raise
+                    if group.subgroup(lambda e: not isinstance(e, Exception)) is not None:
+                        raise
+                    raise failure from failure.__cause__
+                if self.config.cache.enabled:
+                    freed = await store.evict(int(self.config.cache.max_size))
+                    if freed:
+                        logger.info("cache: evicted %d bytes", freed)
+        except EsgzError as exc:
+            error_text = str(exc)
+            raise
+        except BaseException:
+            error_text = "cancelled"
+            raise
+        finally:
+            self.events.publish(
+                PipelineDone(
+                    image="",
+                    images_done=sum(1 for job in self._images if job.pushed is not None),
+                    seconds=time.monotonic() - started,
+                    error=error_text,
+                )
+            )
+            self.events.close()
+        return self._result(time.monotonic() - started)
+
+    async def _run_stages(self, ctx: RunContext) -> None:
+        limits = self.config.concurrency
+        buffer = limits.buffer
+        image_send, image_recv = anyio.create_memory_object_stream[ImageJob](buffer)
+        fetch_send, fetch_recv = anyio.create_memory_object_stream[LayerJob](buffer)
+        reuse_send, reuse_recv = anyio.create_memory_object_stream[LayerJob](buffer)
+        profile_send, profile_recv = anyio.create_memory_object_stream[LayerJob](buffer)
+        convert_send, convert_recv = anyio.create_memory_object_stream[LayerJob](buffer)
+        upload_send, upload_recv = anyio.create_memory_object_stream[LayerJob](buffer)
+        final_send, final_recv = anyio.create_memory_object_stream[ManifestJob](buffer)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._feed_images, ctx, image_send)
+            for _ in range(limits.resolve):
+                tg.start_soon(
+                    self._resolve_worker,
+                    ctx,
+                    image_recv.clone(),
+                    fetch_send.clone(),
+                    final_send.clone(),
+                )
+            for _ in range(limits.fetch):
+                tg.start_soon(self._fetch_worker, ctx, fetch_recv.clone(), reuse_send.clone())
+            for _ in range(limits.reuse):
+                tg.start_soon(self._reuse_worker, ctx, reuse_recv.clone(), profile_send.clone())
+            for _ in range(limits.profile):
+                tg.start_soon(self._profile_worker, ctx, profile_recv.clone(), convert_send.clone())
+            for _ in range(limits.convert):
+                tg.start_soon(self._convert_worker, ctx, convert_recv.clone(), upload_send.clone())
+            for _ in range(limits.upload):
+                tg.start_soon(self._upload_worker, ctx, upload_recv.clone(), final_send.clone())
+            for _ in range(limits.finalize):
+                tg.start_soon(self._finalize_worker, ctx, final_recv.clone())
+            for stream in (
+                image_recv,
+                fetch_send,
+                fetch_recv,
+                reuse_send,
+                reuse_recv,
+                profile_send,
+                profile_recv,
+                convert_send,
+                convert_recv,
+                upload_send,
+                upload_recv,
+                final_send,
+                final_recv,
+            ):
+                stream.close()
+
+    async def _feed_images(self, ctx: RunContext, send: ObjectSendStream[ImageJob]) -> None:
+        async with send:
+            for settings in self.config.resolved_images():
+                job = ImageJob(settings=settings)
+                self._images.append(job)
+                await send.send(job)
+
+    async def _resolve_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[ImageJob],
+        layers_out: ObjectSendStream[LayerJob],
+        manifests_out: ObjectSendStream[ManifestJob],
+    ) -> None:
+        async with receive, layers_out, manifests_out:
+            async for image in receive:
+                await self._guard("resolve", image.name, None, self.stages.resolve(image, ctx))
+                ctx.events.publish(
+                    ImageResolved(
+                        image=image.name,
+                        target=image.settings.target,
+                        platforms=tuple(m.platform or "" for m in image.manifests),
+                        layers=sum(len(m.layers) for m in image.manifests),
+                        total_size=sum(
+                            layer.source.size for m in image.manifests for layer in m.layers
+                        ),
+                    )
+                )
+                for manifest in image.manifests:
+                    if not manifest.layers:
+                        await manifests_out.send(manifest)
+                    for layer in manifest.layers:
+                        await layers_out.send(layer)
+
+    async def _fetch_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[LayerJob],
+        send: ObjectSendStream[LayerJob],
+    ) -> None:
+        async with receive, send:
+            async for layer in receive:
+                digest = layer.source.digest
+
+                async def fetch(layer: LayerJob = layer) -> Path:
+                    return await self.stages.fetch(layer, ctx)
+
+                path, shared = await self._guard(
+                    "fetch",
+                    layer.image.name,
+                    digest,
+                    self._fetches.get(digest, fetch),
+                )
+                layer.fetched_path = path
+                if not shared:
+                    ctx.events.publish(
+                        LayerFetched(
+                            image=layer.image.name,
+                            layer=digest,
+                            size=layer.source.size,
+                            cached=False,
+                        )
+                    )
+                await send.send(layer)
+
+    async def _reuse_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[LayerJob],
+        send: ObjectSendStream[LayerJob],
+    ) -> None:
+        async with receive, send:
+            async for layer in receive:
+                if layer.image.settings.reuse:
+                    layer.reuse = await self._guard(
+                        "reuse",
+                        layer.image.name,
+                        layer.source.digest,
+                        self.stages.reuse(layer, ctx),
+                    )
+                else:
+                    layer.reuse = ReuseDecision(False, "reuse is off")
+                await send.send(layer)
+
+    async def _profile_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[LayerJob],
+        send: ObjectSendStream[LayerJob],
+    ) -> None:
+        async with receive, send:
+            async for layer in receive:
+                manifest = layer.manifest
+                manifest._gathered += 1
+                if manifest._gathered < len(manifest.layers):
+                    continue
+                prioritized = await self._guard(
+                    "profile",
+                    manifest.image.name,
+                    None,
+                    self.stages.profile(manifest, ctx),
+                )
+                for job in manifest.layers:
+                    job.prioritized = tuple(prioritized.get(job.index, ()))
+                for job in manifest.layers:
+                    await send.send(job)
+
+    async def _convert_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[LayerJob],
+        send: ObjectSendStream[LayerJob],
+    ) -> None:
+        async with receive, send:
+            async for layer in receive:
+                await self._guard(
+                    "convert",
+                    layer.image.name,
+                    layer.source.digest,
+                    self._convert_one(layer, ctx),
+                )
+                await send.send(layer)
+
+    async def _convert_one(self, layer: LayerJob, ctx: RunContext) -> None:
+        settings = layer.image.settings
+        decision = layer.reuse
+        if decision is not None and decision.reusable and not layer.prioritized:
+            assert decision.output is not None, "a reusable decision carries its output"
+            layer.output = decision.output
+            layer.action = "reused"
+            ctx.events.publish(
+                LayerReused(
+                    image=layer.image.name,
+                    layer=layer.source.digest,
+                    size=layer.source.size,
+                    reason=decision.reason,
+                )
+            )
+            return
+        key = ConversionKey(
+            source_digest=layer.source.digest,
+            prioritized=layer.prioritized,
+            format=settings.format,
+            compression_level=settings.compression_level,
+            chunk_size=settings.chunk_size,
+        )
+        started = time.monotonic()
+
+        async def compute() -> tuple[LayerOutput, bool]:
+            if ctx.cache is not None:
+                cached = await ctx.cache.lookup(key)
+                if cached is not None:
+                    return cached, True
+            output = await self.stages.convert(layer, ctx)
+            if ctx.cache is not None:
+                await ctx.cache.store_output(key, output)
+            return output, False
+
+        (output, from_cache), shared = await self._conversions.get(key, compute)
+        layer.output = output
+        layer.action = "cached" if from_cache or shared else "converted"
+        ctx.events.publish(
+            LayerConverted(
+                image=layer.image.name,
+                layer=layer.source.digest,
+                source_size=layer.source.size,
+                digest=output.digest,
+                size=output.size,
+                toc_digest=output.toc_digest,
+                cached=from_cache or shared,
+                seconds=time.monotonic() - started,
+            )
+        )
+
+    async def _upload_worker(
+        self,
+        ctx: RunContext,
+        receive: ObjectReceiveStream[LayerJob],
+        send: ObjectSendStream[ManifestJob],
+    ) -> None:
+        async with receive, send:
+            async for layer in receive:
+                output = layer.output
+                assert output is not None
+                key = (layer.image.settings.target, output.digest)
+
+                async def upload(layer: LayerJob = layer) -> bool:
+                    return await self.stages.upload(layer, ctx)
+
+                existed, shared = await self._guard(
+                    "upload",
+                    layer.image.name,
+                    layer.source.digest,
+                    self._uploads.get(key, upload),
+                )
+                layer.uploaded = True
+                ctx.events.publish(
+                    LayerUploaded(
+                        image=layer.image.name,
+                        layer=output.digest,
+                        size=output.size,
+                        existed=existed or shared,
+                    )
+                )
+                manifest = layer.manifest
+                manifest._uploaded += 1
+                if manifest._uploaded == len(manifest.layers):
+                    await send.send(manifest)
+
+    async def _finalize_worker(
+        self, ctx: RunContext, receive: ObjectReceiveStream[ManifestJob]
+    ) -> None:
+        async with receive:
+            async for manifest in receive:
+                image = manifest.image
+                manifest.pushed = await self._guard(
+                    "finalize",
+                    image.name,
+                    None,
+                    self.stages.finalize_manifest(manifest, ctx),
+                )
+                ctx.events.publish(
+                    ImagePushed(
+                        image=image.name,
+                        target=image.settings.target,
+                        digest=manifest.pushed.digest,
+                        media_type=manifest.pushed.media_type,
+                        platform=manifest.platform,
+                    )
+                )
+                image._finalized += 1
+                if image._finalized < len(image.manifests):
+                    continue
+                image.pushed = await self._guard(
+                    "finalize",
+                    image.name,
+                    None,
+                    self.stages.finalize_image(image, ctx),
+                )
+                layers = [layer for m in image.manifests for layer in m.layers]
+                ctx.events.publish(
+                    ImageDone(
+                        image=image.name,
+                        target=image.settings.target,
+                        digest=image.pushed.digest,
+                        layers_converted=sum(1 for job in layers if job.action == "converted"),
+                        layers_reused=sum(1 for job in layers if job.action == "reused"),
+                        layers_cached=sum(1 for job in layers if job.action == "cached"),
+                    )
+                )
+
+    # ------------------------------------------------------------------ results
+
+    def _result(self, seconds: float) -> PipelineResult:
+        images = []
+        for image in self._images:
+            assert image.pushed is not None
+            manifests = []
+            for manifest in image.manifests:
+                assert manifest.pushed is not None
+                layers = tuple(
+                    LayerSummary(
+                        source_digest=layer.source.digest,
+                        digest=layer.output.digest,
+                        size=layer.output.size,
+                        action=layer.action or "converted",
+                        toc_digest=layer.output.toc_digest,
+                    )
+                    for layer in manifest.layers
+                    if layer.output is not None
+                )
+                manifests.append(
+                    ManifestResult(
+                        platform=manifest.platform,
+                        digest=manifest.pushed.digest,
+                        media_type=manifest.pushed.media_type,
+                        layers=layers,
+                    )
+                )
+            images.append(
+                ImageResult(
+                    source=image.settings.source,
+                    target=image.settings.target,
+                    digest=image.pushed.digest,
+                    media_type=image.pushed.media_type,
+                    manifests=tuple(manifests),
+                )
+            )
+        return PipelineResult(
+            images=tuple(images),
+            seconds=seconds,
+            layers_fetched=self._fetches.computed,
+            layers_converted=self._conversions.computed,
+        )
+
+
+class _StoreContext:
+    """Open the blob store for a run; remove scratch space (or all of it) at the end."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.store: LocalStore | None = None
+        self.private_root: Path | None = None
+
+    async def __aenter__(self) -> LocalStore:
+        if self.config.cache.enabled:
+            root = self.config.cache_dir()
+        else:
+            self.private_root = Path(
+                await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-"))
+            )
+            root = self.private_root
+        self.store = await LocalStore.open(root)
+        return self.store
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.CancelScope(shield=True):
+            if self.store is not None:
+                await self.store.close()
+            if self.private_root is not None:
+                await anyio.to_thread.run_sync(shutil.rmtree, self.private_root, True)
+
+
+def _open_store(config: PipelineConfig) -> _StoreContext:
+    return _StoreContext(config)
