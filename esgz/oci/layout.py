@@ -1,0 +1,341 @@
+"""OCI image-layout directories: read images from them and write images into them.
+
+A layout is ``oci-layout`` (``{"imageLayoutVersion": "1.0.0"}``), ``index.json`` (an OCI
+index whose entries may carry the tag in ``org.opencontainers.image.ref.name``) and
+``blobs/<algorithm>/<hex>``.
+
+Reading (:meth:`OCILayout.open`, :meth:`OCILayout.resolve`): the version must be 1.x.
+A :class:`~esgz.oci.reference.LayoutReference` resolves to the ``index.json`` entry
+
+* with its digest, if it has one (a blob present in the layout but not listed in
+  ``index.json`` is found too; its media type is read from the blob);
+* else with its tag;
+* else (a source without a tag) the entry tagged ``latest``, else the only entry, else
+  LayoutError listing the tags.
+
+Writing (:meth:`OCILayout.create`): a missing or empty directory is initialised; an
+existing layout is updated, never clobbered (a non-empty directory that is not a layout
+is refused). Blobs are streamed in with their digest verified and appear under their
+digest name only when complete (see :mod:`esgz.oci.blobstore`). :meth:`OCILayout.set_tag`
+rewrites ``index.json`` atomically (temp file + rename): the entries of other tags are
+kept in order, an entry for the same tag is removed and the new one appended (what
+skopeo does). ``index.json`` has a single writer at a time: concurrent writers in one
+process are serialised, other processes must not write the same layout concurrently.
+
+All I/O methods are async (worker threads); ``*_sync`` helpers exist for tests and
+command-line tools that are not async.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from esgz.errors import ImageError, LayoutError
+from esgz.oci import mediatypes
+from esgz.oci.blobstore import BlobIngest, BlobStore
+from esgz.oci.digest import parse_digest, sha256_of
+from esgz.oci.manifest import (
+    Descriptor,
+    Index,
+    Manifest,
+    go_json_bytes,
+    parse_index,
+    parse_manifest_or_index,
+    to_bytes,
+)
+from esgz.oci.reference import LayoutReference
+
+__all__ = ["LAYOUT_VERSION", "REF_NAME_ANNOTATION", "OCILayout"]
+
+LAYOUT_VERSION = "1.0.0"
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+_READ_CHUNK = 1 << 20
+_MAX_DOCUMENT = 16 << 20  # manifests, indexes and configs larger than this are refused
+
+
+class OCILayout:
+    """An OCI image-layout directory. Build with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = BlobStore(root / "blobs")
+        self._index_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"OCILayout({str(self.root)!r})"
+
+    # --- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, root: Path) -> OCILayout:
+        """Open an existing layout for reading (and writing); LayoutError if unusable."""
+        return await anyio.to_thread.run_sync(cls.open_sync, root)
+
+    @classmethod
+    def open_sync(cls, root: Path) -> OCILayout:
+        """Blocking :meth:`open`."""
+        layout = cls(root)
+        layout._check_sync()
+        return layout
+
+    @classmethod
+    async def create(cls, root: Path) -> OCILayout:
+        """Open the layout at ``root``, initialising it if missing or empty."""
+        return await anyio.to_thread.run_sync(cls.create_sync, root)
+
+    @classmethod
+    def create_sync(cls, root: Path) -> OCILayout:
+        """Blocking :meth:`create`."""
+        layout = cls(root)
+        try:
+            if root.exists() and not root.is_dir():
+                raise LayoutError(f"{root} exists and is not a directory")
+            if root.is_dir() and (root / "oci-layout").exists():
+                layout._check_sync()
+                return layout
+            if root.is_dir() and any(root.iterdir()):
+                raise LayoutError(
+                    f"{root} is not empty and not an OCI image layout; refusing to write into it"
+                )
+            (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            _atomic_write(
+                root / "oci-layout", go_json_bytes({"imageLayoutVersion": LAYOUT_VERSION})
+            )
+            empty = Index(media_type=mediatypes.OCI_INDEX, manifests=())
+            _atomic_write(root / "index.json", to_bytes(empty))
+        except OSError as err:
+            raise LayoutError(f"cannot create OCI layout at {root}: {err}") from err
+        return layout
+
+    def _check_sync(self) -> None:
+        marker = self.root / "oci-layout"
+        try:
+            data = marker.read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(
+                f"{self.root} is not an OCI image layout: no oci-layout file"
+            ) from None
+        except OSError as err:
+            raise LayoutError(f"cannot read {marker}: {err}") from err
+        try:
+            version = json.loads(data).get("imageLayoutVersion")
+        except (ValueError, AttributeError):
+            raise LayoutError(f"{marker} is not a JSON object") from None
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise LayoutError(f"{marker}: unsupported imageLayoutVersion {version!r}")
+        if not (self.root / "index.json").is_file():
+            raise LayoutError(f"{self.root} is not an OCI image layout: no index.json")
+
+    # --- index.json ---------------------------------------------------------------------
+
+    async def read_index(self) -> Index:
+        """The parsed ``index.json``."""
+        return await anyio.to_thread.run_sync(self.read_index_sync)
+
+    def read_index_sync(self) -> Index:
+        """Blocking :meth:`read_index`."""
+        path = self.root / "index.json"
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise LayoutError(f"cannot read {path}: {err}") from err
+        try:
+            return parse_index(data, mediatypes.OCI_INDEX)
+        except ImageError as err:
+            raise LayoutError(f"{path}: {err.message}") from None
+
+    async def tags(self) -> dict[str, Descriptor]:
+        """Tag → ``index.json`` entry (the last entry wins for a repeated tag)."""
+        index = await self.read_index()
+        return _tags(index)
+
+    async def resolve(self, reference: LayoutReference | None = None) -> Descriptor:
+        """The ``index.json`` entry a reference names (see the module docs)."""
+        return await anyio.to_thread.run_sync(self.resolve_sync, reference)
+
+    def resolve_sync(self, reference: LayoutReference | None = None) -> Descriptor:
+        """Blocking :meth:`resolve`."""
+        tag = reference.tag if reference else None
+        digest = reference.digest if reference else None
+        index = self.read_index_sync()
+        where = str(self.root)
+        if digest is not None:
+            for entry in index.manifests:
+                if entry.digest == digest:
+                    return entry
+            return self._descriptor_from_blob_sync(digest)
+        tags = _tags(index)
+        if tag is not None:
+            if tag in tags:
+                return tags[tag]
+            raise LayoutError(f"no image tagged {tag!r} in {where}; {_describe_tags(tags)}")
+        if "latest" in tags:
+            return tags["latest"]
+        if len(index.manifests) == 1:
+            return index.manifests[0]
+        if not index.manifests:
+            raise LayoutError(f"the OCI layout {where} holds no image")
+        raise LayoutError(
+            f"the OCI layout {where} holds {len(index.manifests)} images and none is tagged"
+            f" 'latest': name one with local://{where}:TAG; {_describe_tags(tags)}"
+        )
+
+    def _descriptor_from_blob_sync(self, digest: str) -> Descriptor:
+        path = self.blobs.path(digest)
+        if not path.is_file():
+            raise LayoutError(f"no image with digest {digest} in {self.root}")
+        data = self.read_blob_sync(digest)
+        document = parse_manifest_or_index(data)
+        media_type = document.media_type or (
+            mediatypes.OCI_INDEX if isinstance(document, Index) else mediatypes.OCI_MANIFEST
+        )
+        return Descriptor(media_type=media_type, digest=digest, size=len(data))
+
+    async def set_tag(self, tag: str | None, descriptor: Descriptor) -> None:
+        """Point ``tag`` at ``descriptor`` in ``index.json`` (atomically).
+
+        ``tag=None`` adds an untagged entry unless one with that digest exists. The
+        descriptor's ref-name annotation is set to ``tag``.
+        """
+        async with self._index_lock:
+            await anyio.to_thread.run_sync(self.set_tag_sync, tag, descriptor)
+
+    def set_tag_sync(self, tag: str | None, descriptor: Descriptor) -> None:
+        """Blocking :meth:`set_tag` (no in-process lock)."""
+        index = self.read_index_sync()
+        annotations = dict(descriptor.annotations)
+        annotations.pop(REF_NAME_ANNOTATION, None)
+        if tag is not None:
+            annotations[REF_NAME_ANNOTATION] = tag
+            kept = [e for e in index.manifests if e.annotations.get(REF_NAME_ANNOTATION) != tag]
+        else:
+            kept = list(index.manifests)
+            if any(e.digest == descriptor.digest and not _tag_of(e) for e in kept):
+                return
+        entry = replace(descriptor, annotations=annotations)
+        updated = replace(index, manifests=(*kept, entry))
+        try:
+            _atomic_write(self.root / "index.json", to_bytes(updated))
+        except OSError as err:
+            raise LayoutError(f"cannot update {self.root / 'index.json'}: {err}") from err
+
+    # --- blobs --------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        """Where blob ``digest`` is in the layout."""
+        return self.blobs.path(digest)
+
+    async def has_blob(self, digest: str) -> bool:
+        """Whether the layout holds blob ``digest``."""
+        return await self.blobs.has(digest)
+
+    async def read_blob(self, digest: str) -> bytes:
+        """A small blob (manifest, index, config), verified against its digest."""
+        return await anyio.to_thread.run_sync(self.read_blob_sync, digest)
+
+    def read_blob_sync(self, digest: str) -> bytes:
+        """Blocking :meth:`read_blob`."""
+        path = self.blobs.path(digest)
+        try:
+            size = path.stat().st_size
+            if size > _MAX_DOCUMENT:
+                raise LayoutError(f"blob {digest} in {self.root} is too large ({size} bytes)")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(f"blob {digest} is missing from {self.root}") from None
+        except OSError as err:
+            raise LayoutError(f"cannot read blob {digest} in {self.root}: {err}") from err
+        algorithm = parse_digest(digest).algorithm
+        actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+        if actual != digest:
+            raise LayoutError(f"blob {digest} in {self.root} is corrupt: its digest is {actual}")
+        return data
+
+    async def iter_blob(self, digest: str, chunk_size: int = _READ_CHUNK) -> AsyncIterator[bytes]:
+        """Stream a blob in chunks (not verified here: use a DigestingWriter if needed)."""
+        try:
+            file = await anyio.open_file(self.blobs.path(digest), "rb")
+        except FileNotFoundError:
+            raise LayoutError(f"blob {digest} is missing from {self.root}") from None
+        async with file:
+            while chunk := await file.read(chunk_size):
+                yield chunk
+
+    @asynccontextmanager
+    async def ingest_blob(
+        self, expected_digest: str | None = None, expected_size: int | None = None
+    ) -> AsyncIterator[BlobIngest]:
+        """Stream a blob in (verified, atomic): see :meth:`BlobStore.ingest`."""
+        async with self.blobs.ingest(expected_digest, expected_size) as blob:
+            yield blob
+
+    async def write_blob(self, data: bytes, expected_digest: str | None = None) -> str:
+        """Store a small blob from memory; return its digest."""
+        return await self.blobs.put_bytes(data, expected_digest)
+
+    async def add_file(
+        self, source: Path, expected_digest: str | None = None, expected_size: int | None = None
+    ) -> str:
+        """Copy a file in as a blob (streaming, verified); return its digest."""
+        return await self.blobs.put_file(source, expected_digest, expected_size)
+
+    async def add_document(
+        self, document: Manifest | Index | bytes, media_type: str | None = None
+    ) -> Descriptor:
+        """Store a manifest or index (a model, or its exact bytes); return its descriptor.
+
+        ``media_type`` defaults to the document's own ``mediaType`` (OCI when absent).
+        """
+        if isinstance(document, bytes):
+            data = document
+            parsed = parse_manifest_or_index(data, media_type)
+        else:
+            data, parsed = to_bytes(document), document
+        if media_type is None:
+            media_type = parsed.media_type or (
+                mediatypes.OCI_INDEX if isinstance(parsed, Index) else mediatypes.OCI_MANIFEST
+            )
+        digest = await self.write_blob(data, sha256_of(data))
+        return Descriptor(media_type=media_type, digest=digest, size=len(data))
+
+
+def _tag_of(entry: Descriptor) -> str | None:
+    return entry.annotations.get(REF_NAME_ANNOTATION)
+
+
+def _tags(index: Index) -> dict[str, Descriptor]:
+    tags: dict[str, Descriptor] = {}
+    for entry in index.manifests:
+        tag = _tag_of(entry)
+        if tag is not None:
+            tags[tag] = entry
+    return tags
+
+
+def _describe_tags(tags: Mapping[str, Descriptor]) -> str:
+    if not tags:
+        return "it has no tags"
+    return "tags: " + ", ".join(sorted(tags))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with temp.open("xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
