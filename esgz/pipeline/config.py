@@ -474,7 +474,8 @@ def _pydantic_issues(error: ValidationError) -> list[_Issue]:
         message = _MESSAGES.get(item["type"])
         if message is None:
             message = str(item["msg"]).removeprefix("Value error, ")
-            message = message[:1].lower() + message[1:]
+            if message[1:2].islower():
+                message = message[:1].lower() + message[1:]
         issues.append(_Issue(tuple(item["loc"]), message))
     return issues
 

@@ -2,9 +2,9 @@
 
 The pipeline publishes events without ever waiting on a subscriber: each subscriber has
 its own bounded buffer. Byte-progress events (:class:`ProgressEvent`) carry cumulative
-counts, so under pressure a newer one replaces the pending one for the same
-(kind, image, layer) and, when the buffer is full, a new one without a pending slot is
-dropped — the next one carries the total anyway. Every other event (resolved, reused,
+counts, so a newer one replaces the pending (unread) one for the same
+(kind, image, layer), keeping its place in the queue, and, when the buffer is full, a
+new one without a pending slot is dropped — the next one carries the total anyway. Every other event (resolved, reused,
 converted, pushed, done, warnings) is delivered, even past the bound: there are only a
 few per layer.
 
@@ -154,7 +154,10 @@ class PipelineDone(Event):
     error: str | None = None
 
 
-def _progress_key(event: ProgressEvent) -> tuple[type, str, str]:
+_ProgressKey = tuple[type, str, str]
+
+
+def _progress_key(event: ProgressEvent) -> _ProgressKey:
     return (type(event), event.image, event.layer)
 
 
@@ -163,7 +166,8 @@ class Subscription:
     """One subscriber's bounded view of the events (an async iterator)."""
 
     max_buffer: int
-    _queue: deque[Event] = field(default_factory=deque)
+    _queue: deque[Event | _ProgressKey] = field(default_factory=deque)
+    _progress: dict[_ProgressKey, ProgressEvent] = field(default_factory=dict)
     _wakeup: anyio.Event | None = None
     _closed: bool = False
     _bus: EventBus | None = None
@@ -172,16 +176,18 @@ class Subscription:
     def _offer(self, event: Event) -> None:
         if isinstance(event, ProgressEvent):
             key = _progress_key(event)
-            for index, pending in enumerate(self._queue):
-                if isinstance(pending, ProgressEvent) and _progress_key(pending) == key:
-                    del self._queue[index]
-                    self.dropped += 1
-                    break
-            else:
-                if len(self._queue) >= self.max_buffer:
-                    self.dropped += 1
-                    return
-        self._queue.append(event)
+            if key in self._progress:
+                # merged: the newest count is delivered at the older event's position
+                self._progress[key] = event
+                self.dropped += 1
+                return
+            if len(self._queue) >= self.max_buffer:
+                self.dropped += 1
+                return
+            self._progress[key] = event
+            self._queue.append(key)
+        else:
+            self._queue.append(event)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -201,7 +207,10 @@ class Subscription:
                 raise anyio.EndOfStream
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
-        return self._queue.popleft()
+        item = self._queue.popleft()
+        if isinstance(item, tuple):
+            return self._progress.pop(item)
+        return item
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -218,6 +227,7 @@ class Subscription:
         if self._bus is not None:
             self._bus._remove(self)
         self._queue.clear()
+        self._progress.clear()
         self._close()
 
     async def __aenter__(self) -> Subscription:
