@@ -4,9 +4,9 @@ The pipeline publishes events without ever waiting on a subscriber: each subscri
 its own bounded buffer. Byte-progress events (:class:`ProgressEvent`) carry cumulative
 counts, so a newer one replaces the pending (unread) one for the same
 (kind, image, layer), keeping its place in the queue, and, when the buffer is full, a
-new one without a pending slot is dropped — the next one carries the total anyway. Every other event (resolved, reused,
-converted, pushed, done, warnings) is delivered, even past the bound: there are only a
-few per layer.
+new one without a pending slot is dropped — the next one carries the total anyway.
+Every other event (resolved, reused, converted, pushed, done, warnings) is delivered,
+even past the bound: there are only a few per layer.
 
 Subscribers iterate a :class:`Subscription` (``async for event in sub``); iteration ends
 once the bus is closed and the buffer drained.

@@ -158,7 +158,8 @@ def test_anchors_and_merge_keys_work() -> None:
         "images:\n  - <<: *d\n    source: a\n    target: b\n    format: zstdchunked\n"
     )
     (image,) = parse_config_text(text).resolved_images()
-    assert image.format == "zstdchunked" and image.oci
+    assert image.format == "zstdchunked"
+    assert image.oci
 
 
 @pytest.mark.anyio
