@@ -53,7 +53,7 @@ class BlobFile:
             try:
                 self._owned = open(source, "rb")  # noqa: SIM115 - closed by close()
             except OSError as err:
-                raise FormatError(f"cannot open layer blob {self.name}: {err.strerror}") from None
+                raise FormatError(f"cannot open layer blob: {err.strerror}") from None
             self._file: BinaryIO = self._owned
         else:
             self._file = source
@@ -73,7 +73,7 @@ class BlobFile:
         """Exactly ``length`` bytes at ``offset``; FormatError if the blob ends earlier."""
         if offset < 0 or length < 0 or offset + length > self.size:
             raise FormatError(
-                f"{self.name}: byte range {offset}+{length} lies outside the blob "
+                f"byte range {offset}+{length} lies outside the blob "
                 f"of {self.size} bytes (truncated?)"
             )
         if self._fd is not None:
@@ -82,7 +82,7 @@ class BlobFile:
             while done < length:
                 part = os.pread(self._fd, length - done, offset + done)
                 if not part:
-                    raise FormatError(f"{self.name}: unexpected end of blob at {offset + done}")
+                    raise FormatError(f"unexpected end of blob at {offset + done}")
                 parts.append(part)
                 done += len(part)
             return b"".join(parts)
@@ -90,7 +90,7 @@ class BlobFile:
             self._file.seek(offset)
             data = self._file.read(length)
         if len(data) != length:
-            raise FormatError(f"{self.name}: unexpected end of blob at {offset + len(data)}")
+            raise FormatError(f"unexpected end of blob at {offset + len(data)}")
         return data
 
     def iter_range(self, start: int, end: int, block: int = READ_BLOCK) -> Iterator[bytes]:
@@ -157,9 +157,7 @@ def _gzip_pieces(blob: BlobFile, start: int, end: int, single_member: bool) -> I
                     break
                 piece = decompressor.decompress(tail, _MAX_PIECE)
         except zlib.error as err:
-            raise FormatError(
-                f"{blob.name}: corrupt gzip data in the member at offset {start}: {err}"
-            ) from None
+            raise FormatError(f"corrupt gzip data in the member at offset {start}: {err}") from None
         if not decompressor.eof:
             pending = b""
             continue
@@ -173,7 +171,7 @@ def _gzip_pieces(blob: BlobFile, start: int, end: int, single_member: bool) -> I
         decompressor = zlib.decompressobj(31)
         fed = False
     if fed and not decompressor.eof:
-        raise FormatError(f"{blob.name}: gzip data starting at offset {start} is truncated")
+        raise FormatError(f"gzip data starting at offset {start} is truncated")
 
 
 def _zstd_pieces(blob: BlobFile, start: int, end: int) -> Iterator[bytes]:
@@ -185,9 +183,7 @@ def _zstd_pieces(blob: BlobFile, start: int, end: int) -> Iterator[bytes]:
         try:
             piece = reader.read(_MAX_PIECE)
         except zstandard.ZstdError as err:
-            raise FormatError(
-                f"{blob.name}: corrupt zstd data in the frame at offset {start}: {err}"
-            ) from None
+            raise FormatError(f"corrupt zstd data in the frame at offset {start}: {err}") from None
         if not piece:
             return
         yield piece

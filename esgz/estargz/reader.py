@@ -69,7 +69,10 @@ class LayerReader:
     """
 
     def __init__(self, source: BlobSource, *, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) -> None:
-        self._blob = BlobFile(source)
+        try:
+            self._blob = BlobFile(source)
+        except FormatError as err:
+            raise FormatError(f"{_source_name(source)}: {err.message}") from None
         self.name = self._blob.name
         """Where the blob came from (its path), for messages."""
         try:
@@ -77,8 +80,6 @@ class LayerReader:
             index = build_index(loaded.toc, loaded.data_end)
         except FormatError as err:
             self._blob.close()
-            if err.message.startswith(self.name):
-                raise
             raise type(err)(f"{self.name}: {err.message}") from None
         except BaseException:
             self._blob.close()
@@ -238,6 +239,18 @@ class LayerReader:
         self, entry: LayerEntry, chunk: Chunk, verifier: ChunkVerifier | None
     ) -> Iterator[bytes]:
         what = f"{self.name}: {entry.name!r} chunk at file offset {chunk.chunk_offset}"
+        try:
+            yield from self._decode_chunk(chunk, verifier, what)
+        except VerificationError:
+            raise
+        except FormatError as err:
+            if err.message.startswith(what):
+                raise
+            raise FormatError(f"{what}: {err.message}") from None
+
+    def _decode_chunk(
+        self, chunk: Chunk, verifier: ChunkVerifier | None, what: str
+    ) -> Iterator[bytes]:
         stream = ByteStream(
             decompressed_range(self._blob, self.compression, chunk.offset, chunk.end)
         )
@@ -270,9 +283,12 @@ class LayerReader:
         """
         hasher = hashlib.sha256()
         total = 0
-        for piece in decompressed_range(self._blob, self.compression, 0, self.size):
-            hasher.update(piece)
-            total += len(piece)
+        try:
+            for piece in decompressed_range(self._blob, self.compression, 0, self.size):
+                hasher.update(piece)
+                total += len(piece)
+        except FormatError as err:
+            raise FormatError(f"{self.name}: {err.message}") from None
         return f"sha256:{hasher.hexdigest()}", total
 
     def extract(
@@ -293,6 +309,12 @@ class LayerReader:
             f"<LayerReader {self.name} {self.format} entries={len(self._index.entries)} "
             f"toc={self.toc_digest}>"
         )
+
+
+def _source_name(source: BlobSource) -> str:
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    return str(getattr(source, "name", "<blob>"))
 
 
 def open_layer(source: BlobSource, *, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) -> LayerReader:

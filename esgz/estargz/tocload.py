@@ -256,7 +256,5 @@ def load_toc(blob: BlobFile, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) -> Loaded
             footer_size=hit.footer_size,
         )
     if not hits:
-        raise FormatError(
-            f"{blob.name} is not an eStargz or zstd:chunked blob (no footer): " + "; ".join(errors)
-        )
-    raise FormatError(f"{blob.name}: cannot read the TOC: " + "; ".join(errors))
+        raise FormatError("not an eStargz or zstd:chunked blob (no footer): " + "; ".join(errors))
+    raise FormatError("cannot read the TOC: " + "; ".join(errors))
