@@ -1,0 +1,192 @@
+"""Blob byte streams: a re-sendable file slice for uploads, a verifying writer for downloads.
+
+:class:`FileSliceStream` is an httpx request body reading ``length`` bytes of a file from
+``offset``; it can be iterated again, so a request can be repeated (after a ``401`` or a
+transient failure) without buffering the body. :class:`VerifyingBlobWriter` writes a
+download to a temp file next to its destination while hashing and counting it, and only
+renames it into place once digest and size match: a blob is never left half-written
+under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import httpx
+
+from esgz.errors import VerificationError
+from esgz.oci.digest import hasher_for
+
+__all__ = ["READ_SIZE", "FileSliceStream", "VerifyingBlobWriter"]
+
+#: Bytes read from a file (or gathered from the network) per worker-thread call.
+READ_SIZE = 1 << 20
+
+
+class FileSliceStream(httpx.AsyncByteStream):
+    """``length`` bytes of ``path`` from ``offset``, as a repeatable httpx request body.
+
+    Each iteration starts again at ``offset``. No file stays open between chunks (each
+    read opens, seeks and reads in a worker thread), so an iteration abandoned half-way
+    by a dropped connection leaves nothing to clean up.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        length: int,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.offset = offset
+        self.length = length
+        self._on_bytes = on_bytes
+
+    def __aiter__(self) -> _FileSliceIterator:
+        return _FileSliceIterator(self)
+
+
+class _FileSliceIterator:
+    """One pass over a :class:`FileSliceStream`."""
+
+    def __init__(self, stream: FileSliceStream) -> None:
+        self._stream = stream
+        self._position = stream.offset
+        self._end = stream.offset + stream.length
+
+    def __aiter__(self) -> _FileSliceIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        remaining = self._end - self._position
+        if remaining <= 0:
+            raise StopAsyncIteration
+        chunk = await anyio.to_thread.run_sync(
+            _read_at, self._stream.path, self._position, min(READ_SIZE, remaining)
+        )
+        if not chunk:
+            raise VerificationError(
+                f"{self._stream.path} ended {remaining} bytes before the expected size"
+            )
+        self._position += len(chunk)
+        if self._stream._on_bytes is not None:
+            self._stream._on_bytes(len(chunk))
+        return chunk
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(offset)
+        return stream.read(size)
+
+
+class VerifyingBlobWriter:
+    """Download sink: temp file + on-the-fly digest/size check + rename on success.
+
+    Use as an async context manager; the temp file is removed on exit unless
+    :meth:`commit` moved it into place. Bytes are gathered into ``READ_SIZE`` buffers and
+    written and hashed in a worker thread.
+    """
+
+    def __init__(self, destination: Path, digest: str, size: int | None) -> None:
+        self.destination = destination
+        self.digest = digest
+        self.size = size
+        self.written = 0
+        self._temp = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.partial")
+        self._file: BinaryIO | None = None
+        self._hasher = hasher_for(digest)
+        self._buffer = bytearray()
+
+    async def __aenter__(self) -> VerifyingBlobWriter:
+        def open_temp() -> BinaryIO:
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+            return self._temp.open("wb")
+
+        self._file = await anyio.to_thread.run_sync(open_temp)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await anyio.to_thread.run_sync(self._close_and_remove)
+
+    def _close_and_remove(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+    @property
+    def received(self) -> int:
+        """Bytes accepted so far (written or buffered)."""
+        return self.written + len(self._buffer)
+
+    async def write(self, data: bytes) -> None:
+        """Accept ``data``; fail as soon as more bytes arrive than the expected size."""
+        if self.size is not None and self.received + len(data) > self.size:
+            raise VerificationError(
+                f"blob is larger than the expected {self.size} bytes", layer=self.digest
+            )
+        self._buffer += data
+        if len(self._buffer) >= READ_SIZE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write and hash the buffered bytes (in a worker thread)."""
+        if not self._buffer:
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        await anyio.to_thread.run_sync(self._write_and_hash, data)
+
+    def _write_and_hash(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._hasher.update(data)
+        self.written += len(data)
+
+    async def restart(self) -> None:
+        """Drop everything received (the server ignored a Range request)."""
+        self._buffer.clear()
+
+        def truncate() -> None:
+            assert self._file is not None
+            self._file.seek(0)
+            self._file.truncate()
+
+        await anyio.to_thread.run_sync(truncate)
+        self._hasher = hasher_for(self.digest)
+        self.written = 0
+
+    async def commit(self) -> Path:
+        """Check digest and size, then move the file to its destination."""
+        await self.flush()
+        if self.size is not None and self.written != self.size:
+            raise VerificationError(
+                f"size mismatch: expected {self.size} bytes, got {self.written}",
+                layer=self.digest,
+            )
+        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
+        if actual != self.digest:
+            raise VerificationError(
+                f"digest mismatch: expected {self.digest}, got {actual}", layer=self.digest
+            )
+
+        def finish() -> None:
+            assert self._file is not None
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._temp, self.destination)
+
+        await anyio.to_thread.run_sync(finish)
+        return self.destination

@@ -1,0 +1,74 @@
+"""Fixtures for the registry tests: the real registries, the fault proxy, sample images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.faultproxy import FaultProxy, run_fault_proxy
+from tests.fixtures.registry import (
+    RegistryServer,
+    plain_registry,
+    tls_registry,
+    token_registry,
+)
+from tests.registry.sample_images import SampleImage, build_sample_image
+
+__all__ = ["plain_registry", "tls_registry", "token_registry"]
+
+
+@pytest.fixture(scope="session")
+def fault_proxy(plain_registry: RegistryServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the plain registry (faults reset per test)."""
+    with run_fault_proxy(plain_registry.host) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def faults(fault_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    """The fault proxy with no faults armed and an empty log; disarmed again afterwards."""
+    fault_proxy.reset()
+    yield fault_proxy
+    fault_proxy.reset()
+
+
+@pytest.fixture(scope="session")
+def oci_image(tmp_path_factory: pytest.TempPathFactory) -> SampleImage:
+    """A one-platform OCI image with two small layers."""
+    return build_sample_image(tmp_path_factory.mktemp("oci-image"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def multi_platform_image(tmp_path_factory: pytest.TempPathFactory) -> SampleImage:
+    """An OCI index over linux/amd64 and linux/arm64/v8."""
+    return build_sample_image(
+        tmp_path_factory.mktemp("multi-image"),
+        platforms=("linux/amd64", "linux/arm64/v8"),
+        seed=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_image(tmp_path_factory: pytest.TempPathFactory) -> SampleImage:
+    """A Docker schema 2 manifest list over two platforms."""
+    return build_sample_image(
+        tmp_path_factory.mktemp("docker-image"),
+        platforms=("linux/amd64", "linux/arm/v7"),
+        docker=True,
+        seed=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def big_image(tmp_path_factory: pytest.TempPathFactory) -> SampleImage:
+    """One platform with a ~3 MiB layer (chunked uploads, resumed downloads)."""
+    return build_sample_image(
+        tmp_path_factory.mktemp("big-image"), layer_sizes=(3 << 20, 5000), seed=4
+    )
+
+
+def blob_file(root: Path, digest: str) -> Path:
+    """Where a test stores a pulled blob."""
+    return root / digest.replace(":", "-")
