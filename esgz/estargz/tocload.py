@@ -69,57 +69,52 @@ class _FooterHit:
     toc_end: int
     data_end: int
     footer_size: int
+    error: str | None = None
+    """Why the TOC location this footer gives is impossible, if it is."""
 
 
-def _footer_hits(blob: BlobFile) -> tuple[list[_FooterHit], list[str]]:
-    """Every footer that parses at the end of ``blob`` (in Go's order), and why others did not."""
+def _footer_hits(blob: BlobFile) -> list[_FooterHit]:
+    """Every footer that parses at the end of ``blob``, in Go's order."""
     hits: list[_FooterHit] = []
-    errors: list[str] = []
     size = blob.size
     for fmt, footer_size in (
         ("estargz", GZIP_FOOTER_SIZE),
         ("stargz-legacy", LEGACY_FOOTER_SIZE),
-        ("zstdchunked", ZSTD_FOOTER_SIZE),
     ):
-        if size < footer_size:
-            errors.append(f"{fmt}: blob of {size} bytes is smaller than its footer")
-            continue
-        tail = blob.read_at(size - footer_size, footer_size)
+        if size >= footer_size:
+            parse = parse_gzip_footer if fmt == "estargz" else parse_legacy_footer
+            try:
+                offset = parse(blob.read_at(size - footer_size, footer_size))
+            except FormatError:
+                continue
+            error = None
+            if offset >= size - footer_size:
+                error = f"footer TOC offset {offset} is not inside the blob of {size} bytes"
+            layer_format: LayerFormat = "estargz" if fmt == "estargz" else "stargz-legacy"
+            hits.append(
+                _FooterHit(layer_format, offset, size - footer_size, offset, footer_size, error)
+            )
+    if size >= ZSTD_FOOTER_SIZE:
         try:
-            if fmt == "zstdchunked":
-                footer = parse_zstd_chunked_footer(tail)
-                start, end = footer.toc_offset, footer.toc_offset + footer.compressed_size
-                if not (start >= 8 and end <= size - footer_size and footer.compressed_size > 0):
-                    raise FormatError(
-                        f"footer locates the TOC at {start}..{end}, outside the blob "
-                        f"of {size} bytes"
-                    )
-                hits.append(_FooterHit("zstdchunked", start, end, start - 8, footer_size))
-            else:
-                parse = parse_gzip_footer if fmt == "estargz" else parse_legacy_footer
-                offset = parse(tail)
-                if offset >= size - footer_size:
-                    raise FormatError(
-                        f"footer TOC offset {offset} is not inside the blob of {size} bytes"
-                    )
-                hits.append(
-                    _FooterHit(
-                        "estargz" if fmt == "estargz" else "stargz-legacy",
-                        offset,
-                        size - footer_size,
-                        offset,
-                        footer_size,
-                    )
-                )
-        except FormatError as err:
-            errors.append(f"{fmt}: {err.message}")
-    return hits, errors
+            footer = parse_zstd_chunked_footer(
+                blob.read_at(size - ZSTD_FOOTER_SIZE, ZSTD_FOOTER_SIZE)
+            )
+        except FormatError:
+            return hits
+        start, end = footer.toc_offset, footer.toc_offset + footer.compressed_size
+        error = None
+        if not (start >= 8 and end <= size - ZSTD_FOOTER_SIZE and footer.compressed_size > 0):
+            error = f"footer locates the TOC at {start}..{end}, outside the blob of {size} bytes"
+        hits.append(_FooterHit("zstdchunked", start, end, start - 8, ZSTD_FOOTER_SIZE, error))
+    return hits
 
 
 def sniff_footer(blob: BlobFile) -> LayerFormat | None:
     """The format whose footer ends ``blob`` (first match in Go's order), or None."""
-    hits, _ = _footer_hits(blob)
-    return hits[0].format if hits else None
+    for hit in _footer_hits(blob):
+        if hit.error is None:
+            return hit.format
+    return None
 
 
 def _parse_number(field: bytes, what: str) -> int:
@@ -232,8 +227,12 @@ def _load_zstd_toc(blob: BlobFile, hit: _FooterHit, max_size: int) -> bytes:
 
 def load_toc(blob: BlobFile, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) -> LoadedTOC:
     """Locate, decompress and decode the TOC of ``blob``; FormatError if none is usable."""
-    hits, errors = _footer_hits(blob)
+    hits = _footer_hits(blob)
+    errors: list[str] = []
     for hit in hits:
+        if hit.error is not None:
+            errors.append(f"{hit.format}: {hit.error}")
+            continue
         try:
             if hit.format == "zstdchunked":
                 compression: Compression = "zstd"
@@ -256,5 +255,8 @@ def load_toc(blob: BlobFile, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) -> Loaded
             footer_size=hit.footer_size,
         )
     if not hits:
-        raise FormatError("not an eStargz or zstd:chunked blob (no footer): " + "; ".join(errors))
+        raise FormatError(
+            f"not an eStargz or zstd:chunked blob: no footer in its last bytes "
+            f"({blob.size} bytes; truncated, or a plain layer?)"
+        )
     raise FormatError("cannot read the TOC: " + "; ".join(errors))
