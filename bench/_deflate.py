@@ -1,0 +1,137 @@
+"""Raw deflate speed at the eStargz level (9) over 4 MiB pieces: the floor of a conversion.
+
+The layer's uncompressed tar is cut into 4 MiB pieces (the default chunk size), held in
+memory, and each piece is compressed independently as a raw deflate stream, on 1 and 2
+threads, with stdlib ``zlib``, ``zlib_ng`` and ``isal``. ISA-L has no level 9: its highest
+level, 3, is measured instead. This is an upper bound on how fast any converter that
+deflates every byte at that level can be.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+PIECE_BYTES = 4 * MiB
+
+Compressor = Callable[[bytes], int]
+
+
+def _zlib_like(module: object, level: int) -> Compressor:
+    compressobj = getattr(module, "compressobj")  # noqa: B009 - the three modules share this API
+
+    def compress(piece: bytes) -> int:
+        engine = compressobj(level, zlib.DEFLATED, -15)
+        return len(engine.compress(piece)) + len(engine.flush())
+
+    return compress
+
+
+def available_compressors() -> dict[str, tuple[int, Compressor]]:
+    """``name -> (level, compress-one-piece)`` for each installed deflate implementation."""
+    found: dict[str, tuple[int, Compressor]] = {"zlib": (9, _zlib_like(zlib, 9))}
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        pass
+    else:
+        found["zlib-ng"] = (9, _zlib_like(zlib_ng, 9))
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        pass
+    else:
+        found["isal"] = (3, _zlib_like(isal_zlib, 3))
+    return found
+
+
+def library_versions() -> dict[str, str]:
+    """Version strings of the deflate libraries (for the record)."""
+    versions = {"zlib": zlib.ZLIB_RUNTIME_VERSION}
+    try:
+        from zlib_ng import zlib_ng
+
+        versions["zlib-ng"] = str(zlib_ng.ZLIBNG_VERSION)
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        versions["isal"] = f"python-isal {version('isal')}"
+    except Exception:
+        pass
+    return versions
+
+
+@dataclass(frozen=True)
+class DeflateResult:
+    """Best-of-N wall time to deflate every piece, and the total compressed size."""
+
+    library: str
+    level: int
+    threads: int
+    wall_s: float
+    input_bytes: int
+    output_bytes: int
+
+    @property
+    def mib_per_s(self) -> float:
+        """Throughput over the uncompressed input."""
+        return self.input_bytes / MiB / self.wall_s
+
+    def as_dict(self) -> dict[str, object]:
+        """Machine-readable form."""
+        return {
+            "library": self.library,
+            "level": self.level,
+            "threads": self.threads,
+            "wall_s": round(self.wall_s, 3),
+            "mib_per_s": round(self.mib_per_s, 1),
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+        }
+
+
+def load_pieces(tar: Path, piece_bytes: int = PIECE_BYTES) -> list[bytes]:
+    """The tar cut into ``piece_bytes`` pieces (the last one shorter)."""
+    pieces = []
+    with open(tar, "rb") as f:
+        while piece := f.read(piece_bytes):
+            pieces.append(piece)
+    return pieces
+
+
+def measure(
+    pieces: list[bytes], library: str, level: int, compress: Compressor, threads: int, reps: int
+) -> DeflateResult:
+    """Deflate all ``pieces`` on ``threads`` threads, ``reps`` times; keep the best time."""
+    best = float("inf")
+    output = 0
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in range(reps):
+            start = time.perf_counter()
+            output = sum(pool.map(compress, pieces))
+            best = min(best, time.perf_counter() - start)
+    return DeflateResult(
+        library=library,
+        level=level,
+        threads=threads,
+        wall_s=best,
+        input_bytes=sum(len(p) for p in pieces),
+        output_bytes=output,
+    )
+
+
+def run_baseline(tar: Path, reps: int) -> list[DeflateResult]:
+    """Every available library on 1 and 2 threads."""
+    pieces = load_pieces(tar)
+    results = []
+    for library, (level, compress) in available_compressors().items():
+        for threads in (1, 2):
+            results.append(measure(pieces, library, level, compress, threads, reps))
+    return results
