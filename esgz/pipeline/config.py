@@ -33,7 +33,6 @@ file, the line and the key path of every problem, e.g.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,10 +46,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
-from esgz.errors import ConfigError, EsgzError
+from esgz.errors import ConfigError, EsgzError, WorkloadError
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -59,6 +59,15 @@ from esgz.pipeline.yamlfile import (
     YamlProblem,
     format_key_path,
     load_yaml_with_lines,
+)
+from esgz.runtime.workload import (
+    DEFAULT_CNI_CONF_DIR,
+    DEFAULT_PERIOD,
+    WorkloadOptions,
+    parse_add_hosts,
+    parse_csv,
+    parse_json_array,
+    parse_mount,
 )
 
 __all__ = [
@@ -94,26 +103,28 @@ class _Strict(BaseModel):
 def _split_csv(value: Any) -> Any:
     """Accept ``"a,b"`` (flag style) as well as ``[a, b]`` (YAML style)."""
     if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
+        return parse_csv(value)
     return value
 
 
-def _json_array(value: Any) -> Any:
-    """Accept a JSON array string (flag style, ``'["sh", "-c"]'``) or a list."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"must be a JSON array of strings: {exc.msg}") from None
-        if not isinstance(value, list):
-            raise ValueError("must be a JSON array of strings")
-    return value
+def _checked(parse: Callable[[str], Any], text: str) -> None:
+    """Run a workload flag parser; its WorkloadError becomes a located config error."""
+    try:
+        parse(text)
+    except WorkloadError as exc:
+        raise ValueError(exc.message) from None
 
 
 class WorkloadConfig(_Strict):
-    """How to run the workload that is profiled (the ``optimize`` workload flags)."""
+    """How to run the workload that is profiled: the ``optimize`` workload flags.
 
-    period: int = Field(10, ge=0, description="seconds of profiling (--period)")
+    Keys mirror the flags (``--dns-nameservers`` ↔ ``dns_nameservers``, ``-i`` ↔
+    ``interactive``); list-valued keys also take the flag's comma-separated string and
+    ``entrypoint``/``args`` the flag's JSON array string. :meth:`to_options` gives the
+    profiler's :class:`~esgz.runtime.workload.WorkloadOptions`.
+    """
+
+    period: float = Field(DEFAULT_PERIOD, description="seconds of profiling (--period)")
     terminal: bool = Field(False, description="TTY for the workload (-t/--terminal)")
     interactive: bool = Field(False, description="attach stdin (-i)")
     user: str | None = Field(None, description="user[:group] (--user)")
@@ -128,33 +139,51 @@ class WorkloadConfig(_Strict):
     dns_options: list[str] = Field(default_factory=list)
     add_hosts: list[str] = Field(default_factory=list, description="host:IP items")
     cni: bool = False
-    cni_plugin_conf_dir: Path = Path("/etc/cni/net.d")
-    cni_plugin_dir: Path = Path("/opt/cni/bin")
+    cni_plugin_conf_dir: Path = DEFAULT_CNI_CONF_DIR
+    cni_plugin_dir: str | None = Field(None, description="default: /opt/cni/bin:/usr/lib/cni")
     net_host: bool = False
     wait_on_signal: bool = False
     wait_on_line: str | None = None
     gpus: str | None = Field(None, description="not supported; any value is an error")
 
-    _csv = field_validator(
-        "dns_nameservers", "dns_search_domains", "dns_options", "add_hosts", mode="before"
-    )(_split_csv)
-    _json = field_validator("entrypoint", "args", mode="before")(_json_array)
+    @field_validator("dns_nameservers", "dns_search_domains", "dns_options", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("add_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        items = _split_csv(value)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, str):
+                    _checked(parse_add_hosts, item)
+        return items
+
+    @field_validator("entrypoint", "args", mode="before")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse_json_array(value, flag="--" + str(info.field_name))
+            except WorkloadError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("mount")
+    @classmethod
+    def _mounts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _checked(parse_mount, item)
+        return value
 
     @field_validator("env")
     @classmethod
     def _check_env(cls, value: list[str]) -> list[str]:
         for item in value:
-            if not item or item.startswith("="):
+            if "=" not in item or item.startswith("="):
                 raise ValueError(f"invalid environment variable {item!r}: expected KEY=VALUE")
-        return value
-
-    @field_validator("add_hosts")
-    @classmethod
-    def _check_hosts(cls, value: list[str]) -> list[str]:
-        for item in value:
-            host, sep, address = item.partition(":")
-            if not sep or not host or not address:
-                raise ValueError(f'cannot parse "{item}" as extra host; must be "host:IP"')
         return value
 
     @field_validator("gpus")
@@ -163,6 +192,37 @@ class WorkloadConfig(_Strict):
         if value is not None:
             raise ValueError("GPU passthrough (--gpus) is not supported by esgz")
         return value
+
+    def to_options(self, *, accept_failed_workload: bool = False) -> WorkloadOptions:
+        """The profiler's options for this workload; WorkloadError if it rejects them."""
+        values: dict[str, Any] = {
+            "entrypoint": self.entrypoint,
+            "args": self.args,
+            "env": self.env,
+            "env_file": self.env_file,
+            "user": self.user,
+            "cwd": self.cwd,
+            "period": self.period,
+            "wait_on_signal": self.wait_on_signal,
+            "wait_on_line": self.wait_on_line,
+            "terminal": self.terminal,
+            "stdin": self.interactive,
+            "mounts": self.mount,
+            "cni": self.cni,
+            "cni_plugin_conf_dir": self.cni_plugin_conf_dir,
+            "net_host": self.net_host,
+            "add_hosts": self.add_hosts,
+            "dns_nameservers": self.dns_nameservers,
+            "dns_search_domains": self.dns_search_domains,
+            "dns_options": self.dns_options,
+            "accept_failed_workload": accept_failed_workload,
+        }
+        if self.cni_plugin_dir is not None:
+            values["cni_plugin_dir"] = self.cni_plugin_dir
+        try:
+            return WorkloadOptions.model_validate(values)
+        except ValidationError as exc:
+            raise WorkloadError(f"invalid workload: {exc.errors()[0]['msg']}") from None
 
 
 class _ImageSettings(_Strict):
@@ -300,6 +360,10 @@ class ResolvedImage:
     record_out: Path | None
     record_in: Path | None
     prefetch_list: Path | None
+
+    def workload_options(self) -> WorkloadOptions:
+        """The profiler's options for this image's workload."""
+        return self.workload.to_options(accept_failed_workload=self.accept_failed_workload)
 
     @property
     def needs_workload(self) -> bool:
@@ -440,6 +504,18 @@ def _semantic_issues(config: PipelineConfig) -> list[_Issue]:
                 )
             )
         workload = resolved.workload
+        if resolved.needs_workload:
+            try:
+                workload.to_options(accept_failed_workload=resolved.accept_failed_workload)
+            except WorkloadError as exc:
+                issues.append(
+                    _Issue(
+                        ("images", index, "workload")
+                        if image.workload is not None
+                        else ("defaults", "workload"),
+                        exc.message,
+                    )
+                )
         if workload.terminal and not workload.interactive:
             issues.append(
                 _Issue(

@@ -131,7 +131,11 @@ def test_workload_rules() -> None:
     text = "images:\n  - source: a\n    target: b\n    workload: {terminal: true}\n"
     assert "terminal (-t) requires interactive (-i)" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {entrypoint: '[1'}\n"
-    assert "images[0].workload.entrypoint: must be a JSON array" in error_of(text)
+    assert "images[0].workload.entrypoint: --entrypoint: cannot parse '[1'" in error_of(text)
+    text = "images:\n  - source: a\n    target: b\n    workload:\n      mount: [type=bind]\n"
+    assert "pipeline.yaml:5: images[0].workload.mount: --mount 'type=bind'" in error_of(text)
+    text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'h:notip'}\n"
+    assert "is not an IP address" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'nohost'}\n"
     assert 'cannot parse "nohost" as extra host; must be "host:IP"' in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    no_optimize: true\n    record_out: r\n"
