@@ -137,7 +137,7 @@ def test_workload_rules() -> None:
     text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'h:notip'}\n"
     assert "is not an IP address" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'nohost'}\n"
-    assert 'cannot parse "nohost" as extra host; must be "host:IP"' in error_of(text)
+    assert "cannot parse 'nohost' as extra host; must be \"host:IP\"" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    no_optimize: true\n    record_out: r\n"
     assert "images[0].record_out: record_out needs a workload run" in error_of(text)
 
