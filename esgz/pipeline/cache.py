@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from esgz.oci.blobstore import BlobStore
 from esgz.pipeline.jobs import LayerOutput
 
 __all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore"]
@@ -63,11 +64,15 @@ class ConversionKey:
 
 
 class LocalStore:
-    """Content-addressed blobs on local disk plus a per-run scratch directory."""
+    """Content-addressed blobs on local disk plus a per-run scratch directory.
+
+    The blobs are an :class:`~esgz.oci.blobstore.BlobStore` under ``<root>/blobs``.
+    """
 
     def __init__(self, root: Path, scratch: Path) -> None:
         self.root = root
         self.scratch = scratch
+        self.blobs = BlobStore(root / "blobs")
         self.used: set[str] = set()
 
     @classmethod
@@ -90,13 +95,11 @@ class LocalStore:
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (whether or not it exists)."""
-        algorithm, _, hex_part = digest.partition(":")
-        return self.root / "blobs" / algorithm / hex_part
+        return self.blobs.path(digest)
 
     async def has(self, digest: str) -> bool:
-        """Whether the blob is stored; marks it used by this run."""
-        path = self.blob_path(digest)
-        found = await anyio.to_thread.run_sync(_touch, path)
+        """Whether the blob is stored; marks it used (by this run, and for the LRU)."""
+        found = await self.blobs.get(digest) is not None
         if found:
             self.used.add(digest)
         return found
@@ -106,12 +109,16 @@ class LocalStore:
         return self.scratch / f"{hint}-{uuid.uuid4().hex}"
 
     async def commit(self, temp: Path, digest: str) -> Path:
-        """Move the complete blob ``temp`` into the store as ``digest``."""
+        """Move the complete, already verified blob ``temp`` into the store as ``digest``."""
         target = self.blob_path(digest)
 
         def move() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, target)
+            if target.is_file():
+                temp.unlink()
+                os.utime(target)
+            else:
+                os.replace(temp, target)
 
         await anyio.to_thread.run_sync(move)
         self.used.add(digest)
@@ -120,39 +127,9 @@ class LocalStore:
     async def evict(self, max_size: int) -> int:
         """Delete least recently used blobs until at most ``max_size`` bytes remain.
 
-        Blobs used by this run are kept. Returns the number of bytes freed.
+        Blobs used by this run are kept. Returns the number of blobs deleted.
         """
-        keep = {self.blob_path(digest) for digest in self.used}
-        return await anyio.to_thread.run_sync(_evict, self.root / "blobs", max_size, keep)
-
-
-def _touch(path: Path) -> bool:
-    try:
-        os.utime(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _evict(blobs: Path, max_size: int, keep: set[Path]) -> int:
-    entries: list[tuple[float, int, Path]] = []
-    total = 0
-    for path in blobs.glob("*/*"):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        total += stat.st_size
-        entries.append((stat.st_mtime, stat.st_size, path))
-    freed = 0
-    for _mtime, size, path in sorted(entries):
-        if total - freed <= max_size:
-            break
-        if path in keep:
-            continue
-        path.unlink(missing_ok=True)
-        freed += size
-    return freed
+        return len(await self.blobs.evict_to(max_size, keep=self.used))
 
 
 class ConversionCache:

@@ -280,9 +280,9 @@ class Runner:
                         raise
                     raise failure from failure.__cause__
                 if self.config.cache.enabled:
-                    freed = await store.evict(int(self.config.cache.max_size))
-                    if freed:
-                        logger.info("cache: evicted %d bytes", freed)
+                    evicted = await store.evict(int(self.config.cache.max_size))
+                    if evicted:
+                        logger.info("cache: evicted %d blobs", evicted)
         except EsgzError as exc:
             error_text = str(exc)
             raise

@@ -276,3 +276,17 @@ async def test_manifest_without_layers_is_finalized(tmp_path: Path) -> None:
     result = await Runner(make_config(tmp_path, ["empty"]), stages).run()
     assert result.images[0].manifests[0].layers == ()
     assert (tmp_path / "targets" / "out" / "empty" / "index.json").exists()
+
+
+async def test_cache_is_bounded_but_keeps_what_the_run_used(tmp_path: Path) -> None:
+    catalog = {"a": {"p": [APP_A]}, "b": {"p": [APP_B]}}
+    first = await Runner(make_config(tmp_path, ["a"]), toy(tmp_path, catalog)).run()
+    small = make_config(tmp_path, ["b"]).model_copy(
+        update={"cache": make_config(tmp_path, ["b"]).cache.model_copy(update={"max_size": 1})}
+    )
+    second = await Runner(small, toy(tmp_path, catalog)).run()
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    remaining = {f"sha256:{path.name}" for path in blobs.iterdir()}
+    used_by_b = {digest_of(APP_B), second.images[0].manifests[0].layers[0].digest}
+    assert remaining == used_by_b
+    assert first.images[0].manifests[0].layers[0].digest not in remaining
