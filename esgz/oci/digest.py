@@ -1,7 +1,7 @@
 """Content digests: parse and validate ``<algorithm>:<hex>`` strings, hash bytes and streams.
 
-esgz writes ``sha256`` digests everywhere; ``sha512`` digests are accepted when parsing
-(both as registries and layouts may hold them) and can be verified. A digest string is
+esgz writes ``sha256`` digests everywhere; ``sha384`` and ``sha512`` digests are accepted
+when parsing (registries and layouts may hold them) and can be verified. A digest string is
 valid when its algorithm is known and its hex part is lowercase and of the algorithm's
 length, as the OCI image spec and the Distribution ``digest`` package require.
 
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Known digest algorithms and the length of their lowercase hex encoding.
-ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
+ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([0-9a-fA-F]+)$")
 _READ_SIZE = 1 << 20

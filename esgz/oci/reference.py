@@ -64,6 +64,7 @@ _COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DOMAIN_COMPONENT_RE = re.compile(r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])$")
 _IPV6_RE = re.compile(r"^\[[a-fA-F0-9:]+\]$")
+_IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 _DIGEST_SHAPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+$")
 
 
@@ -126,6 +127,8 @@ class LayoutReference:
 
     def __str__(self) -> str:
         text = LOCAL_PREFIX + str(self.path)
+        if self.tag is None and ":" in self.path.name:
+            text += "/"  # keeps a ':' in the directory name from reading as a tag
         if self.tag is not None:
             text += f":{self.tag}"
         if self.digest is not None:
@@ -161,6 +164,8 @@ def parse_registry_reference(text: str) -> RegistryReference:
     name, tag = _split_tag(original, remainder)
     if not name:
         raise _error(original, "missing repository name")
+    if _IDENTIFIER_RE.match(name):
+        raise _error(original, "a 64-character hex string is an image ID, not a repository")
     registry, repository = _split_registry(original, name)
     if len(name) > MAX_NAME_LENGTH:
         raise _error(original, f"repository name longer than {MAX_NAME_LENGTH} characters")
