@@ -92,9 +92,10 @@ def _clear(parent_fd: int, base: str, keep_dir: bool, context: str) -> bool:
     return False
 
 
-def _modtime_ns(entry: LayerEntry) -> int | None:
+def _modtime_ns(entry: LayerEntry) -> int:
+    """The entry's mtime; a missing ``modtime`` (Go omits the Unix epoch) means 0."""
     if not entry.modtime:
-        return None
+        return 0
     try:
         moment = datetime.fromisoformat(entry.modtime)
     except ValueError:
@@ -105,7 +106,10 @@ def _modtime_ns(entry: LayerEntry) -> int | None:
 def _set_xattrs(target: int | str, entry: LayerEntry) -> None:
     for key, value in sorted(entry.xattrs.items()):
         try:
-            os.setxattr(target, key, value, follow_symlinks=False)
+            if isinstance(target, int):
+                os.setxattr(target, key, value)
+            else:
+                os.setxattr(target, key, value, follow_symlinks=False)
         except OSError as err:
             if err.errno not in _NOT_PERMITTED:
                 raise
@@ -211,11 +215,10 @@ class _Extractor:
             else:
                 os.chmod(base, mode, dir_fd=parent_fd)
         mtime = _modtime_ns(entry)
-        if mtime is not None:
-            if fd is not None:
-                os.utime(fd, ns=(mtime, mtime))
-            else:
-                os.utime(base, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
+        if fd is not None:
+            os.utime(fd, ns=(mtime, mtime))
+        else:
+            os.utime(base, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
 
     def finish_directories(self) -> None:
         """Apply directory metadata last, deepest first, so later writes are not blocked."""
