@@ -1,0 +1,401 @@
+"""Profile a workload: run the image in a container and record which files it reads.
+
+:func:`profile_workload` is the runtime's entry point, usable without the pipeline:
+
+1. validate the workload (command, env file, bind-mount sources, stop signal);
+2. unpack each layer once into the layer cache (:mod:`esgz.runtime.unpack`);
+3. mount the layers under overlayfs (:mod:`esgz.runtime.rootfs`), resolve the user from
+   the image's /etc/passwd and /etc/group, generate /etc/hosts and /etc/resolv.conf;
+4. set up the network (a fresh netns, the host's, or CNI: :mod:`esgz.runtime.network`);
+5. write the runtime spec (:mod:`esgz.runtime.spec`) and ``runc create`` the container;
+6. arm fanotify on the container's rootfs mount (:mod:`esgz.runtime.fanotify`), then
+   ``runc start`` — so the monitor sees the workload's very first instruction;
+7. wait until the workload exits, the period expires, a ``--wait-on-line`` match, or a
+   signal with ``--wait-on-signal``; then send the stop signal and, after a grace time,
+   SIGKILL;
+8. tear everything down — container, network namespace, mount, temp dirs — whatever ended
+   the run, including errors and cancellation (teardown is shielded);
+9. map the accessed paths to layers (:mod:`esgz.runtime.layermap`).
+
+A workload that cannot start, or exits non-zero before the period is over, is a
+:class:`~esgz.errors.WorkloadError` giving the exit code and its last output lines, unless
+``accept_failed_workload`` is set. The workload's output lines go to ``on_output`` (or the
+log) as they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+
+from esgz.errors import SandboxError, WorkloadError
+from esgz.runtime.fanotify import FanotifyMonitor
+from esgz.runtime.layermap import prioritized_by_layer
+from esgz.runtime.network import cni_network
+from esgz.runtime.rootfs import overlay_rootfs
+from esgz.runtime.runc import Container, OciRuntime, new_container_id, read_lines
+from esgz.runtime.spec import (
+    build_spec,
+    hosts_file,
+    process_args,
+    resolv_conf,
+    resolve_user,
+    stop_signal,
+)
+from esgz.runtime.unpack import LayerSource, UnpackedLayer, clean_entry_name, unpack_layer
+from esgz.runtime.workload import WorkloadOptions, parse_env_file
+
+__all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
+
+log = logging.getLogger(__name__)
+
+#: Called with ``("stdout" | "stderr", line)`` for each line the workload writes.
+OutputCallback = Callable[[str, str], None]
+
+_OUTPUT_TAIL = 20
+_OUTPUT_DRAIN_TIMEOUT = 2.0
+_START_FAILURE_HINTS = ("executable file not found", "no such file or directory", "exec:")
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """What a profiling run found.
+
+    ``accessed_paths``: every file of the rootfs opened or read, cleaned (no leading
+    ``/``), first access first, each once — including files created at run time.
+    ``prioritized``: per layer (bottom = 0), the accessed paths that layer serves, in
+    access order. ``exit_status`` is None if the workload never started; 128+N means it
+    was killed by signal N. ``period_expired``/``stopped_on_line``/``stopped_on_signal``
+    say what ended the run.
+    """
+
+    accessed_paths: list[str]
+    prioritized: list[list[str]]
+    exit_status: int | None
+    period_expired: bool = False
+    stopped_on_line: bool = False
+    stopped_on_signal: bool = False
+    output_tail: list[str] = field(default_factory=list)
+    overflowed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def image_runtime_config(image_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``config`` object of an image config blob (or the object itself if given)."""
+    inner = image_config.get("config")
+    if isinstance(inner, Mapping) and ("rootfs" in image_config or "architecture" in image_config):
+        return inner
+    if isinstance(inner, Mapping) and not any(k in image_config for k in ("Env", "Cmd")):
+        return inner
+    return image_config
+
+
+@dataclass
+class _RunState:
+    """Mutable bookkeeping of one run, shared with the output readers."""
+
+    workload: WorkloadOptions
+    on_output: OutputCallback | None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_OUTPUT_TAIL))
+    line_matched: anyio.Event = field(default_factory=anyio.Event)
+    signalled: anyio.Event = field(default_factory=anyio.Event)
+
+    def output(self, stream: str, line: str) -> None:
+        self.tail.append(line)
+        if self.on_output is not None:
+            self.on_output(stream, line)
+        else:
+            log.info("workload %s: %s", stream, line)
+        wanted = self.workload.wait_on_line
+        if stream == "stdout" and wanted and wanted in line and not self.line_matched.is_set():
+            log.info("Waiting line detected %r; killing task", wanted)
+            self.line_matched.set()
+
+
+def _validate(
+    workload: WorkloadOptions, image: Mapping[str, Any]
+) -> tuple[list[str], signal.Signals]:
+    """Checks that need no container (blocking: reads the env file)."""
+    process_args(image, workload)
+    stop = stop_signal(image)
+    if workload.cwd is not None and not workload.cwd.startswith("/"):
+        raise WorkloadError(f"--cwd {workload.cwd!r} must be an absolute path")
+    env_entries: list[str] = []
+    if workload.env_file is not None:
+        try:
+            text = workload.env_file.read_text()
+        except OSError as err:
+            raise WorkloadError(f"--env-file {workload.env_file}: {err.strerror}") from None
+        env_entries = parse_env_file(text, source=f"--env-file {workload.env_file}")
+    for mount in workload.mounts:
+        if mount.type == "bind" and not Path(mount.source).exists():
+            raise WorkloadError(f"--mount: source {mount.source!r} does not exist")
+    return env_entries, stop
+
+
+def _check_host(runtime: str) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError("profiling needs root (overlay mounts, namespaces, fanotify)")
+    if shutil.which(runtime) is None:
+        raise SandboxError(f"OCI runtime {runtime!r} not found in PATH")
+
+
+async def profile_workload(
+    layers: Sequence[LayerSource],
+    image_config: Mapping[str, Any],
+    workload: WorkloadOptions,
+    *,
+    work_dir: Path,
+    on_output: OutputCallback | None = None,
+    runtime: str = "runc",
+    layer_cache: Path | None = None,
+    mark: Literal["mount", "filesystem"] = "mount",
+) -> ProfileResult:
+    """Run ``workload`` on the image made of ``layers`` (bottom first); what it read.
+
+    ``image_config`` is the image config blob (or its ``config`` object). ``work_dir``
+    holds the layer cache (``layers/``, unless ``layer_cache``), the runtime state dir
+    (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``mark``
+    selects the fanotify mark (see :mod:`esgz.runtime.fanotify`).
+    """
+    image = image_runtime_config(image_config)
+    env_entries, stop = await anyio.to_thread.run_sync(_validate, workload, image)
+    await anyio.to_thread.run_sync(_check_host, runtime)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    cache = layer_cache or work_dir / "layers"
+    unpacked: list[UnpackedLayer] = [await unpack_layer(layer, cache) for layer in layers]
+    timings["unpack"] = time.monotonic() - started
+    state = _RunState(workload=workload, on_output=on_output)
+    oci = OciRuntime(work_dir / "runc-state", binary=runtime)
+    container_id = new_container_id()
+
+    async with AsyncExitStack() as stack:
+        run_dir = await stack.enter_async_context(_temp_dir(work_dir, "run-"))
+        rootfs = await stack.enter_async_context(
+            overlay_rootfs([layer.root for layer in unpacked], work_dir)
+        )
+        user = await anyio.to_thread.run_sync(
+            resolve_user, rootfs, workload.user or image.get("User")
+        )
+        netns: str | None = None
+        if workload.cni and not workload.net_host:
+            attachment = await stack.enter_async_context(
+                cni_network(
+                    conf_dir=workload.cni_plugin_conf_dir,
+                    plugin_dirs=workload.cni_plugin_dir,
+                    container_id=container_id,
+                )
+            )
+            netns = str(attachment.netns_path)
+        spec = build_spec(
+            rootfs=rootfs,
+            image_config=image,
+            workload=workload,
+            user=user,
+            hosts_path=run_dir / "etc" / "hosts",
+            resolv_conf_path=run_dir / "etc" / "resolv.conf",
+            env_file_entries=env_entries,
+            netns_path=netns,
+        )
+        bundle = run_dir / "bundle"
+        await anyio.to_thread.run_sync(_write_bundle, run_dir, bundle, spec, workload)
+        try:
+            container = await stack.enter_async_context(
+                oci.container(container_id, bundle, inherit_stdin=workload.stdin)
+            )
+        except SandboxError as err:
+            if not any(hint in err.message for hint in _START_FAILURE_HINTS):
+                raise
+            if not workload.accept_failed_workload:
+                raise WorkloadError(f"workload cannot start: {err.message}") from err
+            log.warning("workload cannot start (accepted): %s", err.message)
+            return ProfileResult([], [[] for _ in unpacked], None, timings=timings)
+        monitor = FanotifyMonitor(host_prefix=rootfs)
+        await anyio.to_thread.run_sync(monitor.open)
+        stack.callback(monitor.close)
+        if mark == "mount":
+            await anyio.to_thread.run_sync(monitor.mark_mount, f"/proc/{container.pid}/root")
+        else:
+            await anyio.to_thread.run_sync(monitor.mark_filesystem, rootfs)
+        timings["setup"] = time.monotonic() - started - timings["unpack"]
+        run_started = time.monotonic()
+        outcome = await _run(oci, container, monitor, state, stop)
+        timings["run"] = time.monotonic() - run_started
+        teardown_started = time.monotonic()
+    timings["teardown"] = time.monotonic() - teardown_started
+    status, period_expired = outcome.status, outcome.period_expired
+    stopped_early = period_expired or outcome.line_matched or outcome.signalled
+    if status != 0 and not stopped_early:
+        tail = " | ".join(list(state.tail)[-5:]) or "no output"
+        message = (
+            f"workload exited with code {status} before the end of the profiling period;"
+            f" last output: {tail}"
+        )
+        if not workload.accept_failed_workload:
+            raise WorkloadError(message)
+        log.warning("%s (accepted)", message)
+    accessed = [clean_entry_name(p) for p in monitor.paths]
+    accessed = [p for p in accessed if p]
+    prioritized = prioritized_by_layer(accessed, [layer.index for layer in unpacked])
+    log.info("container exit with code %s; %d files accessed", status, len(accessed))
+    return ProfileResult(
+        accessed_paths=accessed,
+        prioritized=prioritized,
+        exit_status=status,
+        period_expired=period_expired,
+        stopped_on_line=outcome.line_matched,
+        stopped_on_signal=outcome.signalled,
+        output_tail=list(state.tail),
+        overflowed=monitor.overflowed,
+        timings=timings,
+    )
+
+
+@dataclass
+class _Outcome:
+    status: int
+    period_expired: bool = False
+    line_matched: bool = False
+    signalled: bool = False
+
+
+async def _run(
+    oci: OciRuntime,
+    container: Container,
+    monitor: FanotifyMonitor,
+    state: _RunState,
+    stop: signal.Signals,
+) -> _Outcome:
+    """Start the container and wait for the end of the run; the exit status and why."""
+    workload = state.workload
+    outcome = _Outcome(status=-1)
+    readers_done = (anyio.Event(), anyio.Event())
+    exited = anyio.Event()
+
+    async def read(stream: anyio.abc.ByteReceiveStream, name: str, done: anyio.Event) -> None:
+        try:
+            await read_lines(stream, lambda line: state.output(name, line))
+        finally:
+            done.set()
+
+    async def wait_exit() -> None:
+        await container.wait()
+        exited.set()
+
+    async with anyio.create_task_group() as readers:
+        readers.start_soon(read, container.stdout, "stdout", readers_done[0])
+        readers.start_soon(read, container.stderr, "stderr", readers_done[1])
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(monitor.run)
+            if workload.wait_on_signal:
+                watchers.start_soon(_watch_signals, state)
+            await oci.start(container.id)
+            watchers.start_soon(wait_exit)
+            period = None if workload.wait_on_signal else workload.effective_period
+            if period is None:
+                log.info("press Ctrl+C to terminate the container")
+            else:
+                log.info("waiting for %ss ...", period)
+            with anyio.move_on_after(period if period is not None else math.inf):
+                async with anyio.create_task_group() as ends:
+                    for event in (exited, state.line_matched, state.signalled):
+                        ends.start_soon(_cancel_when, event, ends.cancel_scope)
+            if not exited.is_set():
+                outcome.line_matched = state.line_matched.is_set()
+                outcome.signalled = state.signalled.is_set()
+                outcome.period_expired = not (outcome.line_matched or outcome.signalled)
+                if outcome.period_expired:
+                    log.info(
+                        "killing task. the time period to monitor access log (%ss) has timed out",
+                        period,
+                    )
+                await _stop(oci, container, stop, workload.stop_grace_period, exited)
+            watchers.cancel_scope.cancel()
+        outcome.status = container.exit_status if container.exit_status is not None else -1
+        await monitor.stop()
+        # The pipes end once the container and the shim have exited; bound the wait in
+        # case a stray process still holds them.
+        with anyio.move_on_after(_OUTPUT_DRAIN_TIMEOUT):
+            for done in readers_done:
+                await done.wait()
+        readers.cancel_scope.cancel()
+    return outcome
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _stop(
+    oci: OciRuntime,
+    container: Container,
+    stop: signal.Signals,
+    grace: float,
+    exited: anyio.Event,
+) -> None:
+    """Stop signal, then SIGKILL (re-sent) until the container's init has exited."""
+    await oci.kill(container.id, stop)
+    if stop != signal.SIGKILL:
+        with anyio.move_on_after(grace):
+            await exited.wait()
+    while not exited.is_set():
+        await oci.kill(container.id, signal.SIGKILL)
+        with anyio.move_on_after(0.5):
+            await exited.wait()
+
+
+async def _watch_signals(state: _RunState) -> None:
+    """With ``--wait-on-signal``: SIGINT/SIGTERM/SIGHUP/SIGQUIT end the run normally."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with anyio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
+    ) as signals:
+        async for _ in signals:
+            log.info("signal detected")
+            state.signalled.set()
+            return
+
+
+def _write_bundle(
+    run_dir: Path, bundle: Path, spec: dict[str, Any], workload: WorkloadOptions
+) -> None:
+    etc = run_dir / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text(hosts_file(workload.add_hosts))
+    (etc / "resolv.conf").write_text(
+        resolv_conf(workload.dns_nameservers, workload.dns_search_domains, workload.dns_options)
+    )
+    for name in ("hosts", "resolv.conf"):
+        (etc / name).chmod(0o644)
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+
+
+@asynccontextmanager
+async def _temp_dir(parent: Path, prefix: str) -> AsyncIterator[Path]:
+    await anyio.to_thread.run_sync(lambda: parent.mkdir(parents=True, exist_ok=True))
+    path = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=prefix, dir=parent)))
+    try:
+        yield path
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))

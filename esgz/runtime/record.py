@@ -1,0 +1,250 @@
+"""Saved profiles: ctr-remote record files (JSON lines) and plain prefetch lists.
+
+A record file holds one JSON object per line, written exactly as Go's ``json.Encoder``
+does (compact, ``<`` ``>`` ``&`` U+2028 U+2029 escaped as ``\\u00XX``, control characters
+as ``\\n`` ``\\r`` ``\\t`` or ``\\u00XX``, invalid UTF-8 replaced by U+FFFD, then ``\\n``)::
+
+    {"path":"bin/busybox","manifestDigest":"sha256:…","layerIndex":0}
+
+``manifestDigest`` is left out when empty, ``layerIndex`` when unknown. Readers accept
+any whitespace-separated sequence of such objects (as Go's ``json.Decoder``).
+
+A prefetch list is a text file of paths and globs, one per line: lines are trimmed,
+blank lines and ``#`` comments skipped. A line with any of ``*?[`` is a glob (``*``,
+``?``, ``[...]`` within one path segment, ``**`` across segments) matched against the
+union of the layers' entry names; matches are taken in sorted order, so the result is
+deterministic (the reference iterates a Go map: random order).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from esgz.errors import FormatError
+from esgz.runtime.unpack import clean_entry_name
+
+__all__ = [
+    "RecordEntry",
+    "compile_glob",
+    "encode_record",
+    "expand_prefetch_list",
+    "is_glob",
+    "parse_prefetch_list",
+    "parse_records",
+    "read_prefetch_list",
+    "read_record_file",
+    "record_paths",
+    "write_record_file",
+]
+
+log = logging.getLogger(__name__)
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEntry:
+    """One accessed file: its cleaned path, the profiled manifest and the layer index."""
+
+    path: str
+    manifest_digest: str | None = None
+    layer_index: int | None = None
+
+
+def _go_string(text: str) -> str:
+    # Invalid UTF-8 (surrogate-escaped bytes) becomes U+FFFD, as Go's encoder does.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif code < 0x20:
+            out.append(f"\\u{code:04x}")
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def encode_record(entry: RecordEntry) -> str:
+    """One record line (with its trailing newline), byte-identical to Go's encoder."""
+    parts = [f'"path":{_go_string(entry.path)}']
+    if entry.manifest_digest:
+        parts.append(f'"manifestDigest":{_go_string(entry.manifest_digest)}')
+    if entry.layer_index is not None:
+        parts.append(f'"layerIndex":{int(entry.layer_index)}')
+    return "{" + ",".join(parts) + "}\n"
+
+
+def write_record_file(path: Path, entries: Iterable[RecordEntry]) -> None:
+    """Write ``entries`` to ``path`` atomically (temp file in the same directory, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for entry in entries:
+                out.write(encode_record(entry))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def parse_records(text: str, *, source: str = "record file") -> list[RecordEntry]:
+    """Parse a sequence of whitespace-separated record objects."""
+    decoder = json.JSONDecoder()
+    entries: list[RecordEntry] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position >= len(text):
+            return entries
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise FormatError(f"{source}: invalid JSON at offset {err.pos}: {err.msg}") from None
+        if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+            raise FormatError(f"{source}: record without a string 'path': {value!r}")
+        digest = value.get("manifestDigest")
+        index = value.get("layerIndex")
+        if digest is not None and not isinstance(digest, str):
+            raise FormatError(f"{source}: manifestDigest must be a string: {value!r}")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise FormatError(f"{source}: layerIndex must be an integer: {value!r}")
+        entries.append(RecordEntry(value["path"], digest or None, index))
+
+
+def read_record_file(path: Path) -> list[RecordEntry]:
+    """Read a record file (blocking); FormatError if it is not one."""
+    return parse_records(
+        path.read_text(encoding="utf-8", errors="surrogateescape"), source=str(path)
+    )
+
+
+def record_paths(entries: Iterable[RecordEntry]) -> list[str]:
+    """The ``path`` values, de-duplicated in first-occurrence order (as ``--record-in``)."""
+    return list(dict.fromkeys(entry.path for entry in entries))
+
+
+def parse_prefetch_list(text: str) -> list[str]:
+    """The meaningful lines of a prefetch list: trimmed, no blanks, no ``#`` comments."""
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_prefetch_list(path: Path) -> list[str]:
+    """Read a prefetch list file (blocking); warns when it holds nothing."""
+    log.info("using prefetch list from %s", path)
+    lines = parse_prefetch_list(path.read_text(encoding="utf-8", errors="surrogateescape"))
+    if not lines:
+        log.warning("prefetch list is empty")
+    return lines
+
+
+def is_glob(line: str) -> bool:
+    """Whether a prefetch-list line is a glob pattern."""
+    return any(char in _GLOB_CHARS for char in line)
+
+
+def _segment_regex(segment: str) -> str:
+    out = []
+    i = 0
+    while i < len(segment):
+        char = segment[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = segment.find("]", i + 2 if segment[i + 1 : i + 2] in ("!", "^") else i + 1)
+            if end < 0:
+                out.append(re.escape(char))
+            else:
+                body = segment[i + 1 : end]
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\")
+                out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+                i = end
+        elif char == "\\" and i + 1 < len(segment):
+            i += 1
+            out.append(re.escape(segment[i]))
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """A regex for a doublestar glob over cleaned names (leading ``/`` optional)."""
+    segments = [s for s in pattern.strip("/").split("/") if s not in ("", ".")]
+    regex = ""
+    need_separator = False
+    for position, segment in enumerate(segments):
+        last = position == len(segments) - 1
+        if segment == "**" and last:
+            # Everything below (and the directory itself), or everything at all.
+            regex += "(?:/.*)?" if need_separator else ".*"
+        elif segment == "**":
+            # Zero or more whole directories.
+            regex += ("/" if need_separator else "") + "(?:[^/]+/)*"
+            need_separator = False
+        else:
+            regex += ("/" if need_separator else "") + _segment_regex(segment)
+            need_separator = True
+    return re.compile(regex + r"\Z")
+
+
+def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> list[str]:
+    """Turn prefetch-list lines into cleaned paths: globs matched, in sorted order.
+
+    ``entry_names`` is the union of the layers' entry names. Duplicates are dropped
+    (first occurrence wins); a glob matching nothing is logged as a warning.
+    """
+    names: list[str] | None = None
+    result: dict[str, None] = {}
+    for line in lines:
+        if is_glob(line):
+            if names is None:
+                names = sorted(set(entry_names))
+            regex = compile_glob(line)
+            matched = [name for name in names if regex.match(name)]
+            if not matched:
+                log.warning("glob pattern %r matched no files", line)
+            result.update(dict.fromkeys(matched))
+            continue
+        try:
+            name = clean_entry_name(line)
+        except ValueError:
+            log.warning("prefetch list: %r points outside the image; ignored", line)
+            continue
+        if name:
+            result[name] = None
+    return list(result)

@@ -1,0 +1,100 @@
+"""A tiny per-container shim that owns the container process and reports its exit status.
+
+``runc create`` leaves the container's init process behind, reparented to the nearest
+child subreaper. This shim, started with its stdio being the container's stdio, makes
+itself that subreaper, runs ``runc create`` (whose stdio the container inherits), tells
+its parent the outcome and the init pid over a control socket, then waits for the
+container to exit and reports the exit status, so that the caller neither needs to be a
+subreaper itself nor loses the status. Messages are JSON lines::
+
+    {"event": "created", "pid": 1234}
+    {"event": "create-failed", "returncode": 1}
+    {"event": "exited", "status": 0}        # 128+N when killed by signal N
+
+Run as ``python -m esgz.runtime.shim --control-fd N --pid-file P -- <runtime create argv>``.
+Only the standard library is used, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _send(control: int, **message: object) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    # The parent may have gone away; keep reaping anyway.
+    with contextlib.suppress(OSError):
+        os.write(control, data)
+
+
+def _exit_status(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _wait_for(pid: int) -> int | None:
+    """Reap children until ``pid`` exits; its exit status (None if it is not our child)."""
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return None
+        except InterruptedError:
+            continue
+        if reaped == pid:
+            return _exit_status(status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the shim process."""
+    parser = argparse.ArgumentParser(prog="esgz-shim")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--pid-file", required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    control = args.control_fd
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        _send(control, event="create-failed", returncode=-1, error="prctl failed")
+        return 1
+    try:
+        returncode = subprocess.call(command)
+    except OSError as err:
+        _send(control, event="create-failed", returncode=-1, error=str(err))
+        return 1
+    if returncode != 0:
+        _send(control, event="create-failed", returncode=returncode)
+        return 0
+    try:
+        with open(args.pid_file) as pid_file:
+            pid = int(pid_file.read().strip())
+    except (OSError, ValueError) as err:
+        _send(control, event="create-failed", returncode=-1, error=f"no pid file: {err}")
+        return 1
+    _send(control, event="created", pid=pid)
+    status = _wait_for(pid)
+    _send(control, event="exited", status=-1 if status is None else status)
+    # Reap whatever else was reparented to us, without blocking on it.
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
