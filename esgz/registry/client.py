@@ -738,9 +738,7 @@ class RegistryClient:
                     raise _transport_error(ref, what, error) from None
                 log.info("%s: chunk at %d: %s; retrying", what, offset, _describe(error))
                 await anyio.sleep(delay)
-                location, offset = await self._upload_status(
-                    ref, what, location, digest, mount_from
-                )
+                location, offset = await self._upload_status(ref, what, location, digest, offset)
         await self._with_retries(
             ref, what, lambda: self._finish_upload(ref, what, location, digest, None, 0)
         )
@@ -774,9 +772,13 @@ class RegistryClient:
         what: str,
         location: httpx.URL,
         digest: str,
-        mount_from: RegistryReference | None,
+        known_offset: int,
     ) -> tuple[httpx.URL, int]:
-        """Where an interrupted upload stands; a fresh session if the registry lost it."""
+        """Where an interrupted upload stands; a fresh session if the registry lost it.
+
+        Distribution answers ``Range: 0-0`` for both an empty upload and a one-byte one;
+        with nothing confirmed before, that is taken as empty.
+        """
         response = await self._send(
             ref, f"{what} (status)", "GET", location, ok=(204,), not_found_ok=True
         )
@@ -787,7 +789,8 @@ class RegistryClient:
             assert fresh is not None
             return fresh, 0
         end = _range_end(response)
-        return _location(ref, response, default=location), (end + 1 if end is not None else 0)
+        offset = 0 if end is None or (end == 0 and known_offset == 0) else end + 1
+        return _location(ref, response, default=location), offset
 
 
 class _BytesStream(httpx.AsyncByteStream):
