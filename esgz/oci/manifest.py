@@ -6,15 +6,17 @@ then the remaining raw fields in their original order.
 
 Serialisation (:func:`to_bytes`) is compact JSON (no whitespace), UTF-8, with ``<``,
 ``>``, ``&``, U+2028 and U+2029 escaped as ``\\u003c`` … like Go's ``encoding/json``.
-Known keys are written in the order of the Go structs containerd marshals:
+Known keys are written in the order of the Go (ocispec) structs containerd marshals —
+also for Docker-typed documents, whose Docker-written form has ``size`` before ``digest``:
 
 * descriptor: ``mediaType, digest, size, urls, annotations, data, platform, artifactType``
 * platform: ``architecture, os, os.version, os.features, variant``
 * manifest: ``schemaVersion, mediaType, artifactType, config, layers, subject, annotations``
 * index: ``schemaVersion, mediaType, artifactType, manifests, subject, annotations``
 
-Empty optional fields are omitted (``omitempty``); a ``mediaType`` absent from a parsed
-OCI manifest or index stays absent. Unknown keys follow the known ones.
+Annotation keys are sorted (Go marshals maps sorted). Empty optional fields are omitted
+(``omitempty``); a ``mediaType`` absent from a parsed OCI manifest or index stays absent.
+Unknown keys follow the known ones, in their original order.
 
 Parsing raises :class:`~esgz.errors.ImageError` with one line for malformed JSON, a
 ``schemaVersion`` other than 2, Docker schema 1, or fields of the wrong type.
@@ -103,6 +105,10 @@ def _annotations(obj: Mapping[str, Any], what: str) -> dict[str, str]:
     return dict(value)
 
 
+def _sorted(annotations: Mapping[str, str]) -> dict[str, str]:
+    return {key: annotations[key] for key in sorted(annotations)}
+
+
 def _with_unknown(known: dict[str, Any], raw: Mapping[str, Any], names: Sequence[str]) -> None:
     for key, value in raw.items():
         if key not in names and key not in known:
@@ -171,7 +177,7 @@ class Descriptor:
         if self.urls:
             obj["urls"] = list(self.urls)
         if self.annotations:
-            obj["annotations"] = dict(self.annotations)
+            obj["annotations"] = _sorted(self.annotations)
         if "data" in self.raw and self.raw.get("digest") == self.digest:
             obj["data"] = self.raw["data"]
         if self.platform is not None:
@@ -273,7 +279,7 @@ class Manifest:
         if self.subject is not None:
             obj["subject"] = self.subject.to_json()
         if self.annotations:
-            obj["annotations"] = dict(self.annotations)
+            obj["annotations"] = _sorted(self.annotations)
         _with_unknown(obj, self.raw, self._KEYS)
         return obj
 
@@ -334,7 +340,7 @@ class Index:
         if self.subject is not None:
             obj["subject"] = self.subject.to_json()
         if self.annotations:
-            obj["annotations"] = dict(self.annotations)
+            obj["annotations"] = _sorted(self.annotations)
         _with_unknown(obj, self.raw, self._KEYS)
         return obj
 

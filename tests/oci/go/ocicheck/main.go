@@ -8,6 +8,7 @@
 //	{"op":"match","spec":…,"candidate":{…}}       -> {"match":bool}  (platforms.OnlyStrict)
 //	{"op":"host"}                                  -> {"os":…,"architecture":…,"variant":…}
 //	{"op":"reference","spec":…}                  -> {"domain","path","tag","digest"} | {"error":…}
+//	{"op":"manifest"|"index","config":"…"}        -> {"json":"…"}  (ocispec struct re-marshalled)
 //	{"op":"rewrite","config":"…","map":{old:new}}  -> {"config":"…","modified":bool}
 //
 // "rewrite" follows the steps of containerd's image converter for configs: decode the
@@ -130,6 +131,21 @@ func main() {
 				answer["digest"] = digested.Digest().String()
 			}
 			out.Encode(answer)
+		case "manifest", "index":
+			var doc interface{} = &specs.Manifest{}
+			if req.Op == "index" {
+				doc = &specs.Index{}
+			}
+			if err := json.Unmarshal([]byte(req.Config), doc); err != nil {
+				out.Encode(map[string]string{"error": err.Error()})
+				continue
+			}
+			encoded, err := json.Marshal(doc)
+			if err != nil {
+				out.Encode(map[string]string{"error": err.Error()})
+				continue
+			}
+			out.Encode(map[string]string{"json": string(encoded)})
 		case "host":
 			out.Encode(platformAnswer(platforms.Normalize(platforms.DefaultSpec())))
 		case "rewrite":
