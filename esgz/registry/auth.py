@@ -201,9 +201,11 @@ class RegistryAuth(httpx.Auth):
         scopes = request_scopes(request)
         scope_key = " ".join(sorted(scopes))
         sent_token: str | None = None
+        sent_basic = False
 
         if state.use_basic and state.credentials is not None:
             request.headers["Authorization"] = _basic_header(state.credentials)
+            sent_basic = True
         elif state.bearer is not None:
             cached = state.tokens.get(scope_key)
             if cached is None or not cached.fresh():
@@ -219,7 +221,6 @@ class RegistryAuth(httpx.Auth):
 
         response = yield request
         fetches = 0
-        tried_basic = state.use_basic
         while response.status_code == 401:
             challenges = parse_www_authenticate(response.headers.get("WWW-Authenticate", ""))
             bearer = next((c for c in challenges if c.scheme == "bearer"), None)
@@ -244,9 +245,9 @@ class RegistryAuth(httpx.Auth):
                 sent_token = cached.token
                 request.headers["Authorization"] = f"Bearer {sent_token}"
             elif basic is not None:
-                if tried_basic or state.credentials is None or not state.credentials.username:
+                if sent_basic or state.credentials is None or not state.credentials.username:
                     break
-                tried_basic = True
+                sent_basic = True
                 state.use_basic = True
                 request.headers["Authorization"] = _basic_header(state.credentials)
             else:
