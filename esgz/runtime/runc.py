@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import signal
 import socket
@@ -33,13 +34,26 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from esgz.errors import SandboxError
 from esgz.runtime import shim
 
-__all__ = ["Container", "OciRuntime", "new_container_id", "read_lines"]
+__all__ = ["Container", "OciRuntime", "new_container_id", "read_lines", "runtime_message"]
 
 log = logging.getLogger(__name__)
 
 _CREATE_TIMEOUT = 60.0
 _SHIM_EXIT_TIMEOUT = 10.0
 _MAX_MESSAGE = 64 * 1024
+_LOG_MESSAGE = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def runtime_message(text: str) -> str:
+    """The ``msg="…"`` part of a runc/crun log line (the whole line if it has none)."""
+    match = _LOG_MESSAGE.search(text)
+    if match is None:
+        return text.strip()
+    try:
+        value = json.loads(f'"{match.group(1)}"')
+    except ValueError:
+        return match.group(1)
+    return str(value)
 
 
 def new_container_id() -> str:
@@ -107,10 +121,9 @@ class OciRuntime:
         except FileNotFoundError:
             raise SandboxError(f"OCI runtime {self.binary!r} not found") from None
         if check and result.returncode != 0:
-            message = result.stderr.decode(errors="replace").strip().splitlines()
-            raise SandboxError(
-                f"{self.binary} {args[0]} failed: {message[-1] if message else result.returncode}"
-            )
+            lines = result.stderr.decode(errors="replace").strip().splitlines()
+            detail = runtime_message(lines[-1]) if lines else f"exit code {result.returncode}"
+            raise SandboxError(f"{self.binary} {args[0]} failed: {detail}")
         return result
 
     async def state(self, container_id: str) -> dict[str, Any]:
@@ -172,6 +185,7 @@ class OciRuntime:
             container_id,
         ]
         process: anyio.abc.Process | None = None
+        stream: anyio.abc.SocketStream | None = None
         created = False
         try:
             with anyio.CancelScope(shield=True):
@@ -194,10 +208,10 @@ class OciRuntime:
             if process is None or message is None or message.get("event") != "created":
                 output = await _drain(process) if process is not None else ""
 
-                detail = message.get("error") if message else None
-                raise SandboxError(
-                    f"{self.binary} create failed: {detail or output or 'no output'}"
-                )
+                detail = (message.get("error") if message else None) or output or "no output"
+                if not detail.startswith(f"{self.binary} create failed"):
+                    detail = f"{self.binary} create failed: {detail}"
+                raise SandboxError(detail)
             if process.stdout is None or process.stderr is None:
                 raise SandboxError("container shim has no output pipes")
             container = Container(
@@ -210,8 +224,13 @@ class OciRuntime:
             yield container
         finally:
             with anyio.CancelScope(shield=True):
-                await self._cleanup(container_id, process, created)
-                parent_sock.close()
+                try:
+                    await self._cleanup(container_id, process, created)
+                finally:
+                    if stream is not None:
+                        await stream.aclose()
+                    else:
+                        parent_sock.close()
 
     async def _cleanup(
         self, container_id: str, process: anyio.abc.Process | None, created: bool
@@ -243,4 +262,4 @@ async def _drain(process: anyio.abc.Process) -> str:
             group.start_soon(collect, process.stdout)
             group.start_soon(collect, process.stderr)
     lines = [line for line in chunks if line.strip()]
-    return lines[-1] if lines else ""
+    return runtime_message(lines[-1]) if lines else ""

@@ -1,0 +1,63 @@
+"""Fixtures for the profiling sandbox tests: sample images as layer sources, host checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from esgz.runtime.unpack import LayerSource
+from tests.fixtures.images import SampleImage, busybox_image, python_image
+
+__all__ = ["busybox_image", "python_image"]
+
+
+def sandbox_skip_reason() -> str | None:
+    """Why real containers cannot run here (None if they can)."""
+    if os.geteuid() != 0:
+        return "needs root: overlay mounts, namespaces, fanotify and runc"
+    if shutil.which("runc") is None:
+        return "needs runc: apt-get install runc"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    return None
+
+
+def require_sandbox() -> None:
+    """Skip the calling test when containers cannot run here."""
+    reason = sandbox_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def layer_sources(image: SampleImage) -> list[LayerSource]:
+    """The layers of a sample image as :class:`LayerSource` (bottom first)."""
+    return [
+        LayerSource(digest=layer.digest, path=image.blob_path(layer.digest), diff_id=layer.diff_id)
+        for layer in image.layers
+    ]
+
+
+@pytest.fixture(scope="session")
+def layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A layer unpack cache shared by the tests of one session."""
+    return tmp_path_factory.mktemp("layer-cache")
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Iterator[Path]:
+    """A per-test work dir; after the test, nothing may be left mounted below it."""
+    path = tmp_path / "work"
+    path.mkdir()
+    yield path
+    mounts = subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    leftover = [m for m in mounts if m.startswith(str(path))]
+    for target in leftover:  # keep the machine usable even when a test fails
+        subprocess.run(["umount", "-l", target], check=False)
+    assert not leftover, f"mounts left behind: {leftover}"
