@@ -98,6 +98,10 @@ def trees(draw: st.DrawFn, max_entries: int = 14) -> Tree:
             items.append(TarItem(path, kind, dev=dev, **common))
         else:
             items.append(TarItem(path, "fifo", **common))
+    if regular and draw(st.booleans()):
+        # A later entry with the same name replaces the earlier one (and moves to its place).
+        again = draw(st.sampled_from(regular))
+        items.append(TarItem(again, "reg", data=draw(st.binary(max_size=50)), mode=0o640))
     names = [item.name.rstrip("/") for item in items]
     prioritized = draw(st.lists(st.sampled_from(names), max_size=4)) if names else []
     if draw(st.booleans()):
