@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
+
+import anyio.to_thread
 
 from esgz.errors import VerificationError
 
@@ -28,6 +30,7 @@ __all__ = [
     "is_digest",
     "parse_digest",
     "sha256_of",
+    "sha256_of_async_chunks",
     "sha256_of_chunks",
     "sha256_of_file",
     "validate_digest",
@@ -124,6 +127,16 @@ def sha256_of_chunks(chunks: Iterable[bytes]) -> tuple[str, int]:
     for chunk in chunks:
         hasher.update(chunk)
         size += len(chunk)
+    return "sha256:" + hasher.hexdigest(), size
+
+
+async def sha256_of_async_chunks(chunks: AsyncIterable[bytes]) -> tuple[str, int]:
+    """The ``(sha256 digest, byte count)`` of an async stream; hashing runs in a thread."""
+    hasher = hashlib.sha256()
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        await anyio.to_thread.run_sync(hasher.update, chunk)
     return "sha256:" + hasher.hexdigest(), size
 
 

@@ -12,6 +12,7 @@ from esgz.oci.digest import (
     is_digest,
     parse_digest,
     sha256_of,
+    sha256_of_async_chunks,
     sha256_of_chunks,
     sha256_of_file,
     validate_digest,
@@ -108,3 +109,12 @@ def test_digesting_writer_checks_arguments_given_to_verify() -> None:
         writer.verify(sha256_of(b"other"))
     with pytest.raises(ValueError, match="unsupported"):
         DigestingWriter(algorithm="md5")
+
+
+@pytest.mark.anyio
+async def test_sha256_of_async_chunks() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(DATA), 4096):
+            yield DATA[i : i + 4096]
+
+    assert await sha256_of_async_chunks(chunks()) == (DATA_SHA256, len(DATA))
