@@ -236,7 +236,10 @@ async def profile_workload(
             await anyio.to_thread.run_sync(monitor.mark_filesystem, rootfs)
         timings["setup"] = time.monotonic() - started - timings["unpack"]
         run_started = time.monotonic()
-        outcome = await _run(oci, container, monitor, state, stop)
+        try:
+            outcome = await _run(oci, container, monitor, state, stop)
+        except BaseExceptionGroup as group:
+            raise _sole_error(group) from None
         timings["run"] = time.monotonic() - run_started
         teardown_started = time.monotonic()
     timings["teardown"] = time.monotonic() - teardown_started
@@ -337,6 +340,23 @@ async def _run(
                 await done.wait()
         readers.cancel_scope.cancel()
     return outcome
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one ordinary exception inside nested task-group groups, else the group."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    if len(leaves) == 1 and isinstance(leaves[0], Exception):
+        return leaves[0]
+    return group
 
 
 async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:

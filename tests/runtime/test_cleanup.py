@@ -1,0 +1,137 @@
+"""Whatever ends a profiling run — here: cancellation at random points — nothing is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from esgz.runtime.profile import profile_workload
+from esgz.runtime.workload import WorkloadOptions
+from tests.fixtures.images import SampleImage
+from tests.runtime.conftest import layer_sources, require_sandbox
+from tests.runtime.test_network import cni_conf_dir, netns_names
+
+pytestmark = [pytest.mark.anyio, pytest.mark.root]
+
+__all__ = ["cni_conf_dir"]
+
+# Cancel after these many seconds: before/while unpacking, mounting, creating the
+# container, arming the monitor, and while the workload runs.
+DELAYS = [0.0, 0.01, 0.05, *(round(random.Random(seed).uniform(0.05, 0.6), 3) for seed in range(4))]
+
+
+def leftovers(work_dir: Path, marker: str, netns_before: set[str]) -> list[str]:
+    """Everything a run may leave behind, described; empty when clean."""
+    found: list[str] = []
+    mounts = subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    found += [f"mount {m}" for m in mounts if m.startswith(str(work_dir))]
+    state = work_dir / "runc-state"
+    if state.exists():
+        listing = subprocess.run(
+            ["runc", "--root", str(state), "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found += [f"container {c['id']}" for c in json.loads(listing or "null") or []]
+    found += [f"netns {n}" for n in netns_names() - netns_before]
+    found += [
+        f"dir {name}" for name in os.listdir(work_dir) if name not in ("layers", "runc-state")
+    ]
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    found += [f"process {line}" for line in processes.splitlines() if marker in line]
+    return found
+
+
+async def wait_until_clean(work_dir: Path, marker: str, netns_before: set[str]) -> list[str]:
+    """Leftovers, after giving killed processes a moment to be reaped."""
+    for _ in range(50):
+        found = leftovers(work_dir, marker, netns_before)
+        if not found:
+            return []
+        await anyio.sleep(0.05)
+    return found
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+async def test_cancelled_run_leaves_nothing(
+    busybox_image: SampleImage, tmp_path: Path, delay: float
+) -> None:
+    require_sandbox()
+    work_dir = tmp_path / "work"
+    marker = f"esgz-cleanup-{os.getpid()}-{delay}"
+    netns_before = netns_names()
+    with anyio.move_on_after(delay) as scope:
+        await profile_workload(
+            layer_sources(busybox_image),
+            busybox_image.config(),
+            WorkloadOptions(args=[f"sleep 1000; : {marker}"], period=30),
+            work_dir=work_dir,
+        )
+    assert scope.cancelled_caught
+    work_dir.mkdir(exist_ok=True)
+    assert await wait_until_clean(work_dir, marker, netns_before) == []
+
+
+@pytest.mark.parametrize("delay", [0.02, 0.15, 0.4])
+async def test_cancelled_cni_run_leaves_nothing(
+    busybox_image: SampleImage, tmp_path: Path, cni_conf_dir: Path, delay: float
+) -> None:
+    work_dir = tmp_path / "work"
+    marker = f"esgz-cleanup-cni-{os.getpid()}-{delay}"
+    netns_before = netns_names()
+    with anyio.move_on_after(delay) as scope:
+        await profile_workload(
+            layer_sources(busybox_image),
+            busybox_image.config(),
+            WorkloadOptions(
+                args=[f"sleep 1000; : {marker}"],
+                period=30,
+                cni=True,
+                cni_plugin_conf_dir=cni_conf_dir,
+            ),
+            work_dir=work_dir,
+        )
+    assert scope.cancelled_caught
+    work_dir.mkdir(exist_ok=True)
+    assert await wait_until_clean(work_dir, marker, netns_before) == []
+    leases = (
+        [
+            n
+            for n in os.listdir(cni_conf_dir.parent / "ipam" / "esgz-test")
+            if n.startswith("10.231.")
+        ]
+        if (cni_conf_dir.parent / "ipam" / "esgz-test").exists()
+        else []
+    )
+    assert leases == []
+
+
+async def test_error_inside_the_run_leaves_nothing(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    require_sandbox()
+    work_dir = tmp_path / "work"
+    marker = f"esgz-cleanup-error-{os.getpid()}"
+
+    def explode(_stream: str, line: str) -> None:
+        if line == "boom":
+            raise RuntimeError("output handler failed")
+
+    with pytest.raises(RuntimeError, match="output handler failed"):
+        await profile_workload(
+            layer_sources(busybox_image),
+            busybox_image.config(),
+            WorkloadOptions(args=[f"echo boom; sleep 1000; : {marker}"], period=30),
+            work_dir=work_dir,
+            on_output=explode,
+        )
+    assert await wait_until_clean(work_dir, marker, set(netns_names())) == []
