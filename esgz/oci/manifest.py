@@ -378,7 +378,7 @@ def parse_manifest_or_index(data: bytes, media_type: str | None = None) -> Manif
     obj = parse_json_object(data, "manifest")
     declared = obj.get("mediaType")
     hint = declared if isinstance(declared, str) and declared else media_type
-    if hint is not None and mediatypes.is_schema1(hint):
+    if hint is not None:
         mediatypes.reject_schema1(hint)
     if obj.get("schemaVersion") == 1:
         _schema_version(obj, "manifest")

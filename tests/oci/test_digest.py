@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_digesting_writer_checks_arguments_given_to_verify() -> None:
 
 @pytest.mark.anyio
 async def test_sha256_of_async_chunks() -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for i in range(0, len(DATA), 4096):
             yield DATA[i : i + 4096]
 
