@@ -43,6 +43,7 @@ __all__ = [
     "ImageConfig",
     "Index",
     "Manifest",
+    "digest_of",
     "go_json_bytes",
     "parse_index",
     "parse_json_object",
