@@ -1,0 +1,211 @@
+"""Layer unpacking: overlayfs whiteouts, metadata, caching, and hostile tars."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from esgz.errors import FormatError
+from esgz.runtime.unpack import LayerSource, clean_entry_name, unpack_layer, unpack_layer_sync
+
+ROOT = os.geteuid() == 0
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mtime = 1_700_000_000
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+def make_layer(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes]], compression: str = "gzip"
+) -> LayerSource:
+    """Write a layer blob from (TarInfo, data) pairs; return its source."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if info.isreg():
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    raw = buffer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if compression == "gzip":
+        blob = gzip.compress(raw)
+    elif compression == "zstd":
+        blob = zstandard.ZstdCompressor().compress(raw)
+    else:
+        blob = raw
+    path.write_bytes(blob)
+    return LayerSource(
+        digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path, diff_id=diff_id
+    )
+
+
+def test_clean_entry_name() -> None:
+    assert clean_entry_name("./usr/bin/") == "usr/bin"
+    assert clean_entry_name("/etc//passwd") == "etc/passwd"
+    assert clean_entry_name("a/./b/../c") == "a/c"
+    assert clean_entry_name("./") == ""
+    with pytest.raises(ValueError, match="outside"):
+        clean_entry_name("a/../../etc/passwd")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "tar"])
+def test_unpack_files_links_whiteouts_and_index(tmp_path: Path, compression: str) -> None:
+    members = [
+        (_member("./", tarfile.DIRTYPE), b""),
+        (_member("bin", tarfile.DIRTYPE), b""),
+        (_member("bin/tool", mode=0o4755), b"#!/bin/sh\n"),
+        (_member("bin/alias", tarfile.SYMTYPE, linkname="tool"), b""),
+        (_member("bin/hard", tarfile.LNKTYPE, linkname="bin/tool"), b""),
+        (_member("etc/conf", uid=1000, gid=1001, mode=0o600), b"key=value\n"),
+        (_member("etc/.wh.removed"), b""),
+        (_member("var/cache/.wh..wh..opq"), b""),
+        (_member("var/cache/kept"), b"x"),
+        (_member("var/.wh..wh.plnk"), b""),
+        (_member("run/fifo", tarfile.FIFOTYPE, mode=0o600), b""),
+    ]
+    source = make_layer(tmp_path / "blob", members, compression)
+    layer = unpack_layer_sync(source, tmp_path / "cache")
+    root = layer.root
+    assert (root / "bin/tool").read_bytes() == b"#!/bin/sh\n"
+    assert os.readlink(root / "bin/alias") == "tool"
+    assert (root / "bin/hard").stat().st_ino == (root / "bin/tool").stat().st_ino
+    assert stat.S_ISFIFO((root / "run/fifo").lstat().st_mode)
+    assert layer.index.entries == {
+        "bin", "bin/tool", "bin/alias", "bin/hard", "etc/conf", "var/cache/kept", "run/fifo",
+    }  # fmt: skip
+    assert layer.index.whiteouts == {"etc/removed"}
+    assert layer.index.opaque_dirs == {"var/cache"}
+    assert not (root / "etc/.wh.removed").exists()
+    if ROOT:
+        whiteout = (root / "etc/removed").lstat()
+        assert stat.S_ISCHR(whiteout.st_mode)
+        assert whiteout.st_rdev == os.makedev(0, 0)
+        assert os.getxattr(root / "var/cache", "trusted.overlay.opaque") == b"y"
+        conf = (root / "etc/conf").stat()
+        assert (conf.st_uid, conf.st_gid, stat.S_IMODE(conf.st_mode)) == (1000, 1001, 0o600)
+        assert stat.S_IMODE((root / "bin/tool").stat().st_mode) == 0o4755  # setuid kept
+    assert (root / "bin/tool").stat().st_mtime == 1_700_000_000
+    assert (root / "bin").stat().st_mtime == 1_700_000_000
+
+
+def test_device_nodes_are_created(tmp_path: Path) -> None:
+    if not ROOT:
+        pytest.skip("needs root: mknod of character devices")
+    members = [(_member("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666), b"")]
+    layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
+    node = (layer.root / "dev/null").lstat()
+    assert stat.S_ISCHR(node.st_mode)
+    assert node.st_rdev == os.makedev(1, 3)
+    assert stat.S_IMODE(node.st_mode) == 0o666
+
+
+def test_cached_layer_is_not_unpacked_again(tmp_path: Path) -> None:
+    source = make_layer(tmp_path / "blob", [(_member("a.txt"), b"a")])
+    first = unpack_layer_sync(source, tmp_path / "cache")
+    (first.root / "marker").write_text("still here")
+    second = unpack_layer_sync(source, tmp_path / "cache")
+    assert second.root == first.root
+    assert (second.root / "marker").read_text() == "still here"
+    assert second.index == first.index
+    assert sorted(os.listdir(tmp_path / "cache")) == [source.cache_key]
+
+
+@pytest.mark.anyio
+async def test_async_unpack(tmp_path: Path) -> None:
+    source = make_layer(tmp_path / "blob", [(_member("a.txt"), b"a")])
+    layer = await unpack_layer(source, tmp_path / "cache")
+    assert layer.index.entries == {"a.txt"}
+
+
+def test_later_entry_replaces_earlier(tmp_path: Path) -> None:
+    members = [
+        (_member("x", tarfile.DIRTYPE), b""),
+        (_member("x/inner"), b"1"),
+        (_member("x"), b"now a file"),
+        (_member("y"), b"old"),
+        (_member("y"), b"new"),
+    ]
+    layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
+    assert (layer.root / "x").read_bytes() == b"now a file"
+    assert (layer.root / "y").read_bytes() == b"new"
+
+
+# --- hostile tars ------------------------------------------------------------------------
+
+
+def _assert_refused(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+    source = make_layer(tmp_path / "blob", members)
+    cache = tmp_path / "cache"
+    with pytest.raises(FormatError, match="hostile") as caught:
+        unpack_layer_sync(source, cache)
+    assert caught.value.layer == source.digest
+    # Neither the cache entry nor a temp dir is left.
+    assert os.listdir(cache) == []
+
+
+def test_dotdot_escape_is_refused(tmp_path: Path) -> None:
+    _assert_refused(tmp_path, [(_member("a/../../escaped.txt"), b"evil")])
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "cache" / "escaped.txt").exists()
+
+
+def test_absolute_names_stay_inside(tmp_path: Path) -> None:
+    target = tmp_path / "outside.txt"
+    members = [(_member(str(target)), b"inside after all")]
+    layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
+    assert not target.exists()
+    inside = str(target).lstrip("/")
+    assert (layer.root / inside).read_bytes() == b"inside after all"
+    assert layer.index.entries >= {inside}
+
+
+def test_symlinked_parent_escape_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _assert_refused(
+        tmp_path,
+        [
+            (_member("link", tarfile.SYMTYPE, linkname=str(outside)), b""),
+            (_member("link/planted.txt"), b"evil"),
+        ],
+    )
+    assert os.listdir(outside) == []
+
+
+def test_relative_symlinked_parent_escape_is_refused(tmp_path: Path) -> None:
+    _assert_refused(
+        tmp_path,
+        [
+            (_member("up", tarfile.SYMTYPE, linkname="../../../.."), b""),
+            (_member("up/tmp/planted.txt"), b"evil"),
+        ],
+    )
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../../etc/passwd", "missing"])
+def test_hardlink_outside_is_refused(tmp_path: Path, target: str) -> None:
+    _assert_refused(tmp_path, [(_member("stolen", tarfile.LNKTYPE, linkname=target), b"")])
+
+
+def test_corrupt_blob_is_a_format_error(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(gzip.compress(b"this is not a tar archive" * 40)[:-10])
+    source = LayerSource("sha256:" + "0" * 64, blob)
+    with pytest.raises(FormatError):
+        unpack_layer_sync(source, tmp_path / "cache")
