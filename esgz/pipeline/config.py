@@ -566,7 +566,8 @@ def _raise_issues(
         if line is not None:
             where += f":{line}"
         name = label(issue.path) if label is not None else format_key_path(issue.path)
-        parts.append(f"{where}: {name}: {issue.message}" if name else f"{where}: {issue.message}")
+        prefix = ": ".join(part for part in (where, name) if part)
+        parts.append(f"{prefix}: {issue.message}" if prefix else issue.message)
     raise ConfigError("; ".join(parts))
 
 

@@ -70,11 +70,12 @@ class ReuseDecision:
 
 @dataclass(frozen=True, slots=True)
 class PushedManifest:
-    """A manifest or index written to the target."""
+    """A manifest or index written to the target (``content``: its bytes, if kept)."""
 
     digest: str
     size: int
     media_type: str
+    content: bytes = b""
 
 
 @dataclass(eq=False)

@@ -97,8 +97,8 @@ class Stages(Protocol):
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         """Fill ``image.manifests`` (and their layers) from the source."""
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> Path:
-        """Make the source blob available locally; return its path."""
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
+        """Make the source blob available locally: its path, and whether it already was."""
 
     async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseDecision:
         """Decide whether the (fetched) layer can pass through unchanged."""
@@ -213,7 +213,7 @@ class Runner:
         self.stages = stages
         self.events = events if events is not None else EventBus()
         self._failure: PipelineError | None = None
-        self._fetches: OnceMap[str, Path] = OnceMap()
+        self._fetches: OnceMap[str, tuple[Path, bool]] = OnceMap()
         self._conversions: OnceMap[ConversionKey, tuple[LayerOutput, bool]] = OnceMap()
         self._uploads: OnceMap[tuple[str, str], bool] = OnceMap()
         self._images: list[ImageJob] = []
@@ -395,10 +395,10 @@ class Runner:
             async for layer in receive:
                 digest = layer.source.digest
 
-                async def fetch(layer: LayerJob = layer) -> Path:
+                async def fetch(layer: LayerJob = layer) -> tuple[Path, bool]:
                     return await self.stages.fetch(layer, ctx)
 
-                path, shared = await self._guard(
+                (path, cached), shared = await self._guard(
                     "fetch",
                     layer.image.name,
                     digest,
@@ -411,7 +411,7 @@ class Runner:
                             image=layer.image.name,
                             layer=digest,
                             size=layer.source.size,
-                            cached=False,
+                            cached=cached,
                         )
                     )
                 await send.send(layer)

@@ -87,7 +87,7 @@ class ToyStages:
             for data in layers:
                 manifest.add_layer(LayerSource(digest_of(data), len(data), "tar"))
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> Path:
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
         self.tracker.enter("fetch", layer.source.digest)
         try:
             await anyio.sleep(self.delays.get("fetch", 0))
@@ -102,7 +102,7 @@ class ToyStages:
             )
             temp = ctx.store.temp_path("fetch")
             await anyio.Path(temp).write_bytes(data)
-            return await ctx.store.commit(temp, layer.source.digest)
+            return await ctx.store.commit(temp, layer.source.digest), False
         finally:
             self.tracker.leave("fetch")
 

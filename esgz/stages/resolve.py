@@ -1,0 +1,138 @@
+"""Resolve stage: a source reference → the manifests to convert and their layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from esgz.errors import ImageError, PlatformError
+from esgz.oci import mediatypes
+from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest, parse_manifest_or_index
+from esgz.oci.platform import (
+    ALL_PLATFORMS,
+    OrderedMatcher,
+    PlatformMatcher,
+    default_strict,
+    parse_platforms,
+    select_manifests,
+)
+from esgz.pipeline.config import ResolvedImage
+from esgz.pipeline.events import WarningEvent
+from esgz.pipeline.jobs import ImageJob, LayerSource, ManifestJob
+from esgz.pipeline.runner import RunContext
+from esgz.stages.endpoints import Endpoints
+
+__all__ = ["SourceManifest", "matcher_for", "resolve_image", "source_manifest_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceManifest:
+    """What finalize needs of a source manifest: its index entry, body and config."""
+
+    descriptor: Descriptor
+    manifest: Manifest
+    config: bytes
+
+
+def source_manifest_of(job: ManifestJob) -> SourceManifest:
+    """The source manifest the resolve stage attached to ``job``."""
+    source = job.source_manifest
+    if not isinstance(source, SourceManifest):
+        raise ImageError("manifest job was not resolved", image=job.image.name)
+    return source
+
+
+def matcher_for(settings: ResolvedImage) -> PlatformMatcher:
+    """``--all-platforms`` → all; ``--platform`` → those, in order; else the host only."""
+    if settings.all_platforms:
+        return ALL_PLATFORMS
+    if settings.platforms:
+        return OrderedMatcher(parse_platforms(settings.platforms))
+    return default_strict()
+
+
+async def resolve_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) -> None:
+    """Fill ``image.manifests`` with the selected platform manifests and their layers."""
+    settings = image.settings
+    ref = settings.source_ref
+    descriptor, content = await endpoints.resolve(ref)
+    document = parse_manifest_or_index(content, descriptor.media_type)
+    host = default_strict()
+    if isinstance(document, Index):
+        image.is_index = True
+        image.source_index = document
+        matcher = matcher_for(settings)
+        selected = [
+            entry
+            for entry in select_manifests(document, matcher)
+            if mediatypes.is_manifest(entry.media_type)
+        ]
+        if not selected:
+            wanted = (
+                "any platform"
+                if settings.all_platforms
+                else (", ".join(settings.platforms) or "the host platform")
+            )
+            available = ", ".join(str(e.platform) for e in document.manifests if e.platform)
+            raise PlatformError(
+                f"no manifest for {wanted} (the index has: {available or 'none'})",
+                image=image.name,
+            )
+        for entry in selected:
+            body = await endpoints.read_document(ref, entry)
+            manifest = parse_manifest_or_index(body, entry.media_type)
+            if not isinstance(manifest, Manifest):
+                raise ImageError(f"index entry {entry.digest} is not an image manifest")
+            platform = str(entry.platform) if entry.platform is not None else None
+            await _add_manifest(image, ctx, endpoints, entry, manifest, platform)
+        for job in image.manifests:
+            entry = source_manifest_of(job).descriptor
+            job.profile = entry.platform is not None and host.match(entry.platform)
+        return
+    if settings.platforms or settings.all_platforms:
+        ctx.events.publish(
+            WarningEvent(
+                image=image.name,
+                message="index not found; treating as a thin image with ignoring the"
+                " platform option",
+            )
+        )
+    job = await _add_manifest(image, ctx, endpoints, descriptor, document, None)
+    job.profile = True
+
+
+async def _add_manifest(
+    image: ImageJob,
+    ctx: RunContext,
+    endpoints: Endpoints,
+    descriptor: Descriptor,
+    manifest: Manifest,
+    platform: str | None,
+) -> ManifestJob:
+    config_bytes = await endpoints.read_small_blob(
+        image.settings.source_ref, manifest.config.digest
+    )
+    config = ImageConfig.parse(config_bytes)
+    diff_ids = config.diff_ids
+    if len(diff_ids) != len(manifest.layers):
+        raise ImageError(
+            f"manifest {descriptor.digest} has {len(manifest.layers)} layers but its config"
+            f" lists {len(diff_ids)} diff_ids",
+            image=image.name,
+        )
+    if platform is None and config.platform.os:
+        platform = str(config.platform)
+    job = image.add_manifest(platform)
+    job.source_digest = descriptor.digest
+    job.source_manifest = SourceManifest(descriptor, manifest, config_bytes)
+    for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
+        mediatypes.layer_compression(layer.media_type)  # ImageError for unknown types
+        job.add_layer(
+            LayerSource(
+                digest=layer.digest,
+                size=layer.size,
+                media_type=layer.media_type,
+                annotations=dict(layer.annotations),
+                diff_id=diff_id,
+            )
+        )
+    return job
