@@ -1,0 +1,62 @@
+"""The fanotify monitor alone: what each kind of mark sees (root only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from esgz.runtime.fanotify import FanotifyMonitor
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A fresh tmpfs (its own filesystem and mount) with a file and a bind mount of it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mount and fanotify")
+    target = tmp_path / "fs"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(target)], check=True)
+    try:
+        (target / "dir").mkdir()
+        (target / "dir" / "file.txt").write_text("x")
+        (target / "other.txt").write_text("y")
+        bind = tmp_path / "bind"
+        bind.mkdir()
+        subprocess.run(["mount", "--bind", str(target / "dir"), str(bind)], check=True)
+        try:
+            yield target
+        finally:
+            subprocess.run(["umount", str(bind)], check=True)
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_mount_mark_sees_only_that_mount(tmpfs: Path) -> None:
+    bind = tmpfs.parent / "bind"
+    with FanotifyMonitor(host_prefix=tmpfs) as monitor:
+        monitor.mark_mount(tmpfs)
+        (tmpfs / "other.txt").read_text()
+        (bind / "file.txt").read_text()  # same filesystem, other mount
+        (tmpfs / "dir" / "file.txt").read_text()
+        (tmpfs / "other.txt").read_text()
+        monitor.drain()
+    # Paths under the host prefix lose it; each path once, first access first.
+    assert monitor.paths == ["/other.txt", "/dir/file.txt"]
+    assert monitor.events >= 2  # the kernel merges identical queued events
+
+
+def test_filesystem_mark_sees_every_mount_of_the_filesystem(tmpfs: Path) -> None:
+    bind = tmpfs.parent / "bind"
+    with FanotifyMonitor(host_prefix=tmpfs) as monitor:
+        monitor.mark_filesystem(tmpfs)
+        (bind / "file.txt").read_text()
+        (tmpfs / "other.txt").read_text()
+        monitor.drain()
+    # Through the bind mount the path is outside the prefix: kept as the kernel reports it.
+    assert monitor.paths == [f"{bind}/file.txt", "/other.txt"]
