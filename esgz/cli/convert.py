@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import asyncclick as click
 
 from esgz.cli.build import build_config
 from esgz.cli.execute import execute
-from esgz.cli.options import conversion_options, output_options, platform_options, source_options
+from esgz.cli.options import (
+    FILE,
+    conversion_options,
+    output_options,
+    platform_options,
+    source_options,
+)
 
 __all__ = ["convert"]
 
@@ -28,13 +33,13 @@ __all__ = ["convert"]
     "--estargz-record-in",
     "--zstdchunked-record-in",
     "record_in",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Record file (JSON lines, from optimize --record-out): its paths are prioritized in"
     " every layer that has them.",
 )
 @click.option(
     "--prefetch-list",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="File of paths and globs to prioritize, each in the layer that provides it.",
 )
 @source_options

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncclick as click
 
+from esgz.cli.options import DIR
 from esgz.cli.refs import parse_cli_reference
 from esgz.pipeline.config import default_cache_dir
 from esgz.stages.inspection import ImageReport, inspect_image
@@ -57,7 +58,7 @@ def render_report(report: ImageReport, *, files: bool) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DIR,
     default=None,
     help="Blob cache to fetch layers into. Default: $XDG_CACHE_HOME/esgz.",
 )

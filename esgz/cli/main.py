@@ -70,7 +70,7 @@ class EsgzGroup(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-@click.group(cls=EsgzGroup)
+@click.group(name="esgz", cls=EsgzGroup)
 @click.version_option(__version__, prog_name="esgz")
 @click.option(
     "--debug",

@@ -13,7 +13,14 @@ import asyncclick as click
 
 from esgz.cli.build import build_config
 from esgz.cli.execute import execute
-from esgz.cli.options import conversion_options, output_options, platform_options, source_options
+from esgz.cli.options import (
+    DIR,
+    FILE,
+    conversion_options,
+    output_options,
+    platform_options,
+    source_options,
+)
 from esgz.stages.profile import profiler_unavailable_reason
 
 __all__ = ["optimize"]
@@ -71,7 +78,7 @@ def _workload_options(function: Any) -> Any:
         ),
         click.option(
             "--env-file",
-            type=click.Path(dir_okay=False, path_type=Path),
+            type=FILE,
             help="File of KEY=VALUE lines, applied after --env.",
         ),
         click.option(
@@ -103,7 +110,7 @@ def _workload_options(function: Any) -> Any:
             "--cni-plugin-conf-dir",
             "--cni-plugin-config-dir",
             "cni_plugin_conf_dir",
-            type=click.Path(file_okay=False, path_type=Path),
+            type=DIR,
             default=Path("/etc/cni/net.d"),
             show_default=True,
             help="Directory of CNI network configurations.",
@@ -156,12 +163,12 @@ def _workload_options(function: Any) -> Any:
 )
 @click.option(
     "--record-out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Write the workload's file accesses to this record file (JSON lines).",
 )
 @click.option(
     "--prefetch-list",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Prioritize the paths (and globs) listed in this file instead of running the workload.",
 )
 @conversion_options

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 import asyncclick as click
 
 __all__ = [
+    "DIR",
+    "FILE",
     "conversion_options",
     "output_options",
     "platform_options",
@@ -16,6 +18,36 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _PathType(click.ParamType[Path]):
+    """A path argument, converted to :class:`Path` without touching the file system.
+
+    (``click.Path`` stats the path while parsing, a blocking call in the event loop;
+    the commands check files when they use them.)
+    """
+
+    def __init__(self, metavar: str) -> None:
+        self.name = metavar.lower()
+        self._metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        """Shown in help texts."""
+        return self._metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        """The value as a Path."""
+        if isinstance(value, Path):
+            return value
+        if not value:
+            self.fail("a path is required", param, ctx)
+        return Path(value)
+
+
+#: A file path flag value.
+FILE = _PathType("FILE")
+#: A directory path flag value.
+DIR = _PathType("DIR")
 
 
 def _apply(function: F, decorators: list[Callable[[F], F]]) -> F:
@@ -116,7 +148,7 @@ def output_options(function: F) -> F:
         [
             click.option(
                 "--cache-dir",
-                type=click.Path(file_okay=False, path_type=Path),
+                type=DIR,
                 default=None,
                 help="Blob and conversion cache directory. Default: $XDG_CACHE_HOME/esgz.",
             ),

@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncclick as click
 
 from esgz.cli.execute import execute
+from esgz.cli.options import DIR, FILE
 from esgz.errors import ConfigError
 from esgz.pipeline.config import load_config_file
 from esgz.stages.profile import profiler_unavailable_reason
@@ -15,10 +16,10 @@ __all__ = ["run"]
 
 
 @click.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=FILE)
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DIR,
     default=None,
     help="Override the config's cache directory.",
 )

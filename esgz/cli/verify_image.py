@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncclick as click
 
 from esgz.cli.inspect_image import render_report
+from esgz.cli.options import DIR
 from esgz.cli.refs import parse_cli_reference
 from esgz.errors import VerificationError
 from esgz.pipeline.config import default_cache_dir
@@ -27,7 +28,7 @@ __all__ = ["verify"]
 )
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DIR,
     default=None,
     help="Blob cache to fetch layers into. Default: $XDG_CACHE_HOME/esgz.",
 )
