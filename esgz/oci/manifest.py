@@ -4,8 +4,9 @@ Every model keeps the JSON object it was parsed from (``raw``), so fields esgz d
 know survive a round trip: :meth:`to_json` writes the known fields from the model and
 then the remaining raw fields in their original order.
 
-Serialisation (:func:`to_bytes`) is compact JSON (no whitespace), UTF-8, with ``<``,
-``>``, ``&``, U+2028 and U+2029 escaped as ``\\u003c`` … like Go's ``encoding/json``.
+Serialisation (:func:`to_bytes`) is compact UTF-8 JSON exactly as Go's
+``encoding/json`` writes it (:mod:`esgz.oci.gojson`: HTML characters escaped, Go's
+number and string forms).
 Known keys are written in the order of the Go (ocispec) structs containerd marshals —
 also for Docker-typed documents, whose Docker-written form has ``size`` before ``digest``:
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esgz.errors import ImageError
-from esgz.oci import mediatypes
+from esgz.oci import gojson, mediatypes
 from esgz.oci.digest import parse_digest, sha256_of
 from esgz.oci.platform import Platform
 
@@ -53,26 +54,10 @@ __all__ = [
     "to_bytes",
 ]
 
-_HTML_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def _escape_html(text: str) -> str:
-    if any(char in text for char in _HTML_ESCAPES):
-        for char, escape in _HTML_ESCAPES.items():
-            text = text.replace(char, escape)
-    return text
-
 
 def go_json_bytes(obj: Any, *, sort_keys: bool = False) -> bytes:
-    """Compact UTF-8 JSON with Go's HTML escaping (``<``, ``>``, ``&``, U+2028/9)."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
-    return _escape_html(text).encode("utf-8")
+    """Compact UTF-8 JSON as Go's ``json.Marshal`` writes it (see :mod:`esgz.oci.gojson`)."""
+    return gojson.dumps(obj, sort_keys=sort_keys)
 
 
 def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -526,71 +511,12 @@ def _decode(data: bytes) -> str:
 
 
 def _raw_members(text: str, what: str) -> dict[str, str]:
-    """The members of a JSON object as ``key → raw value text`` (last duplicate wins)."""
-    decoder = json.JSONDecoder()
-    members: dict[str, str] = {}
     try:
-        position = _skip_space(text, 0)
-        if text[position : position + 1] != "{":
-            raise ImageError(f"{what} must be a JSON object")
-        position = _skip_space(text, position + 1)
-        if text[position : position + 1] == "}":
-            end = position + 1
-        else:
-            while True:
-                if text[position : position + 1] != '"':
-                    raise ImageError(f"{what}: expected a key at offset {position}")
-                key, position = json.decoder.scanstring(text, position + 1)  # type: ignore[attr-defined]
-                position = _skip_space(text, position)
-                if text[position : position + 1] != ":":
-                    raise ImageError(f"{what}: expected ':' at offset {position}")
-                start = _skip_space(text, position + 1)
-                _, position = decoder.raw_decode(text, start)
-                members[key] = text[start:position]
-                position = _skip_space(text, position)
-                separator = text[position : position + 1]
-                position = _skip_space(text, position + 1)
-                if separator == "}":
-                    end = position
-                    break
-                if separator != ",":
-                    raise ImageError(f"{what}: expected ',' or '}}' at offset {position}")
-    except json.JSONDecodeError as err:
-        raise ImageError(f"{what} is not valid JSON: {err}") from None
-    if text[end:].strip():
-        raise ImageError(f"{what} has data after the JSON object")
-    return members
-
-
-def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n":
-        position += 1
-    return position
-
-
-def _compact(raw: str) -> str:
-    """Go's ``json.Compact`` with HTML escaping, on already valid JSON text."""
-    out: list[str] = []
-    in_string = False
-    escaped = False
-    for char in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-            out.append(_HTML_ESCAPES.get(char, char))
-        elif char in " \t\r\n":
-            continue
-        else:
-            if char == '"':
-                in_string = True
-            out.append(char)
-    return "".join(out)
+        return gojson.raw_members(text)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ImageError(f"{what} is not a valid JSON object: {err}") from None
 
 
 def _marshal_raw_map(members: Mapping[str, str]) -> str:
-    parts = [go_json_bytes(key).decode() + ":" + _compact(members[key]) for key in sorted(members)]
+    parts = [gojson.quote(key) + ":" + gojson.compact(members[key]) for key in sorted(members)]
     return "{" + ",".join(parts) + "}"

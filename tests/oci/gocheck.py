@@ -71,6 +71,6 @@ def ask(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = subprocess.run(
         [str(ocicheck_binary())], input=lines, capture_output=True, text=True, check=True
     )
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    answers = [json.loads(line) for line in result.stdout.split("\n") if line]
     assert len(answers) == len(requests), result.stderr
     return answers

@@ -9,6 +9,7 @@
 //	{"op":"host"}                                  -> {"os":…,"architecture":…,"variant":…}
 //	{"op":"reference","spec":…}                  -> {"domain","path","tag","digest"} | {"error":…}
 //	{"op":"manifest"|"index","config":"…"}        -> {"json":"…"}  (ocispec struct re-marshalled)
+//	{"op":"remarshal","config":"…"}               -> {"json":"…"}  (interface{} round trip)
 //	{"op":"rewrite","config":"…","map":{old:new}}  -> {"config":"…","modified":bool}
 //
 // "rewrite" follows the steps of containerd's image converter for configs: decode the
@@ -131,6 +132,18 @@ func main() {
 				answer["digest"] = digested.Digest().String()
 			}
 			out.Encode(answer)
+		case "remarshal":
+			var value interface{}
+			if err := json.Unmarshal([]byte(req.Config), &value); err != nil {
+				out.Encode(map[string]string{"error": err.Error()})
+				continue
+			}
+			encoded, err := json.Marshal(value)
+			if err != nil {
+				out.Encode(map[string]string{"error": err.Error()})
+				continue
+			}
+			out.Encode(map[string]string{"json": string(encoded)})
 		case "manifest", "index":
 			var doc interface{} = &specs.Manifest{}
 			if req.Op == "index" {
