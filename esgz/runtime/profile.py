@@ -48,6 +48,7 @@ from esgz.errors import SandboxError, WorkloadError
 from esgz.runtime.fanotify import FanotifyMonitor
 from esgz.runtime.layermap import prioritized_by_layer
 from esgz.runtime.network import cni_network
+from esgz.runtime.record import RecordEntry
 from esgz.runtime.rootfs import overlay_rootfs
 from esgz.runtime.runc import Container, OciRuntime, new_container_id, read_lines
 from esgz.runtime.spec import (
@@ -94,6 +95,17 @@ class ProfileResult:
     output_tail: list[str] = field(default_factory=list)
     overflowed: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+
+    def records(self, manifest_digest: str | None = None) -> list[RecordEntry]:
+        """The record-file entries of this profile: served paths in access order, once each."""
+        layer_of_path = {
+            path: index for index, paths in enumerate(self.prioritized) for path in paths
+        }
+        return [
+            RecordEntry(path, manifest_digest, layer_of_path[path])
+            for path in self.accessed_paths
+            if path in layer_of_path
+        ]
 
 
 def image_runtime_config(image_config: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -54,6 +54,8 @@ __all__ = [
     "LayerSource",
     "UnpackedLayer",
     "clean_entry_name",
+    "read_layer_index",
+    "read_layer_index_sync",
     "unpack_layer",
     "unpack_layer_sync",
 ]
@@ -184,6 +186,48 @@ def unpack_layer_sync(source: LayerSource, cache_root: Path) -> UnpackedLayer:
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+async def read_layer_index(source: LayerSource) -> LayerIndex:
+    """The :class:`LayerIndex` of a layer blob, read in a worker thread without unpacking."""
+    return await anyio.to_thread.run_sync(read_layer_index_sync, source)
+
+
+def read_layer_index_sync(source: LayerSource) -> LayerIndex:
+    """Scan a layer blob's tar headers into a :class:`LayerIndex` (blocking).
+
+    For mapping recorded paths or prefetch lists to layers without running anything.
+    Names that climb out of the layer are a FormatError, as when unpacking.
+    """
+    entries: set[str] = set()
+    whiteouts: set[str] = set()
+    opaque: set[str] = set()
+    try:
+        with (
+            _open_decompressed(source.path) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
+            for member in tar:
+                try:
+                    name = clean_entry_name(member.name)
+                except ValueError as err:
+                    raise FormatError(
+                        f"refusing hostile layer: {err}", layer=source.digest
+                    ) from None
+                base = posixpath.basename(name)
+                if base == OPAQUE_MARKER:
+                    opaque.add(posixpath.dirname(name))
+                elif base.startswith(_WHITEOUT_META_PREFIX):
+                    continue
+                elif base.startswith(WHITEOUT_PREFIX):
+                    whiteouts.add(
+                        posixpath.join(posixpath.dirname(name), base[len(WHITEOUT_PREFIX) :])
+                    )
+                elif name:
+                    entries.add(name)
+    except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as err:
+        raise FormatError(f"cannot read layer: {err}", layer=source.digest) from err
+    return LayerIndex(frozenset(entries), frozenset(whiteouts), frozenset(opaque))
 
 
 def _load_cached(source: LayerSource, final: Path) -> UnpackedLayer | None:

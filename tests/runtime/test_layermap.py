@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from esgz.runtime.layermap import layer_of, prioritized_by_layer
-from esgz.runtime.unpack import LayerIndex, unpack_layer_sync
+from esgz.runtime.unpack import LayerIndex, read_layer_index, unpack_layer_sync
 from tests.fixtures.images import SampleImage
 from tests.runtime.conftest import layer_sources
 
@@ -64,3 +64,12 @@ def test_sample_image_whiteouts_and_opaque_dir(busybox_image: SampleImage, tmp_p
         assert layer.entries == {
             f for f in sample.files if "/.wh." not in f and not f.startswith(".wh.")
         }
+
+
+@pytest.mark.anyio
+async def test_index_without_unpacking_matches_the_unpacked_one(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    for source in layer_sources(busybox_image):
+        scanned = await read_layer_index(source)
+        assert scanned == unpack_layer_sync(source, tmp_path / "cache").index

@@ -10,6 +10,7 @@ import pytest
 
 from esgz.errors import WorkloadError
 from esgz.runtime.profile import ProfileResult, profile_workload
+from esgz.runtime.record import RecordEntry
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.images import SMALL_TEXT, SampleImage
 from tests.runtime.conftest import layer_sources, require_sandbox
@@ -52,6 +53,10 @@ async def test_default_workload_of_the_image(
     assert result.accessed_paths == ["bin/busybox", "data/small.txt"]
     assert result.prioritized == [["bin/busybox"], ["data/small.txt"]]
     assert not result.period_expired
+    assert result.records("sha256:" + "1" * 64) == [
+        RecordEntry("bin/busybox", "sha256:" + "1" * 64, 0),
+        RecordEntry("data/small.txt", "sha256:" + "1" * 64, 1),
+    ]
 
 
 async def test_reads_are_recorded_in_order_and_mapped_to_layers(
