@@ -1,65 +1,69 @@
 """Convert stage: a fetched layer → an eStargz / zstd:chunked blob in the local store.
 
 The conversion itself (tar parsing, chunking, compression, TOC) is the format engine's
-(:mod:`esgz.estargz`); this stage picks the options, runs it in a worker thread bounded
-by the run's CPU limiter, and commits the result to the blob store.
+(:func:`esgz.estargz.convert.convert_layer_file`, which works in a worker thread); this
+stage picks the options from the image's settings and the layer's prioritized files and
+commits the result to the blob store.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Protocol
+import os
+from dataclasses import replace
 
-import anyio.to_thread
-
-from esgz.errors import FormatError
+from esgz.estargz.convert import convert_layer_file
+from esgz.estargz.options import ConvertOptions
+from esgz.pipeline.events import WarningEvent
 from esgz.pipeline.jobs import LayerJob, LayerOutput
 from esgz.pipeline.runner import RunContext
 
-__all__ = ["convert_layer"]
+__all__ = ["convert_layer", "options_for"]
 
 
-class _LayerResult(Protocol):
-    digest: str
-    size: int
-    diff_id: str
-    toc_digest: str | None
-    uncompressed_size: int | None
-    annotations: Mapping[str, str]
+def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
+    """The format engine's options for ``layer``.
 
-
-def _engine() -> Any:
-    try:
-        return importlib.import_module("esgz.estargz.convert")
-    except ModuleNotFoundError:
-        raise FormatError("the layer converter (esgz.estargz.convert) is not available") from None
+    Compression threads are shared out between the convert workers, so that N layers
+    converting at once do not start N × CPU threads.
+    """
+    settings = layer.image.settings
+    cpus = max(1, os.cpu_count() or 1)
+    workers = max(1, cpus // max(1, ctx.config.concurrency.convert))
+    options = ConvertOptions(
+        format=settings.format,
+        compression_level=settings.compression_level,
+        prioritized_files=layer.prioritized,
+        workers=workers,
+        temp_dir=ctx.store.scratch,
+    )
+    if settings.chunk_size > 0:  # 0 means the engine's default (4 MiB)
+        options = replace(options, chunk_size=settings.chunk_size)
+    return options
 
 
 async def convert_layer(layer: LayerJob, ctx: RunContext) -> LayerOutput:
-    """Convert ``layer.fetched_path`` with the image's format options."""
-    settings = layer.image.settings
+    """Convert ``layer.fetched_path`` and commit the output to the blob store."""
     assert layer.fetched_path is not None
-    source: Path = layer.fetched_path
-    engine = _engine()
-    options = engine.ConvertOptions(
-        format=settings.format,
-        compression_level=settings.compression_level,
-        chunk_size=settings.chunk_size,
-        prioritized_files=list(layer.prioritized),
-    )
     temp = ctx.store.temp_path("convert")
-    result: _LayerResult = await anyio.to_thread.run_sync(
-        engine.convert_layer_file, source, temp, options, limiter=ctx.cpu_limiter
-    )
+    result = await convert_layer_file(layer.fetched_path, temp, options_for(layer, ctx))
+    # A record file's paths are applied to every layer; most layers lack most of them.
+    if result.missing_prioritized and layer.image.settings.record_in is None:
+        count = len(result.missing_prioritized)
+        ctx.events.publish(
+            WarningEvent(
+                image=layer.image.name,
+                layer=layer.source.digest,
+                message=f"{count} prioritized path(s) are not in this layer (first:"
+                f" {result.missing_prioritized[0]})",
+            )
+        )
     path = await ctx.store.commit(temp, result.digest)
     return LayerOutput(
         path=path,
         digest=result.digest,
         size=result.size,
         diff_id=result.diff_id,
-        format=settings.format,
+        format=result.format,
         annotations=dict(result.annotations),
         toc_digest=result.toc_digest,
         uncompressed_size=result.uncompressed_size,
