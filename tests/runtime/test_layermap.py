@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from esgz.runtime.layermap import layer_of, prioritized_by_layer
-from esgz.runtime.unpack import LayerIndex, read_layer_index, unpack_layer_sync
+from esgz.runtime.unpack import LayerIndex, read_layer_index, unpack_layer, unpack_layer_sync
 from tests.fixtures.images import SampleImage
 from tests.runtime.conftest import layer_sources
 
@@ -72,4 +72,4 @@ async def test_index_without_unpacking_matches_the_unpacked_one(
 ) -> None:
     for source in layer_sources(busybox_image):
         scanned = await read_layer_index(source)
-        assert scanned == unpack_layer_sync(source, tmp_path / "cache").index
+        assert scanned == (await unpack_layer(source, tmp_path / "cache")).index
