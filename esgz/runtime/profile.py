@@ -176,6 +176,7 @@ async def profile_workload(
     work_dir: Path,
     on_output: OutputCallback | None = None,
     runtime: str = "runc",
+    runtime_args: Sequence[str] = (),
     layer_cache: Path | None = None,
     mark: Literal["mount", "filesystem"] = "mount",
 ) -> ProfileResult:
@@ -183,8 +184,9 @@ async def profile_workload(
 
     ``image_config`` is the image config blob (or its ``config`` object). ``work_dir``
     holds the layer cache (``layers/``, unless ``layer_cache``), the runtime state dir
-    (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``mark``
-    selects the fanotify mark (see :mod:`esgz.runtime.fanotify`).
+    (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``runtime`` is
+    the OCI runtime binary (``runc`` or ``crun``), ``runtime_args`` its global flags.
+    ``mark`` selects the fanotify mark (see :mod:`esgz.runtime.fanotify`).
     """
     image = image_runtime_config(image_config)
     env_entries, stop = await anyio.to_thread.run_sync(_validate, workload, image)
@@ -195,7 +197,7 @@ async def profile_workload(
     unpacked: list[UnpackedLayer] = [await unpack_layer(layer, cache) for layer in layers]
     timings["unpack"] = time.monotonic() - started
     state = _RunState(workload=workload, on_output=on_output)
-    oci = OciRuntime(work_dir / "runc-state", binary=runtime)
+    oci = OciRuntime(work_dir / "runc-state", binary=runtime, global_args=runtime_args)
     container_id = new_container_id()
 
     async with AsyncExitStack() as stack:

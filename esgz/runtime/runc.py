@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,14 +105,21 @@ async def _receive_message(control: BufferedByteReceiveStream) -> dict[str, Any]
 
 
 class OciRuntime:
-    """An OCI runtime binary with a private state dir."""
+    """An OCI runtime binary with a private state dir.
 
-    def __init__(self, state_dir: Path, binary: str = "runc") -> None:
+    ``global_args`` go before the command, e.g. ``["--cgroup-manager=disabled"]`` for crun
+    on hosts with a hybrid cgroup layout, which crun refuses.
+    """
+
+    def __init__(
+        self, state_dir: Path, binary: str = "runc", global_args: Sequence[str] = ()
+    ) -> None:
         self.state_dir = state_dir
         self.binary = binary
+        self.global_args = list(global_args)
 
     def _command(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.state_dir), *args]
+        return [self.binary, "--root", str(self.state_dir), *self.global_args, *args]
 
     async def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run a runtime command; SandboxError with its stderr when it fails and ``check``."""
