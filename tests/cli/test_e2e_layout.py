@@ -1,0 +1,236 @@
+"""End to end: `esgz convert` between OCI layouts, checked by the Go reference reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncclick.testing import CliRunner, Result
+
+from esgz.cli.main import cli
+from tests.cli.outputcheck import check_converted, manifests_of, tagged
+from tests.fixtures.images import (  # noqa: F401  (fixtures)
+    HOST_PLATFORM,
+    OTHER_ARCH,
+    SampleImage,
+    busybox_docker_image,
+    busybox_image,
+    busybox_mixed_image,
+    multiplatform_image,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def esgz(*args: str) -> Result:
+    result = await CliRunner().invoke(
+        cli, list(args), catch_exceptions=False, env={"LANGUAGE": "C"}
+    )
+    return result
+
+
+def events_of(result: Result) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def files_of(image: SampleImage) -> list[tuple[str, ...]]:
+    return [layer.files for layer in image.layers]
+
+
+async def test_convert_layout_to_layout(busybox_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        busybox_image.reference,
+        f"local://{out}:v1",
+    )
+    assert result.exit_code == 0, result.output
+    document, (output,) = manifests_of(out, "v1")
+    assert document["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert result.stdout.strip() == f"local://{out}:v1 {tagged(out, 'v1')['digest']}"
+    check_converted(out, output, files_of(busybox_image))
+    for layer in output.manifest["layers"]:
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    source_config = busybox_image.config()
+    assert output.config["config"] == source_config["config"]
+    assert output.config["rootfs"]["diff_ids"] != source_config["rootfs"]["diff_ids"]
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+async def test_rerun_uses_the_cache_and_reuse_passes_layers_through(
+    busybox_image: SampleImage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cache = str(tmp_path / "cache")
+    out = tmp_path / "out"
+    first = await esgz(
+        "convert",
+        "--oci",
+        "--log-format",
+        "json",
+        "--cache-dir",
+        cache,
+        busybox_image.reference,
+        f"local://{out}:v1",
+    )
+    assert first.exit_code == 0, first.output
+    converted = [e for e in events_of(first) if e["event"] == "layer_converted"]
+    assert [e["cached"] for e in converted] == [False, False]
+
+    again = await esgz(
+        "convert",
+        "--oci",
+        "--log-format",
+        "json",
+        "--cache-dir",
+        cache,
+        busybox_image.reference,
+        f"local://{out}:v2",
+    )
+    assert again.exit_code == 0, again.output
+    events = events_of(again)
+    assert [e["cached"] for e in events if e["event"] == "layer_converted"] == [True, True]
+    assert {e["cached"] for e in events if e["event"] == "layer_fetched"} == {True}
+    assert tagged(out, "v1")["digest"] == tagged(out, "v2")["digest"]
+
+    # the converted image as a source: --reuse passes every layer through unchanged
+    reused_out = tmp_path / "reused"
+    reuse = await esgz(
+        "convert",
+        "--oci",
+        "--reuse",
+        "--log-format",
+        "json",
+        "--no-cache",
+        f"local://{out}:v1",
+        f"local://{reused_out}:v1",
+    )
+    assert reuse.exit_code == 0, reuse.output
+    events = events_of(reuse)
+    assert len([e for e in events if e["event"] == "layer_reused"]) == 2
+    assert not [e for e in events if e["event"] == "layer_converted"]
+    _, (source_output,) = manifests_of(out, "v1")
+    _, (reused_output,) = manifests_of(reused_out, "v1")
+    assert reused_output.manifest["layers"] == source_output.manifest["layers"]
+    check_converted(reused_out, reused_output)
+    done = events[-1]
+    assert done["event"] == "pipeline_done"
+    assert done["error"] is None
+
+
+async def test_all_platforms_of_an_index(multiplatform_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--all-platforms",
+        "--no-cache",
+        multiplatform_image.reference,
+        f"local://{out}:multi",
+    )
+    assert result.exit_code == 0, result.output
+    document, outputs = manifests_of(out, "multi")
+    assert document["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [o.platform for o in outputs] == [HOST_PLATFORM, f"linux/{OTHER_ARCH}"]
+    for output, source in zip(outputs, multiplatform_image.manifests, strict=True):
+        check_converted(out, output, files_of(source))
+
+    host_only = tmp_path / "host"
+    result = await esgz(
+        "convert", "--oci", "--no-cache", multiplatform_image.reference, f"local://{host_only}:h"
+    )
+    assert result.exit_code == 0, result.output
+    _, outputs = manifests_of(host_only, "h")
+    assert [o.platform for o in outputs] == [HOST_PLATFORM]
+
+
+async def test_docker_types_kept_without_oci(
+    busybox_docker_image: SampleImage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    result = await esgz("convert", "--no-cache", busybox_docker_image.reference, f"local://{out}:d")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr
+    assert "use --oci" in result.stderr
+    document, (output,) = manifests_of(out, "d")
+    assert document["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert {layer["mediaType"] for layer in output.manifest["layers"]} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
+    check_converted(out, output, files_of(busybox_docker_image))
+
+
+async def test_zstd_chunked_from_mixed_compression(
+    busybox_mixed_image: SampleImage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--zstdchunked",
+        "--no-cache",
+        busybox_mixed_image.reference,
+        f"local://{out}:z",
+    )
+    assert result.exit_code == 0, result.output
+    _, (output,) = manifests_of(out, "z")
+    assert {layer["mediaType"] for layer in output.manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    }
+    check_converted(out, output, files_of(busybox_mixed_image))
+
+
+async def test_record_in_prioritizes_paths(busybox_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+    record = tmp_path / "record.json"
+    record.write_text(
+        '{"path":"bin/busybox","manifestDigest":"sha256:x","layerIndex":0}\n'
+        '{"path":"data/small.txt","layerIndex":1}\n'
+    )
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--no-cache",
+        "--record-in",
+        str(record),
+        busybox_image.reference,
+        f"local://{out}:r",
+    )
+    assert result.exit_code == 0, result.output
+    inspect = await esgz(
+        "inspect", "--json", "--files", f"local://{out}:r", "--cache-dir", str(tmp_path / "c")
+    )
+    assert inspect.exit_code == 0, inspect.output
+    report = json.loads(inspect.stdout)
+    layers = report["manifests"][0]["layers"]
+    assert "bin/busybox" in layers[0]["prioritized"]
+    assert "data/small.txt" in layers[1]["prioritized"]
+    assert [layer["landmark"] for layer in layers] == [".prefetch.landmark"] * 2
+
+
+async def test_verify_accepts_the_converted_image(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:  # noqa: F811
+    out = tmp_path / "out"
+    assert (
+        await esgz("convert", "--oci", "--no-cache", busybox_image.reference, f"local://{out}:v")
+    ).exit_code == 0
+    result = await esgz("verify", f"local://{out}:v", "--cache-dir", str(tmp_path / "c"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("ok: 2 layer(s) verified")
+    # corrupt one layer blob: verify must fail
+    _, (output,) = manifests_of(out, "v")
+    layer_path = out / "blobs" / "sha256" / output.manifest["layers"][1]["digest"][7:]
+    data = bytearray(layer_path.read_bytes())
+    data[100] ^= 0xFF
+    layer_path.write_bytes(bytes(data))
+    result = await esgz("verify", f"local://{out}:v", "--cache-dir", str(tmp_path / "c2"))
+    assert result.exit_code == 1
+    assert "esgz: error:" in result.stderr
