@@ -19,8 +19,8 @@ is refused). Blobs are streamed in with their digest verified and appear under t
 digest name only when complete (see :mod:`esgz.oci.blobstore`). :meth:`OCILayout.set_tag`
 rewrites ``index.json`` atomically (temp file + rename): the entries of other tags are
 kept in order, an entry for the same tag is removed and the new one appended (what
-skopeo does). ``index.json`` has a single writer at a time: concurrent writers in one
-process are serialised, other processes must not write the same layout concurrently.
+skopeo does). Updates are serialised: by a lock within the process and by ``flock`` on
+the layout directory across processes (esgz processes; other tools do not take it).
 
 All I/O methods are async (worker threads); ``*_sync`` helpers exist for tests and
 command-line tools that are not async.
@@ -28,12 +28,13 @@ command-line tools that are not async.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,22 +101,28 @@ class OCILayout:
         try:
             if root.exists() and not root.is_dir():
                 raise LayoutError(f"{root} exists and is not a directory")
-            if root.is_dir() and (root / "oci-layout").exists():
-                layout._check_sync()
-                return layout
-            if root.is_dir() and any(root.iterdir()):
-                raise LayoutError(
-                    f"{root} is not empty and not an OCI image layout; refusing to write into it"
-                )
-            (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-            _atomic_write(
-                root / "oci-layout", go_json_bytes({"imageLayoutVersion": LAYOUT_VERSION})
-            )
-            empty = Index(media_type=mediatypes.OCI_INDEX, manifests=())
-            _atomic_write(root / "index.json", to_bytes(empty))
+            root.mkdir(parents=True, exist_ok=True)
+            with _locked_directory(root):
+                layout._initialise_locked()
         except OSError as err:
             raise LayoutError(f"cannot create OCI layout at {root}: {err}") from err
         return layout
+
+    def _initialise_locked(self) -> None:
+        root = self.root
+        if (root / "oci-layout").exists():
+            self._check_sync()
+            return
+        if any(root.iterdir()):
+            raise LayoutError(
+                f"{root} is not empty and not an OCI image layout; refusing to write into it"
+            )
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        empty = Index(media_type=mediatypes.OCI_INDEX, manifests=())
+        _atomic_write(root / "index.json", to_bytes(empty))
+        # The marker goes last: a directory with oci-layout is always complete.
+        marker = go_json_bytes({"imageLayoutVersion": LAYOUT_VERSION})
+        _atomic_write(root / "oci-layout", marker)
 
     def _check_sync(self) -> None:
         marker = self.root / "oci-layout"
@@ -211,7 +218,11 @@ class OCILayout:
             await anyio.to_thread.run_sync(self.set_tag_sync, tag, descriptor)
 
     def set_tag_sync(self, tag: str | None, descriptor: Descriptor) -> None:
-        """Blocking :meth:`set_tag` (no in-process lock)."""
+        """Blocking :meth:`set_tag` (no in-process lock; the directory lock is taken)."""
+        with _locked_directory(self.root):
+            self._set_tag_locked(tag, descriptor)
+
+    def _set_tag_locked(self, tag: str | None, descriptor: Descriptor) -> None:
         index = self.read_index_sync()
         annotations = dict(descriptor.annotations)
         annotations.pop(REF_NAME_ANNOTATION, None)
@@ -262,7 +273,10 @@ class OCILayout:
         return data
 
     async def iter_blob(self, digest: str, chunk_size: int = _READ_CHUNK) -> AsyncIterator[bytes]:
-        """Stream a blob in chunks (not verified here: use a DigestingWriter if needed)."""
+        """Stream a blob in chunks (not verified here: use a DigestingWriter if needed).
+
+        Stopping early: wrap in ``contextlib.aclosing`` so the file is closed at once.
+        """
         try:
             file = await anyio.open_file(self.blobs.path(digest), "rb")
         except FileNotFoundError:
@@ -326,6 +340,17 @@ def _describe_tags(tags: Mapping[str, Descriptor]) -> str:
     if not tags:
         return "it has no tags"
     return "tags: " + ", ".join(sorted(tags))
+
+
+@contextmanager
+def _locked_directory(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (blocking; call from a worker thread)."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # also releases the lock
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

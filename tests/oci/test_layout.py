@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -305,3 +306,33 @@ async def _async_skopeo(*args: str) -> str:
     result = await anyio.run_process([skopeo, *args], check=False)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode()
+
+
+_TAGGER = """
+import sys
+from pathlib import Path
+from esgz.oci.layout import OCILayout
+from esgz.oci.manifest import Descriptor
+layout = OCILayout.open_sync(Path(sys.argv[1]))
+descriptor = Descriptor(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+for number in range(10):
+    layout.set_tag_sync(f"{sys.argv[5]}-{number}", descriptor)
+"""
+
+
+def test_concurrent_processes_do_not_lose_tags(tmp_path: Path, busybox_image: SampleImage) -> None:
+    root = tmp_path / "shared"
+    shutil.copytree(busybox_image.layout, root)
+    descriptor = OCILayout.open_sync(root).resolve_sync()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TAGGER, str(root), descriptor.media_type, descriptor.digest,
+             str(descriptor.size), f"p{worker}"],
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for worker in range(6)
+    ]  # fmt: skip
+    assert [process.wait() for process in processes] == [0] * 6
+    tags = OCILayout.open_sync(root).read_index_sync().manifests
+    names = {d.annotations.get("org.opencontainers.image.ref.name") for d in tags}
+    assert names == {"latest"} | {f"p{w}-{n}" for w in range(6) for n in range(10)}
