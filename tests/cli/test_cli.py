@@ -9,7 +9,7 @@ import pytest
 from asyncclick.testing import CliRunner, Result
 
 from esgz.cli.main import cli
-from tests.fixtures.images import SampleImage, busybox_image  # noqa: F401  (fixture)
+from tests.fixtures.images import SampleImage
 
 pytestmark = pytest.mark.anyio
 
@@ -199,7 +199,7 @@ async def test_missing_layout_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 async def test_inspect_reports_layers_of_a_layout(
-    busybox_image: SampleImage,  # noqa: F811
+    busybox_image: SampleImage,
     tmp_path: Path,
 ) -> None:
     result = await invoke(
@@ -215,7 +215,7 @@ async def test_inspect_reports_layers_of_a_layout(
 
 
 async def test_verify_fails_on_layers_that_are_not_estargz(
-    busybox_image: SampleImage,  # noqa: F811
+    busybox_image: SampleImage,
     tmp_path: Path,
 ) -> None:
     result = await invoke(

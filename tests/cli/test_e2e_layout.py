@@ -11,24 +11,17 @@ from asyncclick.testing import CliRunner, Result
 
 from esgz.cli.main import cli
 from tests.cli.outputcheck import check_converted, manifests_of, tagged
-from tests.fixtures.images import (  # noqa: F401  (fixtures)
+from tests.fixtures.images import (
     HOST_PLATFORM,
     OTHER_ARCH,
     SampleImage,
-    busybox_docker_image,
-    busybox_image,
-    busybox_mixed_image,
-    multiplatform_image,
 )
 
 pytestmark = pytest.mark.anyio
 
 
 async def esgz(*args: str) -> Result:
-    result = await CliRunner().invoke(
-        cli, list(args), catch_exceptions=False, env={"LANGUAGE": "C"}
-    )
-    return result
+    return await CliRunner().invoke(cli, list(args), catch_exceptions=False, env={"LANGUAGE": "C"})
 
 
 def events_of(result: Result) -> list[dict[str, Any]]:
@@ -39,7 +32,7 @@ def files_of(image: SampleImage) -> list[tuple[str, ...]]:
     return [layer.files for layer in image.layers]
 
 
-async def test_convert_layout_to_layout(busybox_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+async def test_convert_layout_to_layout(busybox_image: SampleImage, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = await esgz(
         "convert",
@@ -63,7 +56,7 @@ async def test_convert_layout_to_layout(busybox_image: SampleImage, tmp_path: Pa
 
 
 async def test_rerun_uses_the_cache_and_reuse_passes_layers_through(
-    busybox_image: SampleImage,  # noqa: F811
+    busybox_image: SampleImage,
     tmp_path: Path,
 ) -> None:
     cache = str(tmp_path / "cache")
@@ -123,7 +116,7 @@ async def test_rerun_uses_the_cache_and_reuse_passes_layers_through(
     assert done["error"] is None
 
 
-async def test_all_platforms_of_an_index(multiplatform_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+async def test_all_platforms_of_an_index(multiplatform_image: SampleImage, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = await esgz(
         "convert",
@@ -150,7 +143,7 @@ async def test_all_platforms_of_an_index(multiplatform_image: SampleImage, tmp_p
 
 
 async def test_docker_types_kept_without_oci(
-    busybox_docker_image: SampleImage,  # noqa: F811
+    busybox_docker_image: SampleImage,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
@@ -167,7 +160,7 @@ async def test_docker_types_kept_without_oci(
 
 
 async def test_zstd_chunked_from_mixed_compression(
-    busybox_mixed_image: SampleImage,  # noqa: F811
+    busybox_mixed_image: SampleImage,
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
@@ -187,7 +180,7 @@ async def test_zstd_chunked_from_mixed_compression(
     check_converted(out, output, files_of(busybox_mixed_image))
 
 
-async def test_record_in_prioritizes_paths(busybox_image: SampleImage, tmp_path: Path) -> None:  # noqa: F811
+async def test_record_in_prioritizes_paths(busybox_image: SampleImage, tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     record.write_text(
         '{"path":"bin/busybox","manifestDigest":"sha256:x","layerIndex":0}\n'
@@ -217,7 +210,7 @@ async def test_record_in_prioritizes_paths(busybox_image: SampleImage, tmp_path:
 
 async def test_verify_accepts_the_converted_image(
     busybox_image: SampleImage, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     out = tmp_path / "out"
     assert (
         await esgz("convert", "--oci", "--no-cache", busybox_image.reference, f"local://{out}:v")

@@ -1,0 +1,11 @@
+"""Fixtures of the CLI and end-to-end tests: sample images and a real registry."""
+
+from __future__ import annotations
+
+from tests.fixtures.images import (  # noqa: F401  (fixtures)
+    busybox_docker_image,
+    busybox_image,
+    busybox_mixed_image,
+    multiplatform_image,
+)
+from tests.fixtures.registry import plain_registry  # noqa: F401  (fixture)
