@@ -1,0 +1,128 @@
+"""End to end against Debian's docker-registry: push with skopeo, convert, pull, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncclick.testing import CliRunner, Result
+
+from esgz.cli.main import cli
+from tests.cli.outputcheck import check_converted, manifests_of
+from tests.fixtures.images import HOST_PLATFORM, OTHER_ARCH, SampleImage
+from tests.fixtures.registry import RegistryServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def esgz(*args: str) -> Result:
+    return await CliRunner().invoke(cli, list(args), catch_exceptions=False, env={"LANGUAGE": "C"})
+
+
+def events_of(result: Result) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    plain_registry: RegistryServer, busybox_image: SampleImage, multiplatform_image: SampleImage
+) -> RegistryServer:
+    plain_registry.skopeo_push_layout(busybox_image.layout, "src/busybox:1", tag="latest")
+    plain_registry.skopeo_push_layout(multiplatform_image.layout, "src/multi:1", tag="latest")
+    return plain_registry
+
+
+async def test_registry_to_registry(
+    pushed: RegistryServer, busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    host = pushed.host
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--plain-http",
+        "--log-format",
+        "json",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        f"http://{host}/src/busybox:1",
+        f"http://{host}/out/busybox:esgz",
+    )
+    assert result.exit_code == 0, result.output
+    events = events_of(result)
+    done = [e for e in events if e["event"] == "image_done"]
+    assert len(done) == 1
+
+    pulled = tmp_path / "pulled"
+    pushed.skopeo_pull_layout("out/busybox:esgz", pulled, tag="esgz", all_platforms=False)
+    _, (output,) = manifests_of(pulled, "esgz")
+    check_converted(pulled, output, [layer.files for layer in busybox_image.layers])
+    assert (
+        pushed.skopeo_inspect_raw("out/busybox:esgz")
+        == (pulled / "blobs" / "sha256" / done[0]["digest"][7:]).read_bytes()
+    )
+
+    # --reuse from the converted image into another repository: layers pass through
+    again = await esgz(
+        "convert",
+        "--oci",
+        "--plain-http",
+        "--reuse",
+        "--log-format",
+        "json",
+        "--no-cache",
+        f"http://{host}/out/busybox:esgz",
+        f"http://{host}/copy/busybox:esgz",
+    )
+    assert again.exit_code == 0, again.output
+    events = events_of(again)
+    assert len([e for e in events if e["event"] == "layer_reused"]) == 2
+    assert [e["digest"] for e in events if e["event"] == "image_done"] == [done[0]["digest"]]
+
+
+async def test_multi_platform_registry_image(pushed: RegistryServer, tmp_path: Path) -> None:
+    host = pushed.host
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--plain-http",
+        "--all-platforms",
+        "--no-cache",
+        f"http://{host}/src/multi:1",
+        f"http://{host}/out/multi:esgz",
+    )
+    assert result.exit_code == 0, result.output
+    pulled = tmp_path / "pulled"
+    pushed.skopeo_pull_layout("out/multi:esgz", pulled, tag="esgz")
+    document, outputs = manifests_of(pulled, "esgz")
+    assert document["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [o.platform for o in outputs] == [HOST_PLATFORM, f"linux/{OTHER_ARCH}"]
+    for output in outputs:
+        check_converted(pulled, output)
+
+
+async def test_missing_image_is_a_one_line_error(pushed: RegistryServer, tmp_path: Path) -> None:
+    result = await esgz(
+        "convert",
+        "--plain-http",
+        "--no-cache",
+        f"http://{pushed.host}/src/nothing:1",
+        f"local://{tmp_path}/out",
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("esgz: error: image http://")
+    assert "stage resolve" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_unreachable_registry_is_a_one_line_error(tmp_path: Path) -> None:
+    # (one backend only: the registry client retries with backoff for a few seconds)
+    result = await esgz(
+        "convert", "--plain-http", "--no-cache", "http://127.0.0.1:1/x:1", f"local://{tmp_path}/o"
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot connect to 127.0.0.1:1" in line
