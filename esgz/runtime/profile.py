@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 OutputCallback = Callable[[str, str], None]
 
 _OUTPUT_TAIL = 20
+_UNPACK_PARALLELISM = max(1, min(4, os.cpu_count() or 1))
 _OUTPUT_DRAIN_TIMEOUT = 2.0
 _START_FAILURE_HINTS = ("executable file not found", "no such file or directory", "exec:")
 
@@ -194,7 +195,7 @@ async def profile_workload(
     timings: dict[str, float] = {}
     started = time.monotonic()
     cache = layer_cache or work_dir / "layers"
-    unpacked: list[UnpackedLayer] = [await unpack_layer(layer, cache) for layer in layers]
+    unpacked = await _unpack_all(layers, cache)
     timings["unpack"] = time.monotonic() - started
     state = _RunState(workload=workload, on_output=on_output)
     oci = OciRuntime(work_dir / "runc-state", binary=runtime, global_args=runtime_args)
@@ -283,6 +284,24 @@ async def profile_workload(
         overflowed=monitor.overflowed,
         timings=timings,
     )
+
+
+async def _unpack_all(layers: Sequence[LayerSource], cache: Path) -> list[UnpackedLayer]:
+    """Unpack (or find cached) every layer, a few at a time."""
+    results: dict[int, UnpackedLayer] = {}
+    limiter = anyio.CapacityLimiter(_UNPACK_PARALLELISM)
+
+    async def one(index: int, layer: LayerSource) -> None:
+        async with limiter:
+            results[index] = await unpack_layer(layer, cache)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index, layer in enumerate(layers):
+                group.start_soon(one, index, layer)
+    except BaseExceptionGroup as errors:
+        raise _sole_error(errors) from None
+    return [results[index] for index in range(len(layers))]
 
 
 @dataclass

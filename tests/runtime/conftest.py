@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from esgz.runtime.unpack import LayerSource
 from tests.fixtures.images import SampleImage, busybox_image, python_image
@@ -61,3 +66,40 @@ def work_dir(tmp_path: Path) -> Iterator[Path]:
     for target in leftover:  # keep the machine usable even when a test fails
         subprocess.run(["umount", "-l", target], check=False)
     assert not leftover, f"mounts left behind: {leftover}"
+
+
+def tar_member(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> tarfile.TarInfo:
+    """A tar header with a fixed mtime and the usual modes; ``fields`` override."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mtime = 1_700_000_000
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+def make_layer(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes]], compression: str = "gzip"
+) -> LayerSource:
+    """Write a layer blob from (TarInfo, data) pairs; return its source."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if info.isreg():
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    raw = buffer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if compression == "gzip":
+        blob = gzip.compress(raw)
+    elif compression == "zstd":
+        blob = zstandard.ZstdCompressor().compress(raw)
+    else:
+        blob = raw
+    path.write_bytes(blob)
+    return LayerSource(
+        digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path, diff_id=diff_id
+    )

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from esgz.errors import WorkloadError
+from esgz.errors import FormatError, WorkloadError
 from esgz.runtime.profile import ProfileResult, profile_workload
 from esgz.runtime.record import RecordEntry
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.images import SMALL_TEXT, SampleImage
-from tests.runtime.conftest import layer_sources, require_sandbox
+from tests.runtime.conftest import layer_sources, make_layer, require_sandbox, tar_member
 
 pytestmark = [pytest.mark.anyio, pytest.mark.root]
 
@@ -322,3 +322,21 @@ async def test_python_import_json(
     files = [set(layer.files) for layer in python_image.layers]
     for index, paths in enumerate(result.prioritized):
         assert set(paths) <= files[index]
+
+
+async def test_hostile_layer_is_refused_before_anything(
+    busybox_image: SampleImage, work_dir: Path, tmp_path: Path
+) -> None:
+    require_sandbox()
+    hostile = make_layer(tmp_path / "hostile", [(tar_member("a/../../escape"), b"x")])
+    with pytest.raises(FormatError, match="hostile"):
+        await profile_workload(
+            [*layer_sources(busybox_image), hostile],
+            busybox_image.config(),
+            WorkloadOptions(),
+            work_dir=work_dir,
+        )
+    assert listing(work_dir) == ["layers"]
+    # Other layers may or may not have finished unpacking; no half-written one is left.
+    cached = set(listing(work_dir / "layers"))
+    assert cached <= {s.cache_key for s in layer_sources(busybox_image)}

@@ -3,56 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
-import io
 import os
 import stat
 import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from esgz.errors import FormatError
 from esgz.runtime.unpack import LayerSource, clean_entry_name, unpack_layer, unpack_layer_sync
+from tests.runtime.conftest import make_layer, tar_member
 
 ROOT = os.geteuid() == 0
-
-
-def _member(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mtime = 1_700_000_000
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    for key, value in fields.items():
-        setattr(info, key, value)
-    return info
-
-
-def make_layer(
-    path: Path, members: list[tuple[tarfile.TarInfo, bytes]], compression: str = "gzip"
-) -> LayerSource:
-    """Write a layer blob from (TarInfo, data) pairs; return its source."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if info.isreg():
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    raw = buffer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
-    if compression == "gzip":
-        blob = gzip.compress(raw)
-    elif compression == "zstd":
-        blob = zstandard.ZstdCompressor().compress(raw)
-    else:
-        blob = raw
-    path.write_bytes(blob)
-    return LayerSource(
-        digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path, diff_id=diff_id
-    )
 
 
 def test_clean_entry_name() -> None:
@@ -67,17 +29,17 @@ def test_clean_entry_name() -> None:
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "tar"])
 def test_unpack_files_links_whiteouts_and_index(tmp_path: Path, compression: str) -> None:
     members = [
-        (_member("./", tarfile.DIRTYPE), b""),
-        (_member("bin", tarfile.DIRTYPE), b""),
-        (_member("bin/tool", mode=0o4755), b"#!/bin/sh\n"),
-        (_member("bin/alias", tarfile.SYMTYPE, linkname="tool"), b""),
-        (_member("bin/hard", tarfile.LNKTYPE, linkname="bin/tool"), b""),
-        (_member("etc/conf", uid=1000, gid=1001, mode=0o600), b"key=value\n"),
-        (_member("etc/.wh.removed"), b""),
-        (_member("var/cache/.wh..wh..opq"), b""),
-        (_member("var/cache/kept"), b"x"),
-        (_member("var/.wh..wh.plnk"), b""),
-        (_member("run/fifo", tarfile.FIFOTYPE, mode=0o600), b""),
+        (tar_member("./", tarfile.DIRTYPE), b""),
+        (tar_member("bin", tarfile.DIRTYPE), b""),
+        (tar_member("bin/tool", mode=0o4755), b"#!/bin/sh\n"),
+        (tar_member("bin/alias", tarfile.SYMTYPE, linkname="tool"), b""),
+        (tar_member("bin/hard", tarfile.LNKTYPE, linkname="bin/tool"), b""),
+        (tar_member("etc/conf", uid=1000, gid=1001, mode=0o600), b"key=value\n"),
+        (tar_member("etc/.wh.removed"), b""),
+        (tar_member("var/cache/.wh..wh..opq"), b""),
+        (tar_member("var/cache/kept"), b"x"),
+        (tar_member("var/.wh..wh.plnk"), b""),
+        (tar_member("run/fifo", tarfile.FIFOTYPE, mode=0o600), b""),
     ]
     source = make_layer(tmp_path / "blob", members, compression)
     layer = unpack_layer_sync(source, tmp_path / "cache")
@@ -107,7 +69,7 @@ def test_unpack_files_links_whiteouts_and_index(tmp_path: Path, compression: str
 def test_device_nodes_are_created(tmp_path: Path) -> None:
     if not ROOT:
         pytest.skip("needs root: mknod of character devices")
-    members = [(_member("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666), b"")]
+    members = [(tar_member("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666), b"")]
     layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
     node = (layer.root / "dev/null").lstat()
     assert stat.S_ISCHR(node.st_mode)
@@ -116,7 +78,7 @@ def test_device_nodes_are_created(tmp_path: Path) -> None:
 
 
 def test_cached_layer_is_not_unpacked_again(tmp_path: Path) -> None:
-    source = make_layer(tmp_path / "blob", [(_member("a.txt"), b"a")])
+    source = make_layer(tmp_path / "blob", [(tar_member("a.txt"), b"a")])
     first = unpack_layer_sync(source, tmp_path / "cache")
     (first.root / "marker").write_text("still here")
     second = unpack_layer_sync(source, tmp_path / "cache")
@@ -128,18 +90,18 @@ def test_cached_layer_is_not_unpacked_again(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_async_unpack(tmp_path: Path) -> None:
-    source = make_layer(tmp_path / "blob", [(_member("a.txt"), b"a")])
+    source = make_layer(tmp_path / "blob", [(tar_member("a.txt"), b"a")])
     layer = await unpack_layer(source, tmp_path / "cache")
     assert layer.index.entries == {"a.txt"}
 
 
 def test_later_entry_replaces_earlier(tmp_path: Path) -> None:
     members = [
-        (_member("x", tarfile.DIRTYPE), b""),
-        (_member("x/inner"), b"1"),
-        (_member("x"), b"now a file"),
-        (_member("y"), b"old"),
-        (_member("y"), b"new"),
+        (tar_member("x", tarfile.DIRTYPE), b""),
+        (tar_member("x/inner"), b"1"),
+        (tar_member("x"), b"now a file"),
+        (tar_member("y"), b"old"),
+        (tar_member("y"), b"new"),
     ]
     layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
     assert (layer.root / "x").read_bytes() == b"now a file"
@@ -160,14 +122,14 @@ def _assert_refused(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]]
 
 
 def test_dotdot_escape_is_refused(tmp_path: Path) -> None:
-    _assert_refused(tmp_path, [(_member("a/../../escaped.txt"), b"evil")])
+    _assert_refused(tmp_path, [(tar_member("a/../../escaped.txt"), b"evil")])
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "cache" / "escaped.txt").exists()
 
 
 def test_absolute_names_stay_inside(tmp_path: Path) -> None:
     target = tmp_path / "outside.txt"
-    members = [(_member(str(target)), b"inside after all")]
+    members = [(tar_member(str(target)), b"inside after all")]
     layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
     assert not target.exists()
     inside = str(target).lstrip("/")
@@ -181,8 +143,8 @@ def test_symlinked_parent_escape_is_refused(tmp_path: Path) -> None:
     _assert_refused(
         tmp_path,
         [
-            (_member("link", tarfile.SYMTYPE, linkname=str(outside)), b""),
-            (_member("link/planted.txt"), b"evil"),
+            (tar_member("link", tarfile.SYMTYPE, linkname=str(outside)), b""),
+            (tar_member("link/planted.txt"), b"evil"),
         ],
     )
     assert os.listdir(outside) == []
@@ -192,15 +154,15 @@ def test_relative_symlinked_parent_escape_is_refused(tmp_path: Path) -> None:
     _assert_refused(
         tmp_path,
         [
-            (_member("up", tarfile.SYMTYPE, linkname="../../../.."), b""),
-            (_member("up/tmp/planted.txt"), b"evil"),
+            (tar_member("up", tarfile.SYMTYPE, linkname="../../../.."), b""),
+            (tar_member("up/tmp/planted.txt"), b"evil"),
         ],
     )
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "../../../etc/passwd", "missing"])
 def test_hardlink_outside_is_refused(tmp_path: Path, target: str) -> None:
-    _assert_refused(tmp_path, [(_member("stolen", tarfile.LNKTYPE, linkname=target), b"")])
+    _assert_refused(tmp_path, [(tar_member("stolen", tarfile.LNKTYPE, linkname=target), b"")])
 
 
 def test_corrupt_blob_is_a_format_error(tmp_path: Path) -> None:
