@@ -15,7 +15,6 @@ once the bus is closed and the buffer drained.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -212,15 +211,14 @@ class Subscription:
             return self._progress.pop(item)
         return item
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
+    def __aiter__(self) -> Subscription:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            try:
-                yield await self.receive()
-            except anyio.EndOfStream:
-                return
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
     def unsubscribe(self) -> None:
         """Stop receiving events; pending ones are discarded."""

@@ -1,0 +1,91 @@
+"""The built-in stages under the runner: cancellation and failures leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from esgz.errors import ConfigError, PipelineError
+from esgz.pipeline.api import Pipeline, convert, optimize
+from esgz.pipeline.config import config_from_data
+from esgz.pipeline.events import LayerFetched
+from tests.cli.outputcheck import check_converted, manifests_of
+from tests.fixtures.images import SampleImage
+
+pytestmark = pytest.mark.anyio
+
+
+def one_image(source: str, target: str, cache: Path) -> dict[str, object]:
+    return {
+        "defaults": {"no_optimize": True, "oci": True},
+        "cache": {"dir": str(cache)},
+        "concurrency": {"convert": 1},
+        "images": [{"source": source, "target": target}],
+    }
+
+
+async def test_cancelling_a_run_cleans_up_and_tags_nothing(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    config = config_from_data(
+        one_image(busybox_image.reference, f"local://{out}:v1", tmp_path / "cache")
+    )
+    pipeline = Pipeline(config)
+    events = pipeline.events()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pipeline.run)
+        async for event in events:
+            if isinstance(event, LayerFetched):
+                tg.cancel_scope.cancel()
+                break
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+    if (out / "index.json").exists():
+        assert json.loads((out / "index.json").read_text())["manifests"] == []
+
+
+async def test_a_corrupt_source_blob_fails_once_naming_the_layer(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    import shutil
+
+    layout = tmp_path / "src"
+    shutil.copytree(busybox_image.layout, layout)
+    bad = busybox_image.layers[1].digest
+    blob = layout / "blobs" / "sha256" / bad[7:]
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[-10] ^= 0x01
+    blob.write_bytes(bytes(data))
+    config = config_from_data(
+        one_image(f"local://{layout}:latest", f"local://{tmp_path}/out:x", tmp_path / "cache")
+    )
+    with pytest.raises(PipelineError) as caught:
+        await Pipeline(config).run()
+    error = caught.value
+    assert (error.stage, error.layer, error.image) == ("fetch", bad, f"local://{layout}:latest")
+    assert "digest mismatch" in str(error)
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+    assert not (tmp_path / "cache" / "blobs" / "sha256" / bad[7:]).exists()
+
+
+async def test_embedding_api_convert(busybox_image: SampleImage, tmp_path: Path) -> None:
+    result = await convert(
+        busybox_image.reference,
+        f"local://{tmp_path}/out:e",
+        oci=True,
+        compression_level=1,
+        cache_dir=tmp_path / "cache",
+    )
+    (image,) = result.images
+    _, (output,) = manifests_of(tmp_path / "out", "e")
+    assert output.digest == image.digest
+    check_converted(tmp_path / "out", output)
+
+
+async def test_embedding_api_optimize_needs_the_profiler(busybox_image: SampleImage) -> None:
+    with pytest.raises(ConfigError, match="workload profiler is not available yet"):
+        await optimize(busybox_image.reference, "local:///nonexistent/out", workload={"period": 1})
