@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -55,6 +56,7 @@ PushOutcome = Literal["exists", "mounted", "uploaded"]
 MAX_MANIFEST_SIZE = 4 << 20
 _OCTET_STREAM = "application/octet-stream"
 _MAX_ERROR_BODY = 64 << 10
+_UPLOAD_RANGE_RE = re.compile(r"^(?:bytes=)?0-(\d+)$")
 
 
 class BlobRef(Protocol):
@@ -258,13 +260,9 @@ class RegistryClient:
         accepted = set(ok)
 
         async def attempt() -> httpx.Response:
-            request = self.http.build_request(method, url, headers=headers, params=params)
-            if body is not None:
-                request.stream = body
-                request.headers["Content-Length"] = str(body_length)
-                request.headers.setdefault("Content-Type", _OCTET_STREAM)
-            elif method in ("POST", "PUT", "PATCH"):
-                request.headers["Content-Length"] = "0"
+            request = self._build(
+                method, url, headers=headers, params=params, body=body, length=body_length
+            )
             response = await self.http.send(request, follow_redirects=follow_redirects)
             await response.aread()
             if response.status_code in accepted or (not_found_ok and response.status_code == 404):
@@ -272,6 +270,33 @@ class RegistryClient:
             raise _status_error(ref, what, response)
 
         return await self._with_retries(ref, what, attempt)
+
+    def _build(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        body: httpx.AsyncByteStream | None = None,
+        length: int = 0,
+    ) -> httpx.Request:
+        """A request with the client's defaults and an optional streamed, re-sendable body."""
+        template = self.http.build_request(method, url, headers=headers, params=params)
+        if body is None:
+            if method in ("POST", "PUT", "PATCH"):
+                template.headers["Content-Length"] = "0"
+            return template
+        request_headers = httpx.Headers(template.headers)
+        request_headers["Content-Length"] = str(length)
+        request_headers.setdefault("Content-Type", _OCTET_STREAM)
+        return httpx.Request(
+            method,
+            template.url,
+            headers=request_headers,
+            stream=body,
+            extensions=template.extensions,
+        )
 
     def _confirm(self, ref: RegistryReference, digest: str) -> None:
         self._confirmed.add((ref.endpoint, ref.repository, digest))
@@ -637,11 +662,7 @@ class RegistryClient:
         length: int,
     ) -> None:
         request_url = location.copy_add_param("digest", digest)
-        request = self.http.build_request("PUT", request_url)
-        if body is not None:
-            request.stream = body
-            request.headers["Content-Type"] = _OCTET_STREAM
-        request.headers["Content-Length"] = str(length)
+        request = self._build("PUT", request_url, body=body, length=length)
         response = await self.http.send(request)
         await response.aread()
         if response.status_code != 201:
@@ -710,16 +731,21 @@ class RegistryClient:
             length = min(self.chunk_size, size - offset)
             base = offset
 
-            def on_bytes(count: int, _base: int = base) -> None:
+            def on_bytes(count: int) -> None:
                 nonlocal base
                 base += count
                 if progress is not None:
                     progress(digest, base, size)
 
             try:
-                location, offset = await self._patch_chunk(
+                location, new_offset = await self._patch_chunk(
                     ref, what, location, source, offset, length, on_bytes
                 )
+                if new_offset <= offset:
+                    raise RetryableStatus(
+                        202, f"registry kept no bytes of the chunk at {offset}", None
+                    )
+                offset = new_offset
             except (RetryableStatus, httpx.TransportError) as error:
                 failures += 1
                 retry_after = error.retry_after if isinstance(error, RetryableStatus) else None
@@ -754,11 +780,13 @@ class RegistryClient:
         length: int,
         on_bytes: Callable[[int], None],
     ) -> tuple[httpx.URL, int]:
-        request = self.http.build_request("PATCH", location)
-        request.stream = FileSliceStream(source, offset, length, on_bytes=on_bytes)
-        request.headers["Content-Type"] = _OCTET_STREAM
-        request.headers["Content-Length"] = str(length)
-        request.headers["Content-Range"] = f"{offset}-{offset + length - 1}"
+        request = self._build(
+            "PATCH",
+            location,
+            headers={"Content-Range": f"{offset}-{offset + length - 1}"},
+            body=FileSliceStream(source, offset, length, on_bytes=on_bytes),
+            length=length,
+        )
         response = await self.http.send(request)
         await response.aread()
         if response.status_code != 202:
@@ -838,9 +866,8 @@ def _location(
 
 def _range_end(response: httpx.Response) -> int | None:
     """The last byte offset in a ``Range: 0-N`` upload-status header."""
-    value = response.headers.get("Range", "")
-    _, _, end = value.rpartition("-")
-    return int(end) if end.strip().isdigit() else None
+    match = _UPLOAD_RANGE_RE.match(response.headers.get("Range", "").strip())
+    return int(match.group(1)) if match else None
 
 
 def _range_start(response: httpx.Response) -> int | None:
