@@ -14,7 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from esgz.estargz.convert import ConvertOptions, convert_layer
+from esgz.estargz.constants import DEFAULT_CHUNK_SIZE
+from esgz.estargz.convert import convert_layer
+from esgz.estargz.options import ConvertOptions
 
 
 def main() -> None:
@@ -28,14 +30,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
 
-    options_args: dict[str, object] = {"format": args.format}
-    if args.level is not None:
-        options_args["compression_level"] = args.level
-    if args.chunk_size is not None:
-        options_args["chunk_size"] = args.chunk_size
-    if args.workers is not None:
-        options_args["workers"] = args.workers
-    options = ConvertOptions(**options_args)  # type: ignore[arg-type]
+    options = ConvertOptions(
+        format=args.format,
+        compression_level=args.level,
+        chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+        workers=args.workers,
+    )
 
     tmp = args.dst.with_name(f".{args.dst.name}.tmp")
     with open(args.src, "rb") as src, open(tmp, "wb") as dst:
