@@ -1,0 +1,82 @@
+"""Public entry points: convert one layer blob to eStargz or zstd:chunked.
+
+:func:`convert_layer` is blocking and writes ``dst`` sequentially; :func:`convert_layer_file`
+is its async, file-to-file form (work in a worker thread, output written to a temporary
+file in the destination directory and renamed into place; on error or cancellation the
+temporary file is removed and ``dst`` is left untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import anyio.to_thread
+
+from esgz.estargz.options import ConvertOptions, LayerResult
+from esgz.estargz.writer import ConversionCancelled, write_layer
+
+__all__ = ["convert_layer", "convert_layer_file"]
+
+_DEFAULT_OPTIONS = ConvertOptions()
+
+
+def convert_layer(
+    src: BinaryIO, dst: BinaryIO, options: ConvertOptions = _DEFAULT_OPTIONS
+) -> LayerResult:
+    """Read a layer (gzip, zstd or plain tar) from ``src``; write the converted blob to ``dst``.
+
+    The input is read once, front to back; ``dst`` is only written (never sought or read).
+    Raises :class:`~esgz.errors.FormatError` for input that cannot be converted faithfully
+    and :class:`~esgz.errors.ConfigError` (from :class:`ConvertOptions`) for bad options.
+    """
+    return write_layer(src, dst, options)
+
+
+def _convert_file(
+    src: Path, dst: Path, options: ConvertOptions, cancel: threading.Event
+) -> LayerResult:
+    temp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(src, "rb") as source, open(temp, "wb") as target:
+            result = write_layer(source, target, options, cancel)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return result
+
+
+async def convert_layer_file(
+    src: Path, dst: Path, options: ConvertOptions = _DEFAULT_OPTIONS
+) -> LayerResult:
+    """Convert the layer file ``src`` into ``dst`` (atomically) without blocking the loop.
+
+    Cancelling the caller stops the conversion at the next entry or compression batch and
+    removes the temporary output before the cancellation propagates.
+    """
+    cancel = threading.Event()
+    finished = threading.Event()
+
+    def run() -> LayerResult:
+        try:
+            return _convert_file(Path(src), Path(dst), options, cancel)
+        finally:
+            finished.set()
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        cancel.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(finished.wait)
+        raise
+    except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
+        raise
