@@ -227,3 +227,55 @@ async def test_verify_accepts_the_converted_image(
     result = await esgz("verify", f"local://{out}:v", "--cache-dir", str(tmp_path / "c2"))
     assert result.exit_code == 1
     assert "esgz: error:" in result.stderr
+
+
+async def test_optimize_with_a_prefetch_list(busybox_image: SampleImage, tmp_path: Path) -> None:
+    listing = tmp_path / "prefetch.txt"
+    listing.write_text(
+        "# files the workload reads\n"
+        "/bin/busybox\n"
+        "data/*.txt\n"
+        "etc/motd\n"  # deleted by layer 1: no layer serves it
+        "opt/replaced/old1.txt\n"  # hidden by layer 1's opaque directory
+        "opt/replaced/new.txt\n"
+        "\n"
+    )
+    out = tmp_path / "out"
+    result = await esgz(
+        "optimize",
+        "--oci",
+        "--no-cache",
+        "--prefetch-list",
+        str(listing),
+        busybox_image.reference,
+        f"local://{out}:p",
+    )
+    assert result.exit_code == 0, result.output
+    inspect = await esgz(
+        "inspect", "--json", f"local://{out}:p", "--cache-dir", str(tmp_path / "c")
+    )
+    layers = json.loads(inspect.stdout)["manifests"][0]["layers"]
+    assert layers[0]["prioritized"][-1] == "bin/busybox"
+    assert "etc/motd" not in layers[0]["prioritized"]
+    assert "opt/replaced/old1.txt" not in layers[0]["prioritized"]
+    prioritized_1 = [name for name in layers[1]["prioritized"] if not name.endswith("/")]
+    assert {"data/small.txt", "data/hardlink.txt", "opt/replaced/new.txt"} <= set(prioritized_1)
+    assert [layer["landmark"] for layer in layers] == [".prefetch.landmark"] * 2
+    _, (output,) = manifests_of(out, "p")
+    check_converted(out, output, files_of(busybox_image))
+
+
+async def test_empty_prefetch_list_warns(busybox_image: SampleImage, tmp_path: Path) -> None:
+    listing = tmp_path / "empty.txt"
+    listing.write_text("# nothing\n\n")
+    result = await esgz(
+        "optimize",
+        "--oci",
+        "--no-cache",
+        "--prefetch-list",
+        str(listing),
+        busybox_image.reference,
+        f"local://{tmp_path}/out:e",
+    )
+    assert result.exit_code == 0, result.output
+    assert "prefetch list is empty" in result.stderr
