@@ -31,12 +31,15 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import termios
 import threading
 import time
+import tty
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -228,12 +231,18 @@ async def profile_workload(
             resolv_conf_path=run_dir / "etc" / "resolv.conf",
             env_file_entries=env_entries,
             netns_path=netns,
+            console_size=_console_size() if workload.terminal else None,
         )
         bundle = run_dir / "bundle"
         await anyio.to_thread.run_sync(_write_bundle, run_dir, bundle, spec, workload)
         try:
             container = await stack.enter_async_context(
-                oci.container(container_id, bundle, inherit_stdin=workload.stdin)
+                oci.container(
+                    container_id,
+                    bundle,
+                    inherit_stdin=workload.stdin,
+                    terminal=workload.terminal,
+                )
             )
         except SandboxError as err:
             if not any(hint in err.message for hint in _START_FAILURE_HINTS):
@@ -249,6 +258,9 @@ async def profile_workload(
             await anyio.to_thread.run_sync(monitor.mark_mount, f"/proc/{container.pid}/root")
         else:
             await anyio.to_thread.run_sync(monitor.mark_filesystem, rootfs)
+        stdin_tty = _stdin_terminal()
+        if workload.terminal and stdin_tty is not None:
+            stack.enter_context(_raw_terminal(stdin_tty))
         timings["setup"] = time.monotonic() - started - timings["unpack"]
         run_started = time.monotonic()
         try:
@@ -441,6 +453,35 @@ def _write_bundle(
         (etc / name).chmod(0o644)
     bundle.mkdir()
     (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+
+
+def _stdin_terminal() -> int | None:
+    """The fd of this process's stdin if it is a terminal."""
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fd if os.isatty(fd) else None
+
+
+def _console_size() -> tuple[int, int] | None:
+    """(rows, columns) of this process's terminal, if stdin is one."""
+    fd = _stdin_terminal()
+    if fd is None:
+        return None
+    size = os.get_terminal_size(fd)
+    return size.lines, size.columns
+
+
+@contextmanager
+def _raw_terminal(fd: int) -> Iterator[None]:
+    """The local terminal in raw mode (keys go to the workload as typed), then restored."""
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 @asynccontextmanager

@@ -17,10 +17,12 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -167,16 +169,30 @@ class OciRuntime:
 
     @asynccontextmanager
     async def container(
-        self, container_id: str, bundle: Path, *, inherit_stdin: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        inherit_stdin: bool = False,
+        terminal: bool = False,
     ) -> AsyncIterator[Container]:
         """Create ``container_id`` from ``bundle`` (not started); delete it on exit.
 
         Raises SandboxError (with the runtime's output) when creation fails. The container
         is created with its stdout/stderr on pipes and stdin from /dev/null, or this
-        process's stdin with ``inherit_stdin``.
+        process's stdin with ``inherit_stdin``. With ``terminal`` (the spec must ask for
+        one) the workload gets a pty whose output arrives on ``stdout``.
         """
         await anyio.to_thread.run_sync(lambda: self.state_dir.mkdir(parents=True, exist_ok=True))
         pid_file = bundle / "init.pid"
+        console_dir: Path | None = None
+        console_args: list[str] = []
+        if terminal:
+            # A short path: unix socket paths are limited to 108 bytes.
+            console_dir = Path(
+                await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-tty-"))
+            )
+            console_args = ["--console-socket", str(console_dir / "sock")]
         parent_sock, child_sock = socket.socketpair()
         command = [
             sys.executable,
@@ -187,8 +203,11 @@ class OciRuntime:
             str(child_sock.fileno()),
             "--pid-file",
             str(pid_file),
+            *console_args,
             "--",
-            *self._command("create", "--bundle", str(bundle), "--pid-file", str(pid_file)),
+            *self._command(
+                "create", "--bundle", str(bundle), "--pid-file", str(pid_file), *console_args
+            ),
             container_id,
         ]
         process: anyio.abc.Process | None = None
@@ -238,6 +257,8 @@ class OciRuntime:
                         await stream.aclose()
                     else:
                         parent_sock.close()
+                    if console_dir is not None:
+                        await anyio.to_thread.run_sync(shutil.rmtree, console_dir, True)
 
     async def _cleanup(
         self, container_id: str, process: anyio.abc.Process | None, created: bool

@@ -11,7 +11,11 @@ subreaper itself nor loses the status. Messages are JSON lines::
     {"event": "create-failed", "returncode": 1}
     {"event": "exited", "status": 0}        # 128+N when killed by signal N
 
-Run as ``python -m esgz.runtime.shim --control-fd N --pid-file P -- <runtime create argv>``.
+With ``--console-socket PATH`` (terminal mode) the shim listens on PATH, receives the
+pty master that ``create --console-socket PATH`` sends, and relays it: terminal output
+to its stdout, its stdin to the terminal.
+
+Run as ``python shim.py --control-fd N --pid-file P [--console-socket S] -- <create argv>``.
 Only the standard library is used, so it starts fast.
 """
 
@@ -23,8 +27,10 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -55,11 +61,72 @@ def _wait_for(pid: int) -> int | None:
             return _exit_status(status)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _copy_out(master: int) -> None:
+    """Terminal output → our stdout, until the container's side of the pty is closed."""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO once no process holds the pty's other side
+            return
+        if not data:
+            return
+        try:
+            _write_all(1, data)
+        except OSError:
+            return
+
+
+def _copy_in(master: int) -> None:
+    """Our stdin → the terminal; end of input becomes ^D, as a terminal sends it."""
+    while True:
+        try:
+            data = os.read(0, 65536)
+        except OSError:
+            return
+        try:
+            _write_all(master, data or b"\x04")
+        except OSError:
+            return
+        if not data:
+            return
+
+
+def _create_with_console(command: list[str], socket_path: str) -> tuple[int, int | None]:
+    """Run ``runtime create --console-socket``; receive the pty master it sends us."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(1)
+    listener.settimeout(0.1)
+    process = subprocess.Popen(command)
+    master: int | None = None
+    try:
+        while master is None:
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                if process.poll() is not None:
+                    break
+                continue
+            with connection:
+                connection.settimeout(30)
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+                master = fds[0] if fds else None
+    finally:
+        listener.close()
+    return process.wait(), master
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the shim process."""
     parser = argparse.ArgumentParser(prog="esgz-shim")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--pid-file", required=True)
+    parser.add_argument("--console-socket")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -69,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         _send(control, event="create-failed", returncode=-1, error="prctl failed")
         return 1
+    master: int | None = None
     try:
-        returncode = subprocess.call(command)
+        if args.console_socket:
+            returncode, master = _create_with_console(command, args.console_socket)
+        else:
+            returncode = subprocess.call(command)
     except OSError as err:
         _send(control, event="create-failed", returncode=-1, error=str(err))
         return 1
@@ -83,8 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         _send(control, event="create-failed", returncode=-1, error=f"no pid file: {err}")
         return 1
+    output: threading.Thread | None = None
+    if master is not None:
+        output = threading.Thread(target=_copy_out, args=(master,), daemon=True)
+        output.start()
+        threading.Thread(target=_copy_in, args=(master,), daemon=True).start()
     _send(control, event="created", pid=pid)
     status = _wait_for(pid)
+    if output is not None:
+        output.join(timeout=2)  # let the last output through
     _send(control, event="exited", status=-1 if status is None else status)
     # Reap whatever else was reparented to us, without blocking on it.
     while True:

@@ -340,12 +340,14 @@ def build_spec(
     env_file_entries: Sequence[str] = (),
     netns_path: str | None = None,
     hostname: str | None = None,
+    console_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The runtime spec as a JSON-ready dict.
 
     ``image_config`` is the image config's ``config`` object (Env, Entrypoint, Cmd,
     WorkingDir, User, StopSignal). ``netns_path`` joins an existing network namespace
     (CNI); otherwise a fresh one is created, unless ``workload.net_host``.
+    ``console_size`` (rows, columns) sizes the terminal of a ``workload.terminal`` run.
     """
     image_env = list(image_config.get("Env") or []) or [DEFAULT_PATH_ENV]
     env = merge_env(merge_env(image_env, workload.env), env_file_entries)
@@ -370,7 +372,7 @@ def build_spec(
         "ociVersion": "1.0.2",
         "root": {"path": str(rootfs), "readonly": False},
         "process": {
-            "terminal": False,
+            "terminal": workload.terminal,
             "user": {
                 "uid": user.uid,
                 "gid": user.gid,
@@ -397,4 +399,7 @@ def build_spec(
     }
     if hostname:
         spec["hostname"] = hostname
+    if workload.terminal and console_size is not None:
+        rows, columns = console_size
+        spec["process"]["consoleSize"] = {"height": rows, "width": columns}
     return spec

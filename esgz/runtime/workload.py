@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from esgz.errors import WorkloadError
 
@@ -191,7 +191,7 @@ class WorkloadOptions(BaseModel):
     wait_on_line: str | None = None
     """Stop the workload as soon as a line of its stdout contains this text."""
     terminal: bool = False
-    """``-t``: give the workload a terminal (not supported yet: WorkloadError)."""
+    """``-t``: give the workload a terminal (needs ``stdin``); stdout and stderr both on it."""
     stdin: bool = False
     """``-i``: connect this process's stdin to the workload."""
     mounts: list[MountSpec] = Field(default_factory=list)
@@ -265,12 +265,13 @@ class WorkloadOptions(BaseModel):
             return [Path(p) for p in str(value).split(":") if p]
         return value
 
-    @field_validator("terminal")
-    @classmethod
-    def _terminal(cls, value: bool) -> bool:
-        if value:
-            raise WorkloadError("-t/--terminal is not supported yet")
-        return value
+    @model_validator(mode="after")
+    def _terminal(self) -> WorkloadOptions:
+        if self.terminal and not self.stdin:
+            raise WorkloadError("-t/--terminal requires -i (stdin)")
+        if self.terminal and self.wait_on_signal:
+            raise WorkloadError("-t/--terminal cannot be combined with --wait-on-signal")
+        return self
 
     @property
     def effective_period(self) -> float:

@@ -114,6 +114,9 @@ def test_env_validation_and_env_file() -> None:
         parse_env_file("A=1\nbroken\n")
 
 
-def test_terminal_is_not_supported_yet() -> None:
-    with pytest.raises(WorkloadError, match="not supported yet"):
+def test_terminal_needs_stdin_and_no_wait_on_signal() -> None:
+    assert WorkloadOptions(terminal=True, stdin=True).terminal
+    with pytest.raises(WorkloadError, match="requires -i"):
         WorkloadOptions(terminal=True)
+    with pytest.raises(WorkloadError, match="wait-on-signal"):
+        WorkloadOptions(terminal=True, stdin=True, wait_on_signal=True)
