@@ -41,8 +41,11 @@ class Tree:
 
 
 @st.composite
-def trees(draw: st.DrawFn, max_entries: int = 14) -> Tree:
-    """A tree whose directories are explicit tar entries that precede their children."""
+def trees(draw: st.DrawFn, max_entries: int = 14, duplicates: bool = True) -> Tree:
+    """A tree whose directories are explicit tar entries that precede their children.
+
+    With ``duplicates`` a regular file may be added a second time at the end.
+    """
     dirs = [""]
     regular: list[str] = []
     used: set[str] = set()
@@ -98,9 +101,12 @@ def trees(draw: st.DrawFn, max_entries: int = 14) -> Tree:
             items.append(TarItem(path, kind, dev=dev, **common))
         else:
             items.append(TarItem(path, "fifo", **common))
-    if regular and draw(st.booleans()):
+    link_targets = {item.link for item in items if item.type == "hardlink"}
+    replaceable = [name for name in regular if name not in link_targets]
+    if duplicates and replaceable and draw(st.booleans()):
         # A later entry with the same name replaces the earlier one (and moves to its place).
-        again = draw(st.sampled_from(regular))
+        # Hardlink targets are not replaced: that would put the target after the link.
+        again = draw(st.sampled_from(replaceable))
         items.append(TarItem(again, "reg", data=draw(st.binary(max_size=50)), mode=0o640))
     names = [item.name.rstrip("/") for item in items]
     prioritized = draw(st.lists(st.sampled_from(names), max_size=4)) if names else []
