@@ -24,6 +24,7 @@ import anyio
 import httpx
 
 from esgz.errors import AuthError, NotFoundError, RegistryError, VerificationError
+from esgz.oci.blobstore import BlobStore
 from esgz.oci.digest import is_digest, sha256_of
 from esgz.oci.mediatypes import MANIFEST_ACCEPT, is_index
 from esgz.oci.reference import RegistryReference
@@ -570,6 +571,28 @@ class RegistryClient:
                 ) from None
         self._confirm(ref, digest)
         return path
+
+    async def pull_blob_into(
+        self,
+        ref: RegistryReference,
+        digest: str,
+        size: int | None,
+        store: BlobStore,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Path:
+        """Pull blob ``digest`` into a content-addressed :class:`BlobStore`; its path.
+
+        A blob the store already holds (with the right size) is not fetched again.
+        """
+        if await store.has(digest) and (size is None or await store.size_of(digest) == size):
+            existing = await store.get(digest)
+            if existing is not None:
+                progress = self._progress(on_progress)
+                if progress is not None and size is not None:
+                    progress(digest, size, size)
+                return existing
+        return await self.pull_blob(ref, digest, size, store.path(digest), on_progress=on_progress)
 
     # -- blobs: writing --------------------------------------------------------------------
 

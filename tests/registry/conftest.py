@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.faultproxy import FaultProxy, run_fault_proxy
+from tests.fixtures.images import busybox_docker_image, busybox_image, multiplatform_image
 from tests.fixtures.registry import (
     RegistryServer,
     plain_registry,
@@ -16,7 +17,14 @@ from tests.fixtures.registry import (
 )
 from tests.registry.sample_images import SampleImage, build_sample_image
 
-__all__ = ["plain_registry", "tls_registry", "token_registry"]
+__all__ = [
+    "busybox_docker_image",
+    "busybox_image",
+    "multiplatform_image",
+    "plain_registry",
+    "tls_registry",
+    "token_registry",
+]
 
 
 @pytest.fixture(scope="session")
