@@ -340,3 +340,27 @@ async def test_hostile_layer_is_refused_before_anything(
     # Other layers may or may not have finished unpacking; no half-written one is left.
     cached = set(listing(work_dir / "layers"))
     assert cached <= {s.cache_key for s in layer_sources(busybox_image)}
+
+
+async def test_net_host_uses_the_host_network_and_files(
+    busybox_image: SampleImage, work_dir: Path, layer_cache: Path
+) -> None:
+    lines: list[str] = []
+    await run(
+        busybox_image,
+        work_dir,
+        layer_cache,
+        lines,
+        args=["cat /proc/net/dev | tail -n +3 | cut -d: -f1; echo ---; cat /etc/hosts"],
+        net_host=True,
+        add_hosts="ignored:10.9.9.9",
+    )
+    separator = lines.index("---")
+    host_interfaces = [
+        line.split(":")[0].strip()
+        for line in Path("/proc/net/dev").read_text().splitlines()[2:]  # noqa: ASYNC240
+    ]
+    assert sorted(line.strip() for line in lines[:separator]) == sorted(host_interfaces)
+    # The host's /etc/hosts is mounted over the generated one.
+    host_hosts = Path("/etc/hosts").read_text().splitlines()  # noqa: ASYNC240
+    assert lines[separator + 1 :] == [line.rstrip("\r") for line in host_hosts]
