@@ -41,13 +41,13 @@ from esgz.estargz.tocindex import (
     clean_entry_name,
     resolve_hardlink,
 )
-from esgz.estargz.tocload import DEFAULT_MAX_TOC_SIZE, LayerFormat, load_toc, sniff_footer
+from esgz.estargz.tocload import DEFAULT_MAX_TOC_SIZE, BlobFormat, load_toc, sniff_footer
 from esgz.estargz.verify import ChunkVerifier, check_digest, parse_digest, verify_toc
 
 __all__ = [
+    "BlobFormat",
     "Chunk",
     "LayerEntry",
-    "LayerFormat",
     "LayerReader",
     "is_reusable_layer",
     "is_reusable_layer_async",
@@ -84,7 +84,7 @@ class LayerReader:
         except BaseException:
             self._blob.close()
             raise
-        self.format: LayerFormat = loaded.format
+        self.format: BlobFormat = loaded.format
         """``"estargz"``, ``"stargz-legacy"`` or ``"zstdchunked"``."""
         self.compression: Compression = loaded.compression
         """``"gzip"`` or ``"zstd"``: how members / frames are compressed."""
@@ -322,7 +322,7 @@ def open_layer(source: BlobSource, *, max_toc_size: int = DEFAULT_MAX_TOC_SIZE) 
     return LayerReader(source, max_toc_size=max_toc_size)
 
 
-def sniff_layer_format(source: BlobSource) -> LayerFormat | None:
+def sniff_layer_format(source: BlobSource) -> BlobFormat | None:
     """``"estargz"``, ``"stargz-legacy"`` or ``"zstdchunked"`` by the footer alone, else None.
 
     Only the last bytes are read; the TOC is not decoded (use :func:`open_layer` for that).

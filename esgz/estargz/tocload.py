@@ -29,13 +29,13 @@ from esgz.estargz.toc import TOC
 
 __all__ = [
     "DEFAULT_MAX_TOC_SIZE",
-    "LayerFormat",
+    "BlobFormat",
     "LoadedTOC",
     "load_toc",
     "sniff_footer",
 ]
 
-LayerFormat = Literal["estargz", "stargz-legacy", "zstdchunked"]
+BlobFormat = Literal["estargz", "stargz-legacy", "zstdchunked"]
 
 DEFAULT_MAX_TOC_SIZE: Final = 256 * 1024 * 1024
 """Largest TOC JSON (uncompressed bytes) a reader accepts unless told otherwise."""
@@ -50,7 +50,7 @@ _BLOCK: Final = 512
 class LoadedTOC:
     """A decoded TOC and where it was found."""
 
-    format: LayerFormat
+    format: BlobFormat
     compression: Compression
     toc: TOC
     toc_digest: str
@@ -64,7 +64,7 @@ class LoadedTOC:
 
 @dataclass(frozen=True, slots=True)
 class _FooterHit:
-    format: LayerFormat
+    format: BlobFormat
     toc_offset: int
     toc_end: int
     data_end: int
@@ -90,7 +90,7 @@ def _footer_hits(blob: BlobFile) -> list[_FooterHit]:
             error = None
             if offset >= size - footer_size:
                 error = f"footer TOC offset {offset} is not inside the blob of {size} bytes"
-            layer_format: LayerFormat = "estargz" if fmt == "estargz" else "stargz-legacy"
+            layer_format: BlobFormat = "estargz" if fmt == "estargz" else "stargz-legacy"
             hits.append(
                 _FooterHit(layer_format, offset, size - footer_size, offset, footer_size, error)
             )
@@ -109,7 +109,7 @@ def _footer_hits(blob: BlobFile) -> list[_FooterHit]:
     return hits
 
 
-def sniff_footer(blob: BlobFile) -> LayerFormat | None:
+def sniff_footer(blob: BlobFile) -> BlobFormat | None:
     """The format whose footer ends ``blob`` (first match in Go's order), or None."""
     for hit in _footer_hits(blob):
         if hit.error is None:
