@@ -9,7 +9,7 @@ from esgz.cli.render import make_renderer
 from esgz.pipeline.api import run_pipeline
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.events import EventBus
-from esgz.pipeline.runner import PipelineResult
+from esgz.pipeline.results import PipelineResult
 
 __all__ = ["execute"]
 

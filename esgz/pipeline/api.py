@@ -32,7 +32,8 @@ from esgz.pipeline.config import (
     load_config_file,
 )
 from esgz.pipeline.events import EventBus, Subscription
-from esgz.pipeline.runner import PipelineResult, Runner, Stages
+from esgz.pipeline.results import PipelineResult
+from esgz.pipeline.runner import Runner, Stages
 
 __all__ = ["Pipeline", "convert", "optimize", "run_pipeline"]
 

@@ -22,6 +22,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +31,10 @@ import anyio
 import anyio.to_thread
 
 from esgz.oci.blobstore import BlobStore
+from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
 
-__all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore"]
+__all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore", "open_store"]
 
 #: Bumped when the format engine changes the bytes it writes for the same inputs.
 CONVERSION_SCHEME = "esgz-conversion-1"
@@ -182,3 +185,30 @@ class ConversionCache:
         temp = self.store.temp_path("record")
         await anyio.Path(temp).write_text(json.dumps(record, indent=1), encoding="utf-8")
         await anyio.to_thread.run_sync(os.replace, temp, final)
+
+
+@asynccontextmanager
+async def open_store(config: PipelineConfig) -> AsyncIterator[LocalStore]:
+    """The run's blob store: the configured cache, or a temporary one if disabled.
+
+    On exit (also when cancelled) the run's scratch directory is removed, and a temporary
+    store entirely.
+    """
+    private_root: Path | None = None
+    if config.cache.enabled:
+        root = config.cache_dir()
+    else:
+        private_root = Path(
+            await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-"))
+        )
+        root = private_root
+    store: LocalStore | None = None
+    try:
+        store = await LocalStore.open(root)
+        yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            if store is not None:
+                await store.close()
+            if private_root is not None:
+                await anyio.to_thread.run_sync(shutil.rmtree, private_root, True)

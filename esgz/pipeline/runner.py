@@ -28,21 +28,20 @@ a partially pushed image; its scratch directory is removed in every case.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from esgz.errors import EsgzError, PipelineError
-from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore
+from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore, open_store
 from esgz.pipeline.config import PipelineConfig
+from esgz.pipeline.dedup import OnceMap
 from esgz.pipeline.events import (
     EventBus,
     ImageDone,
@@ -62,21 +61,12 @@ from esgz.pipeline.jobs import (
     PushedManifest,
     ReuseDecision,
 )
+from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 
-__all__ = [
-    "ImageResult",
-    "LayerSummary",
-    "ManifestResult",
-    "OnceMap",
-    "PipelineResult",
-    "RunContext",
-    "Runner",
-    "Stages",
-]
+__all__ = ["RunContext", "Runner", "Stages"]
 
 logger = logging.getLogger(__name__)
 
-K = TypeVar("K")
 V = TypeVar("V")
 
 
@@ -117,90 +107,6 @@ class Stages(Protocol):
 
     async def finalize_image(self, image: ImageJob, ctx: RunContext) -> PushedManifest:
         """Write the index (or tag the single manifest) once every manifest is written."""
-
-
-@dataclass
-class _Entry(Generic[V]):
-    done: anyio.Event = field(default_factory=anyio.Event)
-    value: V | None = None
-    failed: bool = False
-
-
-class OnceMap(Generic[K, V]):
-    """Run an async computation once per key; concurrent callers share the result.
-
-    A failed computation fails the whole run, so callers waiting on it just wait
-    until they are cancelled.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[K, _Entry[V]] = {}
-        self.computed = 0
-        self.shared = 0
-
-    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
-        """The value for ``key`` and whether it came from another caller."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            self.shared += 1
-            await entry.done.wait()
-            if entry.failed:
-                await anyio.sleep_forever()
-            assert entry.value is not None
-            return entry.value, True
-        entry = _Entry()
-        self._entries[key] = entry
-        try:
-            entry.value = await compute()
-        except BaseException:
-            entry.failed = True
-            raise
-        finally:
-            entry.done.set()
-        self.computed += 1
-        return entry.value, False
-
-
-@dataclass(frozen=True, slots=True)
-class LayerSummary:
-    """What happened to one layer."""
-
-    source_digest: str
-    digest: str
-    size: int
-    action: str
-    toc_digest: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestResult:
-    """One written platform manifest."""
-
-    platform: str | None
-    digest: str
-    media_type: str
-    layers: tuple[LayerSummary, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ImageResult:
-    """One finished image."""
-
-    source: str
-    target: str
-    digest: str
-    media_type: str
-    manifests: tuple[ManifestResult, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineResult:
-    """The outcome of a whole run."""
-
-    images: tuple[ImageResult, ...]
-    seconds: float
-    layers_fetched: int
-    layers_converted: int
 
 
 class Runner:
@@ -262,7 +168,7 @@ class Runner:
         started = time.monotonic()
         error_text: str | None = None
         try:
-            async with _open_store(self.config) as store:
+            async with open_store(self.config) as store:
                 ctx = RunContext(
                     config=self.config,
                     events=self.events,
@@ -645,34 +551,3 @@ class Runner:
             layers_fetched=self._fetches.computed,
             layers_converted=self._conversions.computed,
         )
-
-
-class _StoreContext:
-    """Open the blob store for a run; remove scratch space (or all of it) at the end."""
-
-    def __init__(self, config: PipelineConfig) -> None:
-        self.config = config
-        self.store: LocalStore | None = None
-        self.private_root: Path | None = None
-
-    async def __aenter__(self) -> LocalStore:
-        if self.config.cache.enabled:
-            root = self.config.cache_dir()
-        else:
-            self.private_root = Path(
-                await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-"))
-            )
-            root = self.private_root
-        self.store = await LocalStore.open(root)
-        return self.store
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        with anyio.CancelScope(shield=True):
-            if self.store is not None:
-                await self.store.close()
-            if self.private_root is not None:
-                await anyio.to_thread.run_sync(shutil.rmtree, self.private_root, True)
-
-
-def _open_store(config: PipelineConfig) -> _StoreContext:
-    return _StoreContext(config)

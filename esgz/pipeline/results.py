@@ -1,0 +1,49 @@
+"""What a pipeline run returns: per image, per manifest, per layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ImageResult", "LayerSummary", "ManifestResult", "PipelineResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSummary:
+    """What happened to one layer."""
+
+    source_digest: str
+    digest: str
+    size: int
+    action: str
+    toc_digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestResult:
+    """One written platform manifest."""
+
+    platform: str | None
+    digest: str
+    media_type: str
+    layers: tuple[LayerSummary, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One finished image."""
+
+    source: str
+    target: str
+    digest: str
+    media_type: str
+    manifests: tuple[ManifestResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """The outcome of a whole run."""
+
+    images: tuple[ImageResult, ...]
+    seconds: float
+    layers_fetched: int
+    layers_converted: int
