@@ -1,0 +1,240 @@
+"""The input tar parser, on archives written by GNU tar and Python's tarfile."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from esgz.errors import FormatError
+from esgz.estargz.source import TarStream
+from esgz.estargz.tarheader import encode_header
+from esgz.estargz.tarinput import TarEntry, TarReader
+from tests.estargz.writer_support import (
+    Spec,
+    convert,
+    gzip_toc,
+    make_tar,
+    tar_contents,
+    tar_members,
+)
+
+
+def read_all(data: bytes) -> list[tuple[TarEntry, bytes]]:
+    reader = TarReader(TarStream(io.BytesIO(data)))
+    out = []
+    for entry in reader:
+        payload = b"".join(reader.payload(entry)) if entry.typeflag == "0" else b""
+        out.append((entry, payload))
+    return out
+
+
+def gnu_tar() -> str:
+    tar = shutil.which("tar")
+    if tar is None:
+        pytest.skip("needs GNU tar on PATH (apt-get install tar)")
+    version = subprocess.run([tar, "--version"], capture_output=True, text=True).stdout
+    if "GNU tar" not in version:
+        pytest.skip("needs GNU tar (found another tar)")
+    return tar
+
+
+FILES = ("holes.bin", "after.txt")
+
+
+def make_sparse_file(path: Path) -> bytes:
+    with open(path, "wb") as handle:
+        handle.truncate(3 * 1024 * 1024 + 100)
+        handle.seek(4096)
+        handle.write(b"A" * 5000)
+        handle.seek(2 * 1024 * 1024)
+        handle.write(b"B" * 123)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "tar_args",
+    [
+        ["--format=gnu"],
+        ["--format=pax", "--sparse-version=0.0"],
+        ["--format=pax", "--sparse-version=0.1"],
+        ["--format=pax", "--sparse-version=1.0"],
+    ],
+)
+def test_sparse_files_are_expanded(tmp_path: Path, tar_args: list[str]) -> None:
+    tar = gnu_tar()
+    content = make_sparse_file(tmp_path / "holes.bin")
+    (tmp_path / "after.txt").write_bytes(b"after")
+    archive = tmp_path / "a.tar"
+    subprocess.run(
+        [
+            tar,
+            "-c",
+            "--sparse",
+            *tar_args,
+            "-f",
+            str(archive),
+            "-C",
+            str(tmp_path),
+            "holes.bin",
+            "after.txt",
+        ],
+        check=True,
+    )
+    data = archive.read_bytes()
+    entries = read_all(data)
+    assert [(e.name, e.typeflag, e.size) for e, _ in entries] == [
+        ("holes.bin", "0", len(content)),
+        ("after.txt", "0", 5),
+    ]
+    assert entries[0][1] == content
+    assert entries[1][1] == b"after"
+    blob, _ = convert(data, chunk_size=1 << 20)
+    stream = gzip.decompress(blob)
+    assert tar_contents(stream)["holes.bin"] == content
+    assert not any(m.issparse() for m in tar_members(stream))
+
+
+def test_gnu_long_names_and_links(tmp_path: Path) -> None:
+    tar = gnu_tar()
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    target = deep / ("f" * 90)
+    target.write_bytes(b"long")
+    os.link(target, deep / ("g" * 90))
+    os.symlink("x" * 150, deep / "sym")
+    archive = tmp_path / "a.tar"
+    subprocess.run(
+        [tar, "-c", "--format=gnu", "-f", str(archive), "-C", str(tmp_path), "d" * 60],
+        check=True,
+    )
+    ours = {e.name: (e, payload) for e, payload in read_all(archive.read_bytes())}
+    with tarfile.open(archive) as reference:
+        for member in reference:
+            entry, _ = ours[member.name + ("/" if member.isdir() else "")]
+            assert entry.linkname == member.linkname
+            assert entry.size == member.size
+            assert entry.mtime == member.mtime
+    blob, _ = convert(archive.read_bytes())
+    names = {e["name"] for e in gzip_toc(blob)["entries"]}
+    assert f"{'d' * 60}/{'e' * 60}/{'f' * 90}" in names
+    links = [e for e in gzip_toc(blob)["entries"] if e["type"] in ("hardlink", "symlink")]
+    assert {len(e["linkName"]) for e in links} == {150, len(f"{'d' * 60}/{'e' * 60}/{'f' * 90}")}
+
+
+def test_pax_global_headers_apply_to_following_entries() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf,
+        mode="w",
+        format=tarfile.PAX_FORMAT,
+        pax_headers={"uname": "globaluser", "SCHILY.xattr.user.g": "G"},
+    ) as archive:
+        for name in ("a", "b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            info.mtime = 1000
+            if name == "b":
+                info.pax_headers = {"uname": "local"}
+            archive.addfile(info, io.BytesIO(b"x"))
+    entries = [e for e, _ in read_all(buf.getvalue())]
+    assert [(e.name, e.uname, e.xattrs) for e in entries] == [
+        ("a", "globaluser", {"user.g": b"G"}),
+        ("b", "local", {"user.g": b"G"}),
+    ]
+    blob, _ = convert(buf.getvalue())
+    stream = gzip.decompress(blob)
+    assert [m.name for m in tar_members(stream)] == [
+        ".no.prefetch.landmark", "a", "b", "stargz.index.json",
+    ]  # fmt: skip
+    assert tar_members(stream)[1].uname == "globaluser"
+
+
+def test_pax_records_xattrs_times_and_big_numbers_survive() -> None:
+    specs = [
+        Spec(
+            "f",
+            data=b"data",
+            uid=3_000_000,
+            gid=5,
+            uname="ü" * 40,
+            pax={
+                "SCHILY.xattr.security.capability": "\x01\x02",
+                "mtime": "1704164645.25",
+                "atime": "1704164600.5",
+                "LIBARCHIVE.creationtime": "12",
+            },
+        )
+    ]
+    source = make_tar(specs)
+    entry, payload = read_all(source)[0]
+    assert (entry.uid, entry.mtime, entry.mtime_ns) == (3_000_000, 1704164645, 250_000_000)
+    assert entry.xattrs == {"security.capability": b"\x01\x02"}
+    assert entry.extra_pax == {"atime": "1704164600.5", "LIBARCHIVE.creationtime": "12"}
+    again = read_all(encode_header(entry) + payload + bytes(508) + bytes(1024))[0][0]
+    assert again == entry
+    blob, _ = convert(source)
+    toc_entry = gzip_toc(blob)["entries"][1]
+    assert toc_entry["uid"] == 3_000_000
+    assert toc_entry["modtime"] == "2024-01-02T03:04:05Z"
+    member = tar_members(gzip.decompress(blob))[1]
+    assert member.pax_headers["mtime"] == "1704164645.25"
+    assert member.uname == "ü" * 40
+
+
+def test_non_utf8_names_keep_their_bytes_in_tar_and_become_replacement_chars_in_the_toc() -> None:
+    source = make_tar([Spec("caf\udce9.txt", data=b"latin1")], fmt=tarfile.GNU_FORMAT)
+    assert b"caf\xe9.txt" in source
+    entry, _ = read_all(source)[0]
+    assert entry.name == "caf\udce9.txt"
+    blob, _ = convert(source)
+    assert gzip_toc(blob)["entries"][1]["name"] == "caf\ufffd.txt"
+    assert b"caf\xe9.txt" in gzip.decompress(blob)
+
+
+def test_v7_and_legacy_typeflags() -> None:
+    source = bytearray(make_tar([Spec("dir/", tarfile.DIRTYPE), Spec("f", data=b"v7")]))
+    for start in (0, 512):
+        block = source[start : start + 512]
+        if start == 0:
+            block[156] = 0  # legacy typeflag with a trailing slash → directory
+        block[257:265] = bytes(8)  # no magic: V7
+        block[148:156] = b"        "
+        block[148:156] = b"%06o\0 " % sum(block)
+        source[start : start + 512] = block
+    entries = [e for e, _ in read_all(bytes(source))]
+    assert [(e.name, e.typeflag) for e in entries] == [("dir/", "5"), ("f", "0")]
+
+
+def test_base256_numbers_are_read() -> None:
+    block = bytearray(make_tar([Spec("f", data=b"x")], fmt=tarfile.GNU_FORMAT)[:512])
+    block[108:116] = b"\x80" + (2**40).to_bytes(7, "big")  # uid in base-256
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\0 " % sum(block)
+    entry = read_all(bytes(block) + b"x" + bytes(511) + bytes(1024))[0][0]
+    assert entry.uid == 2**40
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (make_tar([Spec("f", data=b"x" * 600)])[:1100], "truncated"),
+        (b"\x01" * 512, "checksum"),
+        (make_tar([Spec("f", data=b"x", pax={"path": "a" * 200})])[:512], "truncated|ends"),
+    ],
+)
+def test_broken_archives_are_format_errors(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        read_all(data)
+
+
+def test_a_clean_end_of_stream_without_zero_blocks_ends_the_archive() -> None:
+    source = make_tar([Spec("a", data=b"1"), Spec("b", data=b"2")])
+    end = 4 * 512  # 2 × (header + data block), no end-of-archive marker
+    assert [e.name for e, _ in read_all(source[:end])] == ["a", "b"]

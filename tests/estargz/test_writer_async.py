@@ -1,0 +1,51 @@
+"""convert_layer_file: runs off the event loop, writes atomically, cleans up."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from esgz.errors import FormatError
+from esgz.estargz import ConvertOptions, convert_layer_file
+from tests.estargz.writer_support import Spec, gzip_toc, make_tar, sha256
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_converts_a_file_atomically(tmp_path: Path) -> None:
+    src = tmp_path / "layer.tar.gz"
+    src.write_bytes(gzip.compress(make_tar([Spec("a", data=b"hello")])))
+    dst = tmp_path / "out" / "blob"
+    dst.parent.mkdir()
+    result = await convert_layer_file(src, dst, ConvertOptions(prioritized_files=("a",)))
+    blob = dst.read_bytes()
+    assert result.digest == sha256(blob)
+    assert result.source_compression == "gzip"
+    assert [e["name"] for e in gzip_toc(blob)["entries"]] == ["a", ".prefetch.landmark"]
+    assert os.listdir(dst.parent) == ["blob"]
+
+
+async def test_a_failed_conversion_leaves_no_output(tmp_path: Path) -> None:
+    src = tmp_path / "bad.tar"
+    src.write_bytes(make_tar([Spec("../evil", data=b"x")]))
+    dst = tmp_path / "blob"
+    with pytest.raises(FormatError, match=r"'\.\.'"):
+        await convert_layer_file(src, dst)
+    assert os.listdir(tmp_path) == ["bad.tar"]
+
+
+async def test_cancellation_stops_the_work_and_removes_the_temporary_file(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "big.tar"
+    chunk = os.urandom(1 << 20)
+    src.write_bytes(make_tar([Spec(f"f{i}", data=chunk) for i in range(60)]))
+    dst = tmp_path / "blob"
+    with anyio.move_on_after(0.3) as scope:
+        await convert_layer_file(src, dst, ConvertOptions(workers=1))
+    assert scope.cancelled_caught
+    assert sorted(os.listdir(tmp_path)) == ["big.tar"]
