@@ -194,3 +194,45 @@ def test_default_chunk_size_and_compressed_inputs(tmp_path: Path, fmt: str) -> N
         assert result.diff_id == reference.diff_id, name
         go = go_check(blob, result.toc_digest, zstd=fmt == "zstdchunked", source_tar=source)
         assert go.ok, (name, go.errors)
+
+
+_LONG_DIR = "deep/" + "d" * 60 + "/" + "e" * 60 + "/"
+_HEADER_CASES = [
+    pytest.param(tarfile.USTAR_FORMAT, False, id="ustar"),
+    pytest.param(tarfile.PAX_FORMAT, False, id="pax-short-names"),
+    pytest.param(
+        tarfile.PAX_FORMAT,
+        True,
+        id="pax-long-name",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="Go keeps PAX (x header) for a header with PAX records; the writer "
+            "re-encodes a splittable long name as USTAR prefix/name",
+        ),
+    ),
+    pytest.param(
+        tarfile.GNU_FORMAT,
+        False,
+        id="gnu",
+        marks=pytest.mark.xfail(
+            strict=True, reason="Go keeps GNU headers (magic 'ustar  '); the writer emits USTAR"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("tar_format", "long_name"), _HEADER_CASES)
+def test_uncompressed_stream_equals_go(tmp_path: Path, tar_format: int, long_name: bool) -> None:
+    """zstd:chunked streams hold no offsets, so Go-style headers give Go's DiffID exactly."""
+    items = [
+        item
+        for item in rich_items(CHUNK)
+        if tar_format != tarfile.USTAR_FORMAT or (item.name.isascii() and not item.xattrs)
+    ]
+    items = [item for item in items if len(item.name) < 100]
+    if long_name:
+        items.append(TarItem(_LONG_DIR, "dir", mode=0o755))
+    source = write_tar(tmp_path / "in.tar", items, fmt=tar_format)
+    result = write_with_esgz(source, tmp_path / "ours", format="zstdchunked", chunk_size=CHUNK)
+    built = go_build(source, tmp_path / "theirs", zstd=True, chunk_size=CHUNK, gomaxprocs=1)
+    assert result.diff_id == built.diff_id
