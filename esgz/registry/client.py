@@ -14,6 +14,7 @@ import logging
 import re
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from esgz.errors import AuthError, NotFoundError, RegistryError, VerificationErr
 from esgz.oci.blobstore import BlobStore
 from esgz.oci.digest import is_digest, sha256_of
 from esgz.oci.mediatypes import MANIFEST_ACCEPT, is_index
-from esgz.oci.reference import RegistryReference
+from esgz.oci.reference import DOCKER_HUB_ENDPOINT, DOCKER_HUB_REGISTRY, RegistryReference
 from esgz.registry.auth import RegistryAuth
 from esgz.registry.credentials import CredentialProvider, DockerConfigCredentials
 from esgz.registry.options import RegistryOptions, build_ssl_context, options_for
@@ -161,32 +162,40 @@ class RegistryClient:
             self._http = None
 
     def _build_http(self) -> httpx.AsyncClient:
+        """The shared httpx client (blocking: builds SSL contexts; run in a thread).
+
+        TLS is verified against the system store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
+        honoured); proxies come from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``),
+        also for registries with their own TLS options, which get their own transport.
+        """
         limits = httpx.Limits(
             max_connections=self.max_concurrent_transfers * 2 + 4,
             max_keepalive_connections=self.max_concurrent_transfers * 2 + 4,
         )
         timeout = httpx.Timeout(self._timeout, pool=None)
-        common = {
-            "auth": self.auth,
-            "timeout": timeout,
-            "follow_redirects": False,
-            "headers": {"User-Agent": "esgz"},
-        }
+        headers = {"User-Agent": "esgz"}
         if self._transport is not None:
-            return httpx.AsyncClient(transport=self._transport, **common)  # type: ignore[arg-type]
-        mounts: dict[str, httpx.AsyncBaseTransport] = {}
-        for host, opts in self.options.items():
+            return httpx.AsyncClient(
+                transport=self._transport, auth=self.auth, timeout=timeout, headers=headers
+            )
+        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+        environment_proxies = urllib.request.getproxies()
+        for registry, opts in self.options.items():
             if opts.plain_http or (opts.ca_file is None and not opts.insecure):
                 continue
+            host = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB_REGISTRY else registry
+            proxy = None if urllib.request.proxy_bypass(host) else environment_proxies.get("https")
             mounts[f"https://{host}"] = httpx.AsyncHTTPTransport(
-                verify=build_ssl_context(opts), limits=limits, trust_env=True
+                verify=build_ssl_context(opts), limits=limits, proxy=proxy
             )
         return httpx.AsyncClient(
+            auth=self.auth,
+            timeout=timeout,
+            headers=headers,
             verify=build_ssl_context(RegistryOptions()),
             trust_env=True,
             limits=limits,
             mounts=mounts,
-            **common,  # type: ignore[arg-type]
         )
 
     @property

@@ -115,7 +115,8 @@ class VerifyingBlobWriter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await anyio.to_thread.run_sync(self._close_and_remove)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close_and_remove)
 
     def _close_and_remove(self) -> None:
         if self._file is not None:

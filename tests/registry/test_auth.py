@@ -257,3 +257,22 @@ async def test_cross_repository_mount_with_tokens(
         r.scopes for r in issuer.requests if any(target.repository in s for s in r.scopes)
     ]
     assert any(f"repository:{source.repository}:pull" in scopes for scopes in mount_scopes)
+
+
+async def test_https_proxy_environment_with_custom_ca(
+    tls_registry: RegistryServer, oci_image: SampleImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry with its own CA still goes through ``HTTPS_PROXY`` (a CONNECT tunnel)."""
+    from tests.fixtures.faultproxy import run_fault_proxy
+
+    repo = unique_repo("via-proxy")
+    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with run_fault_proxy(tls_registry.host) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{proxy.host}")
+        monkeypatch.setenv("NO_PROXY", "")
+        async with client_for(tls_registry) as client:
+            info = await client.resolve(server_ref(tls_registry, repo))
+        assert info.digest == oci_image.top.digest
+        assert [(e.method, e.path) for e in proxy.log] == [("CONNECT", tls_registry.host)]

@@ -207,3 +207,28 @@ def client_for_host(host: str, policy: RetryPolicy):  # type: ignore[no-untyped-
     from esgz.registry import RegistryClient, StaticCredentials
 
     return RegistryClient(credentials=StaticCredentials({}), retry=policy)
+
+
+async def test_proxy_environment_is_honoured(
+    plain_registry: RegistryServer,
+    faults: FaultProxy,
+    pushed_big: str,
+    big_image: SampleImage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``HTTP_PROXY`` routes requests through the (forwarding) proxy; ``NO_PROXY`` skips it."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{faults.host}")
+    monkeypatch.setenv("NO_PROXY", "")
+    ref = ref_for(plain_registry.host, pushed_big)
+    async with client_for(plain_registry) as client:
+        assert (await client.resolve(ref)).digest == big_image.top.digest
+    assert [e.path for e in faults.log] == [
+        f"http://{plain_registry.host}/v2/{pushed_big}/manifests/latest"
+    ]
+    faults.reset()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with client_for(plain_registry) as client:
+        assert (await client.resolve(ref)).digest == big_image.top.digest
+    assert faults.log == []
