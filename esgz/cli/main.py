@@ -97,5 +97,13 @@ cli.add_command(verify)
 
 
 def run() -> None:
-    """Run the command group (used by the console script)."""
-    cli(_anyio_backend="asyncio")
+    """Run the command group (used by the console script).
+
+    Ctrl-C cancels the run (temporary files are removed, nothing is tagged), then exits
+    with 130 and one line instead of a traceback.
+    """
+    try:
+        cli(_anyio_backend="asyncio")
+    except KeyboardInterrupt:
+        click.echo("esgz: interrupted", err=True)
+        sys.exit(130)
