@@ -23,12 +23,13 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from esgz.errors import FormatError
-from esgz.runtime.unpack import clean_entry_name
+from esgz.runtime.layermap import prioritized_by_layer
+from esgz.runtime.unpack import LayerIndex, clean_entry_name
 
 __all__ = [
     "RecordEntry",
@@ -36,8 +37,10 @@ __all__ = [
     "encode_record",
     "expand_prefetch_list",
     "is_glob",
+    "layer_lists_from_records",
     "parse_prefetch_list",
     "parse_records",
+    "prefetch_list_by_layer",
     "read_prefetch_list",
     "read_record_file",
     "record_paths",
@@ -150,6 +153,39 @@ def read_record_file(path: Path) -> list[RecordEntry]:
 def record_paths(entries: Iterable[RecordEntry]) -> list[str]:
     """The ``path`` values, de-duplicated in first-occurrence order (as ``--record-in``)."""
     return list(dict.fromkeys(entry.path for entry in entries))
+
+
+def layer_lists_from_records(
+    entries: Iterable[RecordEntry], manifest_digest: str | None, layer_count: int
+) -> list[list[str]]:
+    """Per layer (bottom = 0), its recorded paths, first-seen order, each once.
+
+    As ``ctr-remote`` builds layer options from a record: entries of another manifest
+    (when both digests are known) or with a missing or out-of-range ``layerIndex`` are
+    ignored.
+    """
+    result: list[list[str]] = [[] for _ in range(layer_count)]
+    seen: list[set[str]] = [set() for _ in range(layer_count)]
+    for entry in entries:
+        if manifest_digest and entry.manifest_digest and entry.manifest_digest != manifest_digest:
+            continue
+        index = entry.layer_index
+        if index is None or not 0 <= index < layer_count:
+            continue
+        try:
+            name = clean_entry_name(entry.path)
+        except ValueError:
+            continue
+        if name and name not in seen[index]:
+            seen[index].add(name)
+            result[index].append(name)
+    return result
+
+
+def prefetch_list_by_layer(lines: Iterable[str], layers: Sequence[LayerIndex]) -> list[list[str]]:
+    """Prefetch-list lines → per-layer prioritized paths (globs over all layers' entries)."""
+    names = (name for layer in layers for name in layer.entries)
+    return prioritized_by_layer(expand_prefetch_list(lines, names), layers)
 
 
 def parse_prefetch_list(text: str) -> list[str]:

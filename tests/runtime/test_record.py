@@ -16,15 +16,19 @@ from esgz.runtime.record import (
     RecordEntry,
     encode_record,
     expand_prefetch_list,
+    layer_lists_from_records,
     parse_prefetch_list,
     parse_records,
+    prefetch_list_by_layer,
     read_prefetch_list,
     read_record_file,
     record_paths,
     write_record_file,
 )
+from esgz.runtime.unpack import unpack_layer_sync
 from tests.fixtures.cache import cache_dir
 from tests.fixtures.images import SampleImage
+from tests.runtime.conftest import layer_sources
 
 GO_SOURCE = Path(__file__).parent / "go" / "recordenc" / "main.go"
 GOPATH = Path("/usr/share/gocode")
@@ -161,3 +165,30 @@ def test_prefetch_globs_against_image_entries(
 )
 def test_glob_semantics(pattern: str, name: str, matches: bool) -> None:
     assert (expand_prefetch_list([pattern], [name]) == [name]) is matches
+
+
+def test_layer_lists_from_records() -> None:
+    manifest = "sha256:" + "a" * 64
+    entries = [
+        RecordEntry("bin/busybox", manifest, 0),
+        RecordEntry("/data/small.txt", manifest, 1),
+        RecordEntry("bin/busybox", manifest, 0),  # duplicate (0.12 writes every event)
+        RecordEntry("other/manifest", "sha256:" + "b" * 64, 0),
+        RecordEntry("out/of/range", manifest, 2),
+        RecordEntry("no/index", manifest, None),
+        RecordEntry("etc/passwd", None, 0),  # no digest: kept
+    ]
+    assert layer_lists_from_records(entries, manifest, 2) == [
+        ["bin/busybox", "etc/passwd"],
+        ["data/small.txt"],
+    ]
+
+
+def test_prefetch_list_by_layer(busybox_image: SampleImage, tmp_path: Path) -> None:
+    layers = [unpack_layer_sync(s, tmp_path / "cache").index for s in layer_sources(busybox_image)]
+    lines = ["data/small.txt", "/etc/motd", "opt/replaced/*", "bin/busybox", "created/later"]
+    # etc/motd is deleted by layer 1, old*.txt hidden by the opaque dir: dropped.
+    assert prefetch_list_by_layer(lines, layers) == [
+        ["bin/busybox"],
+        ["data/small.txt", "opt/replaced/new.txt"],
+    ]
