@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from esgz.errors import FormatError, WorkloadError
@@ -364,3 +365,25 @@ async def test_net_host_uses_the_host_network_and_files(
     # The host's /etc/hosts is mounted over the generated one.
     host_hosts = Path("/etc/hosts").read_text().splitlines()  # noqa: ASYNC240
     assert lines[separator + 1 :] == [line.rstrip("\r") for line in host_hosts]
+
+
+async def test_concurrent_runs_share_the_cache_but_not_their_profiles(
+    busybox_image: SampleImage, work_dir: Path
+) -> None:
+    require_sandbox()
+    results: dict[str, ProfileResult] = {}
+
+    async def one(name: str, script: str) -> None:
+        results[name] = await profile_workload(
+            layer_sources(busybox_image),
+            busybox_image.config(),
+            WorkloadOptions(args=[script]),
+            work_dir=work_dir,  # same work dir and (empty) layer cache for both
+        )
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(one, "data", "sleep 0.3; cat /data/small.txt >/dev/null")
+        group.start_soon(one, "etc", "sleep 0.3; cat /etc/group >/dev/null")
+    assert results["data"].prioritized == [["bin/busybox"], ["data/small.txt"]]
+    assert results["etc"].prioritized == [["bin/busybox", "etc/group"], []]
+    assert listing(work_dir) == ["layers", "runc-state"]
