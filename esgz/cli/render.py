@@ -96,7 +96,7 @@ def describe(event: Event) -> str | None:
             f" ({_size(event.source_size)} → {_size(event.size)})"
         )
     if isinstance(event, LayerUploaded):
-        how = "already present" if event.existed else "uploaded"
+        how = {"exists": "already present", "mounted": "mounted"}.get(event.outcome, "uploaded")
         return f"{how}: {_short(event.layer)} ({_size(event.size)})"
     if isinstance(event, ImagePushed):
         what = f"manifest for {event.platform}" if event.platform else "manifest"

@@ -108,11 +108,11 @@ class BytesUploaded(ProgressEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerUploaded(Event):
-    """An output layer is at the target (``existed``: nothing had to be sent)."""
+    """An output layer is at the target: it ``"exists"``, was ``"mounted"`` or ``"uploaded"``."""
 
     layer: str
     size: int
-    existed: bool
+    outcome: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

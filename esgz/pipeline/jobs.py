@@ -28,10 +28,14 @@ __all__ = [
     "ManifestJob",
     "PushedManifest",
     "ReuseDecision",
+    "UploadOutcome",
 ]
 
 #: What happened to a layer: converted now, taken from the cache, or passed through.
 LayerAction = Literal["converted", "cached", "reused"]
+
+#: How a blob got to the target: already there, mounted from another repository, sent.
+UploadOutcome = Literal["exists", "mounted", "uploaded"]
 
 
 @dataclass(frozen=True, slots=True)

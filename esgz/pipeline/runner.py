@@ -60,6 +60,7 @@ from esgz.pipeline.jobs import (
     ManifestJob,
     PushedManifest,
     ReuseDecision,
+    UploadOutcome,
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 
@@ -99,8 +100,8 @@ class Stages(Protocol):
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
         """Convert the fetched layer; the output must be committed to ``ctx.store``."""
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> bool:
-        """Put ``layer.output`` at the target; True if it was already there."""
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
+        """Put ``layer.output`` at the target; say how it got there."""
 
     async def finalize_manifest(self, manifest: ManifestJob, ctx: RunContext) -> PushedManifest:
         """Write config and manifest of one platform (all its blobs are uploaded)."""
@@ -121,7 +122,7 @@ class Runner:
         self._failure: PipelineError | None = None
         self._fetches: OnceMap[str, tuple[Path, bool]] = OnceMap()
         self._conversions: OnceMap[ConversionKey, tuple[LayerOutput, bool]] = OnceMap()
-        self._uploads: OnceMap[tuple[str, str], bool] = OnceMap()
+        self._uploads: OnceMap[tuple[str, str], UploadOutcome] = OnceMap()
         self._images: list[ImageJob] = []
 
     # ------------------------------------------------------------------ failures
@@ -443,10 +444,10 @@ class Runner:
                 assert output is not None
                 key = (layer.image.settings.target, output.digest)
 
-                async def upload(layer: LayerJob = layer) -> bool:
+                async def upload(layer: LayerJob = layer) -> UploadOutcome:
                     return await self.stages.upload(layer, ctx)
 
-                existed, shared = await self._guard(
+                outcome, shared = await self._guard(
                     "upload",
                     layer.image.name,
                     layer.source.digest,
@@ -458,7 +459,7 @@ class Runner:
                         image=layer.image.name,
                         layer=output.digest,
                         size=output.size,
-                        existed=existed or shared,
+                        outcome="exists" if shared else outcome,
                     )
                 )
                 manifest = layer.manifest

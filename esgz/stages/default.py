@@ -21,6 +21,7 @@ from esgz.pipeline.jobs import (
     ManifestJob,
     PushedManifest,
     ReuseDecision,
+    UploadOutcome,
 )
 from esgz.pipeline.runner import RunContext
 from esgz.registry.options import RegistryOptions
@@ -62,7 +63,7 @@ class DefaultStages:
         """See :func:`esgz.stages.convert.convert_layer`."""
         return await convert_layer(layer, ctx)
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> bool:
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
         """See :func:`esgz.stages.upload.upload_layer`."""
         return await upload_layer(layer, ctx, self.endpoints)
 

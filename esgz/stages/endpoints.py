@@ -19,6 +19,7 @@ from esgz.oci.digest import DigestingWriter, sha256_of
 from esgz.oci.layout import OCILayout
 from esgz.oci.manifest import Descriptor
 from esgz.oci.reference import LayoutReference, RegistryReference
+from esgz.pipeline.jobs import UploadOutcome
 from esgz.registry.client import RegistryClient
 from esgz.registry.options import RegistryOptions
 
@@ -37,6 +38,16 @@ class Endpoints:
         self.client = client
         self._layouts: dict[Path, OCILayout] = {}
         self._lock = anyio.Lock()
+        self._pushed: dict[str, RegistryReference] = {}
+
+    def mount_source(self, digest: str, target: Reference) -> RegistryReference | None:
+        """A repository of ``target``'s registry this run already pushed ``digest`` to."""
+        if not isinstance(target, RegistryReference):
+            return None
+        known = self._pushed.get(digest)
+        if known is None or known.endpoint != target.endpoint:
+            return None
+        return None if known.repository == target.repository else known
 
     async def layout(self, ref: LayoutReference, *, create: bool) -> OCILayout:
         """The layout of ``ref`` (created if ``create`` and missing); one object per path."""
@@ -122,16 +133,16 @@ class Endpoints:
         *,
         mount_from: Reference | None = None,
         progress: ProgressFn | None = None,
-    ) -> bool:
-        """Put the file ``source`` as blob ``digest`` at the target; True if it was there."""
+    ) -> UploadOutcome:
+        """Put the file ``source`` as blob ``digest`` at the target; say how."""
         if isinstance(ref, LayoutReference):
             layout = await self.layout(ref, create=True)
             if await layout.has_blob(digest):
-                return True
+                return "exists"
             await layout.add_file(source, digest, size)
             if progress is not None:
                 progress(size, size)
-            return False
+            return "uploaded"
         outcome = await self.client.push_blob(
             ref,
             digest,
@@ -142,7 +153,8 @@ class Endpoints:
             if progress is None
             else (lambda _d, done, total: progress(done, total)),
         )
-        return outcome == "exists"
+        self._pushed.setdefault(digest, ref)
+        return outcome
 
     async def push_small_blob(self, ref: Reference, content: bytes, digest: str) -> None:
         """Put a small in-memory blob (an image config) at the target."""

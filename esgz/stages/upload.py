@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from esgz.oci.reference import RegistryReference
 from esgz.pipeline.events import BytesUploaded
-from esgz.pipeline.jobs import LayerJob
+from esgz.pipeline.jobs import LayerJob, UploadOutcome
 from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Endpoints
 
 __all__ = ["upload_layer"]
 
 
-async def upload_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -> bool:
-    """Put the layer's output at the target; True if it was already there.
+async def upload_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -> UploadOutcome:
+    """Put the layer's output at the target; say how it got there.
 
-    A layer passed through unchanged is cross-mounted from the source repository when
-    both are in the same registry.
+    A blob already in another repository of the target registry is cross-mounted from
+    there instead of uploaded: the source repository for a layer passed through
+    unchanged, or a repository this run already pushed it to (images sharing a base).
     """
     output = layer.output
     assert output is not None
@@ -24,7 +26,10 @@ async def upload_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -
     def progress(done: int, total: int) -> None:
         ctx.events.publish(BytesUploaded(image=image, layer=output.digest, done=done, total=total))
 
-    mount_from = settings.source_ref if output.digest == layer.source.digest else None
+    mount_from = endpoints.mount_source(output.digest, settings.target_ref)
+    if mount_from is None and output.digest == layer.source.digest:
+        source = settings.source_ref
+        mount_from = source if isinstance(source, RegistryReference) else None
     return await endpoints.push_blob(
         settings.target_ref,
         output.digest,

@@ -126,3 +126,29 @@ async def test_unreachable_registry_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert "cannot connect to 127.0.0.1:1" in line
+
+
+async def test_batch_run_mounts_blobs_already_pushed(
+    pushed: RegistryServer, tmp_path: Path
+) -> None:
+    host = pushed.host
+    config = tmp_path / "batch.yaml"
+    config.write_text(
+        "defaults: {oci: true, no_optimize: true, plain_http: true}\n"
+        "concurrency: {upload: 1}\n"
+        f"cache: {{dir: {tmp_path / 'cache'}}}\n"
+        "images:\n"
+        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/a/busybox:e'}}\n"
+        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/b/busybox:e'}}\n"
+    )
+    result = await esgz("run", str(config), "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    events = events_of(result)
+    uploads = {
+        (e["image"], e["layer"]): e["outcome"] for e in events if e["event"] == "layer_uploaded"
+    }
+    assert sorted(uploads.values()) == ["mounted", "mounted", "uploaded", "uploaded"]
+    assert len([e for e in events if e["event"] == "layer_fetched"]) == 2
+    digests = {e["digest"] for e in events if e["event"] == "image_done"}
+    assert len(digests) == 1
+    assert pushed.skopeo_inspect_raw("a/busybox:e") == pushed.skopeo_inspect_raw("b/busybox:e")

@@ -47,7 +47,7 @@ RUN: list[Event] = [
         seconds=0.25,
     ),
     BytesUploaded(image="src", layer=D2, done=10, total=20),
-    LayerUploaded(image="src", layer=D2, size=1 << 20, existed=False),
+    LayerUploaded(image="src", layer=D2, size=1 << 20, outcome="uploaded"),
     WarningEvent(image="src", message="careful", layer=D1),
     ImagePushed(image="src", target="dst", digest=D1, media_type="m", platform="linux/amd64"),
     ImageDone(

@@ -30,6 +30,7 @@ from esgz.pipeline.jobs import (
     ManifestJob,
     PushedManifest,
     ReuseDecision,
+    UploadOutcome,
 )
 from esgz.pipeline.runner import RunContext
 
@@ -161,16 +162,16 @@ class ToyStages:
     def _target_dir(self, image: ImageJob) -> Path:
         return self.target_root / image.settings.target.removeprefix("local://").strip("/")
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> bool:
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
         await self._step("upload", layer.source.digest)
         assert layer.output is not None
         blobs = self._target_dir(layer.image) / "blobs"
         await anyio.Path(blobs).mkdir(parents=True, exist_ok=True)
         target = blobs / layer.output.digest.replace(":", "-")
         if await anyio.Path(target).exists():
-            return True
+            return "exists"
         await anyio.to_thread.run_sync(shutil.copyfile, layer.output.path, target)
-        return False
+        return "uploaded"
 
     async def finalize_manifest(self, manifest: ManifestJob, ctx: RunContext) -> PushedManifest:
         await self._step("finalize", manifest.platform or "")
