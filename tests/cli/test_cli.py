@@ -226,3 +226,16 @@ async def test_verify_fails_on_layers_that_are_not_estargz(
     assert len(problems) == len(busybox_image.layers)
     assert "not an eStargz or zstd:chunked layer" in problems[0]
     assert result.stderr.strip().splitlines()[-1].startswith("esgz: error: ")
+
+
+async def test_unexpected_errors_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import esgz.cli.runfile
+
+    async def broken(path: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(esgz.cli.runfile, "load_config_file", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await invoke("run", str(tmp_path / "p.yaml"))
