@@ -115,11 +115,7 @@ class ProfileResult:
 def image_runtime_config(image_config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The ``config`` object of an image config blob (or the object itself if given)."""
     inner = image_config.get("config")
-    if isinstance(inner, Mapping) and ("rootfs" in image_config or "architecture" in image_config):
-        return inner
-    if isinstance(inner, Mapping) and not any(k in image_config for k in ("Env", "Cmd")):
-        return inner
-    return image_config
+    return inner if isinstance(inner, Mapping) else image_config
 
 
 @dataclass

@@ -161,7 +161,7 @@ class OciRuntime:
                 return
             raise SandboxError(f"{self.binary} delete {container_id} failed: {message.strip()}")
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list_containers(self) -> list[dict[str, Any]]:
         """The containers in the state dir."""
         result = await self.run("list", "--format", "json")
         value = json.loads(result.stdout or b"null")
@@ -212,6 +212,7 @@ class OciRuntime:
         ]
         process: anyio.abc.Process | None = None
         stream: anyio.abc.SocketStream | None = None
+        message: dict[str, Any] | None = None
         created = False
         try:
             with anyio.CancelScope(shield=True):
@@ -233,7 +234,6 @@ class OciRuntime:
                 created = True  # from here on, delete in any case
             if process is None or message is None or message.get("event") != "created":
                 output = await _drain(process) if process is not None else ""
-
                 detail = (message.get("error") if message else None) or output or "no output"
                 if not detail.startswith(f"{self.binary} create failed"):
                     detail = f"{self.binary} create failed: {detail}"
