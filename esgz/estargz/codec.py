@@ -8,6 +8,8 @@ from typing import Protocol
 
 __all__ = ["LayerCodec", "TOCTail"]
 
+Buffer = bytes | memoryview
+
 
 @dataclass(frozen=True)
 class TOCTail:
@@ -21,11 +23,26 @@ class TOCTail:
 
 
 class LayerCodec(Protocol):
-    """Compression of members and the format's TOC and footer."""
+    """Compression of members and the format's TOC and footer.
 
-    def compress(self, pieces: Sequence[bytes | memoryview]) -> bytes:
-        """One independent member (gzip member / zstd frame) holding the concatenated
-        pieces; called from many threads at once."""
+    A member may be compressed in independent blocks of ``block_size`` bytes (each primed
+    with the preceding 32 KiB of the member as dictionary) that are concatenated between
+    :meth:`member_head` and :meth:`member_tail`; ``block_size`` 0 means members are
+    compressed whole (then head and tail are empty).
+    """
+
+    block_size: int
+
+    def member_head(self) -> bytes:
+        """Bytes before a member's first block."""
+        ...
+
+    def compress_block(self, pieces: Sequence[Buffer], dictionary: bytes, final: bool) -> bytes:
+        """One block of a member; called from many threads at once."""
+        ...
+
+    def member_tail(self, crc: int, size: int) -> bytes:
+        """Bytes after a member's last block, given the CRC32 and length of its content."""
         ...
 
     def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:

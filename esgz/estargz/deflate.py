@@ -77,15 +77,76 @@ def gzip_member_of(pieces: Sequence[bytes | bytearray | memoryview], level: int)
     return b"".join(out)
 
 
+BLOCK_SIZE: Final = 256 * 1024
+"""Members are deflated in independent blocks of this many input bytes (see below)."""
+_WINDOW: Final = 32 * 1024
+
+
+def deflate_block(
+    pieces: Sequence[bytes | memoryview], dictionary: bytes, final: bool, level: int
+) -> bytes:
+    """Raw deflate of ``pieces`` continuing a stream whose last 32 KiB were ``dictionary``.
+
+    Non-final blocks end with a sync flush (byte-aligned, no final bit), so blocks
+    compressed independently concatenate into one valid deflate stream (as pigz does).
+    """
+    strategy = _ZLIB.Z_HUFFMAN_ONLY if level == -2 else _ZLIB.Z_DEFAULT_STRATEGY
+    effective = 1 if level == -2 else level
+    if dictionary:
+        compressor = _ZLIB.compressobj(
+            effective, _ZLIB.DEFLATED, -15, 8, strategy, dictionary[-_WINDOW:]
+        )
+    else:
+        compressor = _ZLIB.compressobj(effective, _ZLIB.DEFLATED, -15, 8, strategy)
+    out = [compressor.compress(piece) for piece in pieces]
+    out.append(compressor.flush(_ZLIB.Z_FINISH if final else _ZLIB.Z_SYNC_FLUSH))
+    return b"".join(out)
+
+
+def crc32(data: bytes | memoryview, value: int = 0) -> int:
+    """CRC32 (zlib-ng's SIMD implementation when available)."""
+    result: int = _ZLIB.crc32(data, value)
+    return result
+
+
+def crc32_combine(first: int, second: int, second_length: int) -> int:
+    """CRC32 of a concatenation from the CRCs of its parts."""
+    if hasattr(_ZLIB, "crc32_combine"):
+        combined: int = _ZLIB.crc32_combine(first, second, second_length)
+        return combined
+    raise NotImplementedError  # pragma: no cover - stdlib zlib path uses no blocks
+
+
 class EStargzCodec:
-    """gzip members, the ``stargz.index.json`` TOC member and the 51-byte footer."""
+    """gzip members, the ``stargz.index.json`` TOC member and the 51-byte footer.
+
+    With zlib-ng, members larger than :data:`BLOCK_SIZE` are deflated in independent
+    blocks (fixed boundaries, so the bytes never depend on the worker count); this keeps
+    every core busy even when one file dominates, at a cost of a few bytes per block.
+    """
 
     def __init__(self, level: int) -> None:
         self.level = level
+        self.block_size = BLOCK_SIZE if hasattr(_ZLIB, "crc32_combine") else 0
+        self._head = _HEADERS[level]
 
-    def compress(self, pieces: Sequence[bytes | memoryview]) -> bytes:
-        """One gzip member."""
-        return gzip_member_of(pieces, self.level)
+    def member_head(self) -> bytes:
+        """The 10-byte gzip member header."""
+        return self._head
+
+    def compress_block(
+        self, pieces: Sequence[bytes | memoryview], dictionary: bytes, final: bool
+    ) -> bytes:
+        """One deflate block of a member (the whole member when ``block_size`` is 0)."""
+        if not self.block_size:
+            return gzip_member_of(pieces, self.level)
+        return deflate_block(pieces, dictionary, final, self.level)
+
+    def member_tail(self, crc: int, size: int) -> bytes:
+        """CRC32 and ISIZE."""
+        if not self.block_size:
+            return b""
+        return struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
 
     def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:
         """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""

@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
 from esgz.errors import FormatError
 from esgz.estargz.codec import LayerCodec
@@ -63,8 +63,8 @@ from esgz.estargz.constants import (
     TOC_TAR_NAME,
     UNCOMPRESSED_SIZE_ANNOTATION,
 )
-from esgz.estargz.deflate import EStargzCodec
-from esgz.estargz.layout import Member, Piece, Planner, SpoolRange
+from esgz.estargz.deflate import EStargzCodec, crc32, crc32_combine
+from esgz.estargz.layout import Member, Piece, Planner, SpoolRange, piece_length
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.ordering import clean_name, prioritized_order
 from esgz.estargz.source import TarStream
@@ -155,40 +155,69 @@ def _materialize(fd: int, pieces: list[Piece]) -> list[bytes | memoryview]:
     return out
 
 
-def _chunk_digest(pieces: list[bytes | memoryview], length: int) -> str:
-    hasher = hashlib.sha256()
+def _slice(pieces: list[Piece], start: int, end: int) -> list[Piece]:
+    """The pieces covering bytes ``[start, end)`` of the concatenation of ``pieces``."""
+    out: list[Piece] = []
+    position = 0
     for piece in pieces:
-        if length <= 0:
+        length = piece_length(piece)
+        lo, hi = max(start, position), min(end, position + length)
+        if lo < hi:
+            if lo == position and hi == position + length:
+                out.append(piece)
+            elif isinstance(piece, tuple):
+                out.append((piece[0] + lo - position, hi - lo))
+            else:
+                out.append(memoryview(piece)[lo - position : hi - position])
+        position += length
+        if position >= end:
             break
-        hasher.update(piece if len(piece) <= length else memoryview(piece)[:length])
-        length -= len(piece)
-    return "sha256:" + hasher.hexdigest()
+    return out
+
+
+@dataclass(slots=True)
+class _Job:
+    """One block of one member (the whole member when it is small)."""
+
+    member: Member
+    pieces: list[Piece]
+    dictionary: list[Piece]
+    size: int
+    first: bool
+    last: bool
 
 
 @dataclass(slots=True)
 class _TaskResult:
     compressed: list[bytes]
-    digests: list[str | None]
+    crcs: list[int]
 
 
-def _run_task(fd: int, members: list[Member], codec: LayerCodec) -> _TaskResult:
-    """Worker: read spooled pieces, hash chunk starts, compress each member."""
+def _run_task(fd: int, jobs: list[_Job], codec: LayerCodec, with_crc: bool) -> _TaskResult:
+    """Worker: read spooled pieces, compress each block, CRC it."""
     compressed: list[bytes] = []
-    digests: list[str | None] = []
-    for member in members:
-        pieces = _materialize(fd, member.pieces)
-        member.pieces = list(pieces)
-        digests.append(_chunk_digest(pieces, member.digest_length) if member.starts else None)
-        compressed.append(codec.compress(pieces))
-    return _TaskResult(compressed, digests)
+    crcs: list[int] = []
+    for job in jobs:
+        pieces = _materialize(fd, job.pieces)
+        job.pieces = list(pieces)
+        dictionary = b"".join(_materialize(fd, job.dictionary)) if job.dictionary else b""
+        compressed.append(codec.compress_block(pieces, dictionary, job.last))
+        if with_crc:
+            value = 0
+            for piece in pieces:
+                value = crc32(piece, value)
+            crcs.append(value)
+    return _TaskResult(compressed, crcs)
 
 
 # --------------------------------------------------------------------------------------
 # Output pipeline
 
+_WINDOW: Final = 32 * 1024
+
 
 class _Output:
-    """Batches members into tasks, runs them in the pool, writes results in order."""
+    """Splits members into jobs, batches them into tasks for the pool, writes in order."""
 
     def __init__(
         self,
@@ -201,21 +230,44 @@ class _Output:
     ) -> None:
         self._dst = dst
         self._codec = codec
+        self._block = codec.block_size
         self._spool = spool
         self._pool = pool
         self._max_in_flight = max_in_flight
         self._check_cancel = check_cancel
-        self._batch: list[Member] = []
+        self._batch: list[_Job] = []
         self._batch_bytes = 0
-        self._pending: deque[tuple[Future[_TaskResult], list[Member]]] = deque()
+        self._pending: deque[tuple[Future[_TaskResult], list[_Job]]] = deque()
         self.offset = 0
         self.blob_hash = hashlib.sha256()
         self.diff_hash = hashlib.sha256()
         self.uncompressed_size = 0
+        # state of the member being written
+        self._crc = 0
+        self._chunk_hash: Any = None
+        self._chunk_left = 0
 
     def add(self, member: Member) -> None:
-        self._batch.append(member)
-        self._batch_bytes += member.size
+        block = self._block
+        if not block or member.size <= block:
+            self._queue(_Job(member, member.pieces, [], member.size, True, True))
+            return
+        for start in range(0, member.size, block):
+            end = min(start + block, member.size)
+            self._queue(
+                _Job(
+                    member,
+                    _slice(member.pieces, start, end),
+                    _slice(member.pieces, max(0, start - _WINDOW), start),
+                    end - start,
+                    start == 0,
+                    end == member.size,
+                )
+            )
+
+    def _queue(self, job: _Job) -> None:
+        self._batch.append(job)
+        self._batch_bytes += job.size
         if self._batch_bytes >= _TASK_BYTES:
             self._submit()
 
@@ -225,7 +277,7 @@ class _Output:
         self._check_cancel()
         self._spool.flush()
         batch = self._batch
-        future = self._pool.submit(_run_task, self._spool.fd, batch, self._codec)
+        future = self._pool.submit(_run_task, self._spool.fd, batch, self._codec, bool(self._block))
         self._pending.append((future, batch))
         self._batch = []
         self._batch_bytes = 0
@@ -235,23 +287,46 @@ class _Output:
             self._write_oldest()
 
     def _write_oldest(self) -> None:
-        future, members = self._pending.popleft()
+        future, jobs = self._pending.popleft()
         result = future.result()
+        codec = self._codec
+        out: list[bytes] = []
         offset = self.offset
         diff_hash = self.diff_hash
-        for member, compressed, digest in zip(
-            members, result.compressed, result.digests, strict=True
-        ):
-            if member.starts is not None:
-                member.starts.offset = offset
-                if digest is not None:
-                    member.starts.chunk_digest = digest
+        for index, job in enumerate(jobs):
+            member = job.member
+            if job.first:
+                if member.starts is not None:
+                    member.starts.offset = offset
+                    self._chunk_hash = hashlib.sha256()
+                    self._chunk_left = member.digest_length
+                head = codec.member_head()
+                out.append(head)
+                offset += len(head)
+                self._crc = 0
+            compressed = result.compressed[index]
+            out.append(compressed)
             offset += len(compressed)
-            for piece in member.pieces:
-                diff_hash.update(piece)  # type: ignore[arg-type]
-            self.uncompressed_size += member.size
-            member.pieces = []
-        data = b"".join(result.compressed)
+            buffers = cast(list[bytes | memoryview], job.pieces)  # materialized by the worker
+            for piece in buffers:
+                diff_hash.update(piece)
+                if self._chunk_left > 0:
+                    part = piece if len(piece) <= self._chunk_left else piece[: self._chunk_left]
+                    self._chunk_hash.update(part)
+                    self._chunk_left -= len(part)
+            if result.crcs:
+                self._crc = crc32_combine(self._crc, result.crcs[index], job.size)
+            job.pieces = []
+            if job.last:
+                tail = codec.member_tail(self._crc, member.size)
+                out.append(tail)
+                offset += len(tail)
+                if member.starts is not None:
+                    member.starts.chunk_digest = "sha256:" + self._chunk_hash.hexdigest()
+                    self._chunk_hash = None
+                self.uncompressed_size += member.size
+                member.pieces = []
+        data = b"".join(out)
         self._dst.write(data)
         self.blob_hash.update(data)
         self.offset = offset

@@ -46,8 +46,21 @@ class ZstdChunkedCodec:
             self._local.compressor = compressor
         return compressor
 
-    def compress(self, pieces: Sequence[bytes | memoryview]) -> bytes:
-        """One zstd frame."""
+    block_size = 0
+    """Frames are compressed whole."""
+
+    def member_head(self) -> bytes:
+        """Nothing: a frame is self-contained."""
+        return b""
+
+    def member_tail(self, crc: int, size: int) -> bytes:
+        """Nothing: a frame is self-contained."""
+        return b""
+
+    def compress_block(
+        self, pieces: Sequence[bytes | memoryview], dictionary: bytes, final: bool
+    ) -> bytes:
+        """One whole zstd frame."""
         if len(pieces) == 1:
             return self._compressor().compress(pieces[0])
         stream = self._compressor().compressobj()
