@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +81,40 @@ def big_image(tmp_path_factory: pytest.TempPathFactory) -> SampleImage:
 def blob_file(root: Path, digest: str) -> Path:
     """Where a test stores a pulled blob."""
     return root / digest.replace(":", "-")
+
+
+# Images pushed once per session by skopeo (the independent client) and only read after.
+
+
+@pytest.fixture(scope="session")
+def tls_oci_repo(tls_registry: RegistryServer, oci_image: SampleImage) -> str:
+    """``oci_image`` pushed by skopeo to the TLS registry; the repository name."""
+    repo = f"esgz-test/skopeo-oci-{secrets.token_hex(3)}"
+    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def token_oci_repo(token_registry: RegistryServer, oci_image: SampleImage) -> str:
+    """``oci_image`` pushed by skopeo to the token-auth registry; the repository name."""
+    repo = f"esgz-test/skopeo-oci-{secrets.token_hex(3)}"
+    token_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def plain_multi_repo(plain_registry: RegistryServer, multi_platform_image: SampleImage) -> str:
+    """``multi_platform_image`` (all platforms) pushed by skopeo to the plain registry."""
+    repo = f"esgz-test/skopeo-multi-{secrets.token_hex(3)}"
+    plain_registry.skopeo_push_layout(multi_platform_image.layout, repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def plain_v2s2_repo(plain_registry: RegistryServer, oci_image: SampleImage) -> str:
+    """``oci_image`` pushed by skopeo as Docker schema 2 (``--format v2s2``)."""
+    repo = f"esgz-test/skopeo-v2s2-{secrets.token_hex(3)}"
+    plain_registry.skopeo_push_layout(
+        oci_image.layout, repo, all_platforms=False, extra=["--format", "v2s2"]
+    )
+    return repo

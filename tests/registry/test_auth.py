@@ -43,10 +43,9 @@ async def test_basic_auth_over_tls_push_then_skopeo_pull(
 
 
 async def test_pull_from_tls_registry_pushed_by_skopeo(
-    tls_registry: RegistryServer, oci_image: SampleImage, tmp_path: Path
+    tls_oci_repo: str, tls_registry: RegistryServer, oci_image: SampleImage, tmp_path: Path
 ) -> None:
-    repo = unique_repo("tls-pull")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     ref = server_ref(tls_registry, repo)
     async with client_for(tls_registry) as client:
         manifest = await client.fetch_manifest(ref)
@@ -85,10 +84,9 @@ async def test_untrusted_certificate_is_refused(tls_registry: RegistryServer) ->
 
 
 async def test_insecure_option_skips_verification(
-    tls_registry: RegistryServer, oci_image: SampleImage
+    tls_oci_repo: str, tls_registry: RegistryServer, oci_image: SampleImage
 ) -> None:
-    repo = unique_repo("insecure")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     credentials = StaticCredentials(
         {tls_registry.host: Credentials(tls_registry.username, tls_registry.password)}
     )
@@ -99,10 +97,12 @@ async def test_insecure_option_skips_verification(
 
 
 async def test_ssl_cert_file_environment_is_honoured(
-    tls_registry: RegistryServer, oci_image: SampleImage, monkeypatch: pytest.MonkeyPatch
+    tls_oci_repo: str,
+    tls_registry: RegistryServer,
+    oci_image: SampleImage,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = unique_repo("env-ca")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     assert tls_registry.ca_file is not None
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_registry.ca_file))
     credentials = StaticCredentials(
@@ -114,6 +114,7 @@ async def test_ssl_cert_file_environment_is_honoured(
 
 
 async def test_docker_config_credentials_against_tls_registry(
+    tls_oci_repo: str,
     tls_registry: RegistryServer,
     oci_image: SampleImage,
     tmp_path: Path,
@@ -122,8 +123,7 @@ async def test_docker_config_credentials_against_tls_registry(
     """``auths`` with base64 ``auth`` under ``https://host`` found through DOCKER_CONFIG."""
     import base64
 
-    repo = unique_repo("docker-config")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     secret = base64.b64encode(f"{tls_registry.username}:{tls_registry.password}".encode())
     config = {"auths": {f"https://{tls_registry.host}": {"auth": secret.decode()}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -160,10 +160,9 @@ async def test_token_auth_push_pull_and_skopeo(
 
 
 async def test_token_auth_pull_of_skopeo_push(
-    token_registry: RegistryServer, oci_image: SampleImage
+    token_oci_repo: str, token_registry: RegistryServer, oci_image: SampleImage
 ) -> None:
-    repo = unique_repo("token-skopeo")
-    token_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = token_oci_repo
     async with client_for(token_registry) as client:
         manifest = await client.fetch_manifest(server_ref(token_registry, repo))
     assert manifest.content == oci_image.top_bytes
@@ -218,13 +217,12 @@ def _password_grant(url: str, service: str, server: RegistryServer) -> dict[str,
 
 
 async def test_identity_token_from_docker_config(
-    token_registry: RegistryServer, oci_image: SampleImage, tmp_path: Path
+    token_oci_repo: str, token_registry: RegistryServer, oci_image: SampleImage, tmp_path: Path
 ) -> None:
     """An ``identitytoken`` is exchanged with an OAuth2 refresh-token POST."""
     issuer = token_registry.token_issuer
     assert issuer is not None
-    repo = unique_repo("identity")
-    token_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = token_oci_repo
     answer = await anyio.to_thread.run_sync(
         _password_grant, issuer.url, issuer.service, token_registry
     )
@@ -260,13 +258,15 @@ async def test_cross_repository_mount_with_tokens(
 
 
 async def test_https_proxy_environment_with_custom_ca(
-    tls_registry: RegistryServer, oci_image: SampleImage, monkeypatch: pytest.MonkeyPatch
+    tls_oci_repo: str,
+    tls_registry: RegistryServer,
+    oci_image: SampleImage,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A registry with its own CA still goes through ``HTTPS_PROXY`` (a CONNECT tunnel)."""
     from tests.fixtures.faultproxy import run_fault_proxy
 
-    repo = unique_repo("via-proxy")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     with run_fault_proxy(tls_registry.host) as proxy:

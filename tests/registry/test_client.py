@@ -29,10 +29,12 @@ def _sha256_file(path: Path) -> str:
 
 
 async def test_pull_image_pushed_by_skopeo(
-    plain_registry: RegistryServer, multi_platform_image: SampleImage, tmp_path: Path
+    plain_registry: RegistryServer,
+    multi_platform_image: SampleImage,
+    plain_multi_repo: str,
+    tmp_path: Path,
 ) -> None:
-    repo = unique_repo("from-skopeo")
-    plain_registry.skopeo_push_layout(multi_platform_image.layout, repo)
+    repo = plain_multi_repo
     ref = server_ref(plain_registry, repo)
     async with client_for(plain_registry) as client:
         info = await client.resolve(ref)
@@ -61,12 +63,9 @@ async def test_pull_image_pushed_by_skopeo(
 
 
 async def test_pull_docker_schema2_pushed_by_skopeo(
-    plain_registry: RegistryServer, oci_image: SampleImage, tmp_path: Path
+    plain_registry: RegistryServer, plain_v2s2_repo: str, tmp_path: Path
 ) -> None:
-    repo = unique_repo("docker-v2s2")
-    plain_registry.skopeo_push_layout(
-        oci_image.layout, repo, all_platforms=False, extra=["--format", "v2s2"]
-    )
+    repo = plain_v2s2_repo
     ref = server_ref(plain_registry, repo)
     async with client_for(plain_registry) as client:
         manifest = await client.fetch_manifest(ref)

@@ -13,7 +13,7 @@ import pytest
 from esgz.errors import AuthError
 from esgz.registry import Credentials, DockerConfigCredentials, RegistryClient, RegistryOptions
 from tests.fixtures.registry import RegistryServer
-from tests.registry.helpers import server_ref, unique_repo
+from tests.registry.helpers import server_ref
 from tests.registry.sample_images import SampleImage
 
 pytestmark = pytest.mark.anyio
@@ -135,13 +135,13 @@ async def test_credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 async def test_credential_helper_against_tls_registry(
+    tls_oci_repo: str,
     tls_registry: RegistryServer,
     oci_image: SampleImage,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = unique_repo("helper")
-    tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
+    repo = tls_oci_repo
     bin_dir = tmp_path / "bin"
     log = _install_helper(
         bin_dir,
