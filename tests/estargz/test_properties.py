@@ -94,7 +94,7 @@ def test_go_tools_available() -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(tree=trees(duplicates=False), fmt=formats)
+@given(tree=trees(), fmt=formats)
 def test_writer_blobs_pass_go_and_match_go_toc(tree: Tree, fmt: str) -> None:
     go_tool("checker")
     zstd = fmt == "zstdchunked"
