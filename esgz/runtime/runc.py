@@ -204,6 +204,8 @@ class OciRuntime:
             "--pid-file",
             str(pid_file),
             *console_args,
+            "--orphan-cleanup",
+            json.dumps(self._command("delete", "--force", container_id)),
             "--",
             *self._command(
                 "create", "--bundle", str(bundle), "--pid-file", str(pid_file), *console_args

@@ -15,7 +15,12 @@ With ``--console-socket PATH`` (terminal mode) the shim listens on PATH, receive
 pty master that ``create --console-socket PATH`` sends, and relays it: terminal output
 to its stdout, its stdin to the terminal.
 
-Run as ``python shim.py --control-fd N --pid-file P [--console-socket S] -- <create argv>``.
+If the control socket closes while the container still runs (the parent died), the
+shim runs the ``--orphan-cleanup`` command (``delete --force``), so no workload outlives
+its profiler.
+
+Run as ``python shim.py --control-fd N --pid-file P [--console-socket S]
+[--orphan-cleanup JSON] -- <create argv>``.
 Only the standard library is used, so it starts fast.
 """
 
@@ -121,12 +126,28 @@ def _create_with_console(command: list[str], socket_path: str) -> tuple[int, int
     return process.wait(), master
 
 
+def _watch_parent(control: int, cleanup: list[str], done: threading.Event) -> None:
+    """When the parent goes away before the container exits, delete the container."""
+    while True:
+        try:
+            data = os.read(control, 4096)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            break
+    if not done.is_set() and cleanup:
+        subprocess.call(cleanup, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the shim process."""
     parser = argparse.ArgumentParser(prog="esgz-shim")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--pid-file", required=True)
     parser.add_argument("--console-socket")
+    parser.add_argument("--orphan-cleanup", help="JSON argv run if the parent goes away")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -159,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         output = threading.Thread(target=_copy_out, args=(master,), daemon=True)
         output.start()
         threading.Thread(target=_copy_in, args=(master,), daemon=True).start()
+    exited = threading.Event()
+    cleanup = json.loads(args.orphan_cleanup) if args.orphan_cleanup else []
+    watcher = threading.Thread(target=_watch_parent, args=(control, cleanup, exited), daemon=True)
+    watcher.start()
     _send(control, event="created", pid=pid)
     status = _wait_for(pid)
+    exited.set()
     if output is not None:
         output.join(timeout=2)  # let the last output through
     _send(control, event="exited", status=-1 if status is None else status)

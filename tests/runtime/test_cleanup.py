@@ -6,6 +6,8 @@ import json
 import os
 import random
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -13,11 +15,12 @@ import pytest
 
 from esgz.runtime.profile import profile_workload
 from esgz.runtime.workload import WorkloadOptions
+from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
 from tests.runtime.conftest import layer_sources, require_sandbox
 from tests.runtime.test_network import cni_conf_dir, netns_names
 
-pytestmark = [pytest.mark.anyio, pytest.mark.root]
+pytestmark = pytest.mark.root
 
 __all__ = ["cni_conf_dir"]
 
@@ -61,6 +64,7 @@ async def wait_until_clean(work_dir: Path, marker: str, netns_before: set[str]) 
     return found
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("delay", DELAYS)
 async def test_cancelled_run_leaves_nothing(
     busybox_image: SampleImage, tmp_path: Path, delay: float
@@ -81,6 +85,7 @@ async def test_cancelled_run_leaves_nothing(
     assert await wait_until_clean(work_dir, marker, netns_before) == []
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("delay", [0.02, 0.15, 0.4])
 async def test_cancelled_cni_run_leaves_nothing(
     busybox_image: SampleImage, tmp_path: Path, cni_conf_dir: Path, delay: float
@@ -115,6 +120,7 @@ async def test_cancelled_cni_run_leaves_nothing(
     assert leases == []
 
 
+@pytest.mark.anyio
 async def test_error_inside_the_run_leaves_nothing(
     busybox_image: SampleImage, tmp_path: Path
 ) -> None:
@@ -135,3 +141,71 @@ async def test_error_inside_the_run_leaves_nothing(
             on_output=explode,
         )
     assert await wait_until_clean(work_dir, marker, set(netns_names())) == []
+
+
+ORPHAN_SCRIPT = """
+import json, sys
+from pathlib import Path
+import anyio
+from esgz.runtime.profile import profile_workload
+from esgz.runtime.unpack import LayerSource
+from esgz.runtime.workload import WorkloadOptions
+
+layers = [LayerSource(d, Path(p), i) for d, p, i in json.loads(sys.argv[1])]
+config = json.loads(Path(sys.argv[2]).read_text())
+anyio.run(lambda: profile_workload(
+    layers, config,
+    WorkloadOptions(args=[f"echo started; sleep 1000; : {sys.argv[4]}"], period=60),
+    work_dir=Path(sys.argv[3]), on_output=lambda stream, line: print(line, flush=True),
+))
+"""
+
+
+def test_workload_does_not_outlive_a_killed_profiler(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    require_sandbox()
+    work_dir = tmp_path / "work"
+    marker = f"esgz-orphan-{os.getpid()}"
+    layers = [
+        [layer.digest, str(busybox_image.blob_path(layer.digest)), layer.diff_id]
+        for layer in busybox_image.layers
+    ]
+    config = busybox_image.blob_path(str(busybox_image.config_digest))
+    profiler = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, json.dumps(layers), str(config), str(work_dir),
+         marker],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert profiler.stdout is not None
+        assert profiler.stdout.readline().strip() == "started"
+        profiler.kill()  # no teardown of its own can run
+        profiler.wait()
+        deadline = time.monotonic() + 15
+        while True:
+            processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
+            containers = subprocess.run(
+                ["runc", "--root", str(work_dir / "runc-state"), "list", "-q"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            if marker not in processes.stdout and not containers:
+                break
+            assert time.monotonic() < deadline, f"outlived the profiler: {containers}"
+            time.sleep(0.1)
+    finally:
+        profiler.kill()
+        profiler.wait()
+        if profiler.stdout is not None:
+            profiler.stdout.close()
+        # What only the profiler itself could have removed: the overlay mount.
+        mounts = subprocess.run(
+            ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for target in mounts:
+            if target.startswith(str(work_dir)):
+                subprocess.run(["umount", "-l", target], check=False)
