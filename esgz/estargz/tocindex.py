@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
@@ -40,10 +40,14 @@ _LANDMARKS: Final = frozenset((PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK))
 
 def clean_entry_name(name: str) -> str:
     """A TOC/tar name normalised like Go's ``cleanEntryName`` (``./a/`` → ``a``, root → "")."""
+    if name and name[0] not in "./" and name[-1] != "/" and "//" not in name and "/." not in name:
+        return name  # already clean (the common case)
     return posixpath.normpath("/" + name).lstrip("/")
 
 
 def _unsafe_name_reason(name: str) -> str | None:
+    if ".." not in name and "\0" not in name and not name.startswith("/"):
+        return None
     if "\0" in name:
         return "contains a NUL byte"
     if ".." in name.split("/"):
@@ -53,24 +57,25 @@ def _unsafe_name_reason(name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One compressed piece of a regular file's data."""
+class Chunk(NamedTuple):
+    """One compressed piece of a regular file's data.
+
+    * ``offset``: blob offset of the gzip member / zstd frame that holds the chunk;
+    * ``inner_offset``: uncompressed bytes to skip in that member before the chunk's data;
+    * ``chunk_offset``: where the chunk starts within the file;
+    * ``size``: uncompressed length of the chunk;
+    * ``digest``: ``chunkDigest`` as recorded (may be empty);
+    * ``end``: blob offset where the compressed range that may be decoded for it ends;
+    * ``toc_index``: position of the chunk's entry in the TOC.
+    """
 
     offset: int
-    """Blob offset of the gzip member / zstd frame that holds the chunk."""
     inner_offset: int
-    """Uncompressed bytes to skip in that member before the chunk's data."""
     chunk_offset: int
-    """Where the chunk starts within the file."""
     size: int
-    """Uncompressed length of the chunk."""
     digest: str
-    """``chunkDigest`` as recorded (may be empty)."""
     end: int
-    """Blob offset where the compressed range that may be decoded for this chunk ends."""
     toc_index: int
-    """Position of the chunk's entry in the TOC."""
 
 
 @dataclass(slots=True)
@@ -120,6 +125,20 @@ class TOCIndex:
 
 
 def _check_non_negative(entry: TOCEntry, index: int) -> None:
+    lowest = min(
+        entry.size,
+        entry.uid,
+        entry.gid,
+        entry.offset,
+        entry.inner_offset,
+        entry.dev_major,
+        entry.dev_minor,
+        entry.chunk_offset,
+        entry.chunk_size,
+        entry.mode,
+    )
+    if lowest >= 0:
+        return
     for label, value in (
         ("size", entry.size),
         ("uid", entry.uid),
@@ -219,7 +238,7 @@ def build_index(toc: TOC, data_end: int) -> TOCIndex:
             link_name=raw.link_name,
             dev_major=raw.dev_major,
             dev_minor=raw.dev_minor,
-            xattrs=dict(raw.xattrs),
+            xattrs=raw.xattrs,
             digest=raw.digest,
         )
         if landmark_position < 0 and name in _LANDMARKS:
