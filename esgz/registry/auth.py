@@ -25,6 +25,7 @@ import httpx
 
 from esgz.errors import AuthError, RegistryError
 from esgz.registry.credentials import CredentialProvider, Credentials
+from esgz.registry.retry import RETRYABLE_STATUS, RetryableStatus, parse_retry_after
 
 __all__ = ["Challenge", "RegistryAuth", "parse_www_authenticate", "request_scopes"]
 
@@ -313,12 +314,15 @@ class RegistryAuth(httpx.Auth):
         if response.status_code in (401, 403):
             raise self._refused(registry, state, response.status_code)
         if response.status_code != 200:
-            raise RegistryError(
+            message = (
                 f"token request to {response.request.url.copy_with(query=None)} failed"
-                f" ({response.status_code})",
-                status_code=response.status_code,
-                registry=registry,
+                f" ({response.status_code})"
             )
+            if response.status_code in RETRYABLE_STATUS:
+                # The client's retry policy repeats the whole request, token fetch included.
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise RetryableStatus(response.status_code, message, retry_after)
+            raise RegistryError(message, status_code=response.status_code, registry=registry)
         if len(body) > _MAX_TOKEN_RESPONSE:
             raise RegistryError("token response too large", registry=registry)
         try:

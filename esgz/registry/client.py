@@ -475,26 +475,47 @@ class RegistryClient:
     async def fetch_blob(
         self, ref: RegistryReference, digest: str, *, max_size: int = 16 << 20
     ) -> bytes:
-        """A small blob (an image config) in memory, verified against ``digest``."""
+        """A small blob (an image config) in memory, verified against ``digest``.
+
+        A blob announced (or found) larger than ``max_size`` is refused.
+        """
         what = f"fetch blob {digest} from {ref.repository}"
-        response = await self._send(
-            ref,
-            what,
-            "GET",
-            f"{self._repo_url(ref)}/blobs/{digest}",
-            ok=(200,),
-            follow_redirects=True,
-        )
-        if len(response.content) > max_size:
-            raise RegistryError(f"{what}: larger than {max_size} bytes", registry=ref.registry)
-        actual = sha256_of(response.content)
+        url = f"{self._repo_url(ref)}/blobs/{digest}"
+        too_large = RegistryError(f"{what}: larger than {max_size} bytes", registry=ref.registry)
+
+        async def attempt() -> bytes:
+            request = self._build("GET", url, headers={"Accept-Encoding": "identity"})
+            response = await self.http.send(request, stream=True, follow_redirects=True)
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _status_error(ref, what, response, digest=digest)
+                length = response.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > max_size:
+                    raise too_large
+                content = bytearray()
+                overflow = False
+                # Read to the end (see pull_blob): abandoning the iterator leaks it.
+                async for chunk in response.aiter_raw():
+                    overflow = overflow or len(content) + len(chunk) > max_size
+                    if not overflow:
+                        content += chunk
+                if overflow:
+                    raise too_large
+                return bytes(content)
+            finally:
+                await response.aclose()
+
+        content = await self._with_retries(ref, what, attempt)
+        actual = sha256_of(content)
         if actual != digest:
             raise VerificationError(
                 f"digest mismatch: expected {digest}, got {actual}",
                 layer=digest,
                 registry=ref.registry,
             )
-        return response.content
+        self._confirm(ref, digest)
+        return content
 
     async def pull_blob(
         self,

@@ -232,3 +232,20 @@ async def test_proxy_environment_is_honoured(
     async with client_for(plain_registry) as client:
         assert (await client.resolve(ref)).digest == big_image.top.digest
     assert faults.log == []
+
+
+async def test_small_blob_fetch_is_verified_and_capped(
+    plain_registry: RegistryServer, faults: FaultProxy, big_image: SampleImage, pushed_big: str
+) -> None:
+    config = big_image.platforms[0].config
+    big = big_image.platforms[0].layers[0]
+    faults.add(Fault("corrupt", f"/blobs/{config.digest}$", method="GET"))
+    faults.add(Fault("status", f"/blobs/{config.digest}$", method="GET", status=502))
+    ref = ref_for(faults.host, pushed_big)
+    async with client_for(plain_registry) as client:
+        with pytest.raises(VerificationError, match="digest mismatch"):
+            await client.fetch_blob(ref, config.digest)
+        # A 502 is retried; the second answer is intact.
+        assert await client.fetch_blob(ref, config.digest) == config.path.read_bytes()
+        with pytest.raises(RegistryError, match="larger than 100000 bytes"):
+            await client.fetch_blob(ref, big.digest, max_size=100_000)

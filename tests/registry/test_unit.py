@@ -143,7 +143,12 @@ async def test_token_always_refused_gives_up() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "message"),
     [
-        (500, {}, r"token request to https://auth.test/token failed \(500\)"),
+        (
+            503,
+            {},
+            r"token request to https://auth.test/token failed \(503\) \(gave up after 3 attempts",
+        ),
+        (400, {}, r"token request to https://auth.test/token failed \(400\)"),
         (200, {"nothing": "here"}, "token response carries no token"),
         (403, {}, r"authentication failed for user u \(403\)"),
     ],
