@@ -249,3 +249,19 @@ async def test_small_blob_fetch_is_verified_and_capped(
         assert await client.fetch_blob(ref, config.digest) == config.path.read_bytes()
         with pytest.raises(RegistryError, match="larger than 100000 bytes"):
             await client.fetch_blob(ref, big.digest, max_size=100_000)
+
+
+async def test_relative_upload_locations(
+    plain_registry: RegistryServer, faults: FaultProxy, big_image: SampleImage
+) -> None:
+    """The real registry's upload ``Location``s made relative: monolithic and chunked pushes."""
+    faults.add(Fault("relative", r"/blobs/uploads/", times=1000))
+    ref = ref_for(faults.host, unique_repo("relative"))
+    async with client_for(
+        plain_registry, monolithic_threshold=100_000, chunk_size=1 << 20
+    ) as client:
+        digest = await push_sample(client, ref, big_image)
+    assert digest == big_image.top.digest
+    relative = [e for e in faults.log if e.fault == "relative"]
+    assert {e.method for e in relative} >= {"POST", "PATCH", "PUT"}
+    assert plain_registry.skopeo_inspect_raw(ref.repository) == big_image.top_bytes
