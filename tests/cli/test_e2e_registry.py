@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,15 @@ async def test_batch_run_mounts_blobs_already_pushed(
     pushed: RegistryServer, tmp_path: Path
 ) -> None:
     host = pushed.host
+    run = uuid.uuid4().hex[:8]  # fresh repositories: the registry lives for the session
     config = tmp_path / "batch.yaml"
     config.write_text(
         "defaults: {oci: true, no_optimize: true, plain_http: true}\n"
         "concurrency: {upload: 1}\n"
         f"cache: {{dir: {tmp_path / 'cache'}}}\n"
         "images:\n"
-        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/a/busybox:e'}}\n"
-        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/b/busybox:e'}}\n"
+        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/a{run}/busybox:e'}}\n"
+        f"  - {{source: 'http://{host}/src/busybox:1', target: 'http://{host}/b{run}/busybox:e'}}\n"
     )
     result = await esgz("run", str(config), "--log-format", "json")
     assert result.exit_code == 0, result.output
@@ -150,4 +152,6 @@ async def test_batch_run_mounts_blobs_already_pushed(
     assert len([e for e in events if e["event"] == "layer_fetched"]) == 2
     digests = {e["digest"] for e in events if e["event"] == "image_done"}
     assert len(digests) == 1
-    assert pushed.skopeo_inspect_raw("a/busybox:e") == pushed.skopeo_inspect_raw("b/busybox:e")
+    assert pushed.skopeo_inspect_raw(f"a{run}/busybox:e") == pushed.skopeo_inspect_raw(
+        f"b{run}/busybox:e"
+    )
