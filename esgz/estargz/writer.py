@@ -51,7 +51,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Final, cast
 
-from esgz.errors import FormatError
+from esgz.errors import ConfigError, FormatError
 from esgz.estargz.codec import LayerCodec
 from esgz.estargz.constants import (
     EMPTY_DIGEST,
@@ -63,7 +63,7 @@ from esgz.estargz.constants import (
     TOC_TAR_NAME,
     UNCOMPRESSED_SIZE_ANNOTATION,
 )
-from esgz.estargz.deflate import EStargzCodec, crc32, crc32_combine
+from esgz.estargz.deflate import BACKEND, EStargzCodec, crc32, crc32_combine
 from esgz.estargz.layout import Member, Piece, Planner, SpoolRange, piece_length
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.ordering import clean_name, prioritized_order
@@ -551,7 +551,11 @@ def _final_toc(items: list[_Item]) -> list[TOCEntry]:
 def _codec(options: ConvertOptions) -> LayerCodec:
     if options.format == "zstdchunked":
         return ZstdChunkedCodec(options.level)
-    return EStargzCodec(options.level)
+    backend = os.environ.get("ESGZ_DEFLATE_BACKEND") or BACKEND
+    try:
+        return EStargzCodec(options.level, backend)
+    except ValueError as err:
+        raise ConfigError(f"ESGZ_DEFLATE_BACKEND: {err}") from None
 
 
 def write_layer(

@@ -13,6 +13,7 @@ import zstandard
 
 from esgz.errors import ConfigError, FormatError
 from esgz.estargz import ConvertOptions
+from esgz.estargz.deflate import BACKENDS
 from esgz.estargz.footer import gzip_footer
 from tests.estargz.test_toc import EXAMPLE_JSON
 from tests.estargz.writer_support import (
@@ -439,3 +440,32 @@ def test_dst_receives_exactly_the_blob() -> None:
 
     result = convert_layer(io.BytesIO(source), out)
     assert result.size == len(out.getvalue())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_deflate_backend_writes_valid_reproducible_members(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESGZ_DEFLATE_BACKEND", backend)
+    big = b"".join(zlib.compress(bytes([i]) * 5000) + bytes([i]) * 3000 for i in range(256))
+    source = make_tar([Spec("small", data=b"s" * 100), Spec("big", data=big * 2)])
+    blob, result = convert(source, workers=1, chunk_size=1 << 20)
+    assert convert(source, workers=3, chunk_size=1 << 20)[0] == blob
+    stream = gzip.decompress(blob)
+    assert sha256(stream) == result.diff_id
+    assert tar_contents(stream)["big"] == big * 2
+    members = {m.offset: m for m in gzip_members(blob)}
+    for entry in gzip_toc(blob)["entries"]:
+        if "offset" in entry:
+            member = members[entry["offset"]]
+            start = entry.get("chunkOffset", 0)
+            data = (big * 2)[start : start + (1 << 20)] if entry["name"] == "big" else None
+            if data is not None:
+                assert member.data.startswith(data)
+                assert entry["chunkDigest"] == sha256(data)
+
+
+def test_unknown_deflate_backend_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESGZ_DEFLATE_BACKEND", "pigz")
+    with pytest.raises(ConfigError, match="pigz"):
+        convert(example_tar())
