@@ -1,19 +1,45 @@
 """Async registry client: authentication, pull and push over HTTP(S).
 
-Usable on its own (no pipeline inside)::
+Usable on its own (no pipeline inside); every call addresses a repository through an
+:class:`~esgz.oci.reference.RegistryReference` (its tag or digest where a manifest is
+meant)::
 
-    async with RegistryClient(options={"myreg:5000": RegistryOptions(plain_http=True)}) as c:
-        info = await c.resolve(ref)                       # tag → digest, media type, size
-        manifest = await c.fetch_manifest(ref.with_digest(info.digest))
-        await c.pull_blob(ref, digest, size, Path("blob"))  # streamed, verified, resumable
-        await c.push_blob(target, digest, size, Path("blob"), mount_from=ref)
-        await c.push_manifest(target, content, media_type, references=descriptors)
+    options = {"myreg:5000": RegistryOptions(plain_http=True)}
+    async with RegistryClient(options=options, on_progress=show) as client:
+        info = await client.resolve(ref)                       # tag → digest, type, size
+        manifest = await client.fetch_manifest(ref.with_digest(info.digest))
+        config = await client.fetch_blob(ref, config_digest)   # small, verified
+        await client.pull_blob(ref, digest, size, path)         # streamed, verified, resumed
+        await client.pull_blob_into(ref, digest, size, store)   # into an oci.BlobStore
+        await client.push_blob(target, digest, size, path, mount_from=ref)
+        await client.push_manifest(target, content, media_type, references=descriptors)
+
+What it does on the wire:
+
+* auth: anonymous, ``Basic`` and ``Bearer`` challenges; tokens cached per scope and
+  replaced when refused; credentials from :class:`DockerConfigCredentials` (Docker's
+  ``config.json``, ``credsStore`` / ``credHelpers`` programs; the default) or
+  :class:`StaticCredentials`;
+* TLS verified against the system store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
+  environment proxies honoured; per registry a CA file, ``insecure`` or ``plain_http``
+  (:class:`RegistryOptions`);
+* pull: manifests with the Docker + OCI ``Accept`` list and digest checks; blobs streamed
+  to a temp file, hashed on the fly, renamed only when digest and size match, resumed with
+  ``Range`` after a dropped connection, redirects followed;
+* push: ``HEAD`` first, cross-repository mount, monolithic ``PUT`` or chunked ``PATCH``
+  (sizes configurable), a manifest only once every blob (or child manifest) it references
+  is confirmed in the repository;
+* retries with exponential backoff and jitter on connection errors, 5xx and 429
+  (``Retry-After``), capped in attempts and time (:class:`RetryPolicy`);
+* blob transfers bounded by ``max_concurrent_transfers`` over one ``httpx.AsyncClient``;
+  ``on_progress(digest, transferred, total)`` after every chunk;
+* failures raise :class:`~esgz.errors.RegistryError` (``AuthError``, ``NotFoundError``)
+  or :class:`~esgz.errors.VerificationError` with one-line messages naming the registry.
 
 Modules: :mod:`~esgz.registry.client` (:class:`RegistryClient`), :mod:`~esgz.registry.auth`
-(challenges and the bearer-token flow), :mod:`~esgz.registry.credentials` (static
-credentials, Docker's ``config.json`` and credential helpers), :mod:`~esgz.registry.options`
-(per-registry TLS / plain HTTP), :mod:`~esgz.registry.retry` (backoff policy),
-:mod:`~esgz.registry.transfer` (verifying blob writer, re-sendable upload bodies).
+(challenges and the token flow), :mod:`~esgz.registry.credentials`,
+:mod:`~esgz.registry.options`, :mod:`~esgz.registry.retry`, :mod:`~esgz.registry.transfer`
+(verifying blob writer, re-sendable upload bodies).
 """
 
 from __future__ import annotations

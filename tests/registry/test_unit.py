@@ -249,3 +249,35 @@ async def test_manifest_put_with_unconfirmed_blob_is_refused() -> None:
                 references=[Desc()],
             )
     assert puts == []
+
+
+async def test_docker_hub_names() -> None:
+    """``ubuntu`` is fetched from registry-1.docker.io with the credentials of docker.io."""
+    from esgz.oci.reference import parse_registry_reference
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if "Authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="hub"'})
+        return httpx.Response(
+            200,
+            headers={
+                "Content-Type": "application/vnd.oci.image.index.v1+json",
+                "Docker-Content-Digest": "sha256:" + "3" * 64,
+                "Content-Length": "10",
+            },
+        )
+
+    ref = parse_registry_reference("ubuntu:22.04")
+    credentials = StaticCredentials({"docker.io": Credentials("hub", "pw")})
+    async with RegistryClient(
+        credentials=credentials, retry=NO_WAIT, transport=httpx.MockTransport(handler)
+    ) as client:
+        info = await client.resolve(ref)
+    assert info.digest == "sha256:" + "3" * 64
+    assert [str(r.url) for r in seen] == [
+        "https://registry-1.docker.io/v2/library/ubuntu/manifests/22.04"
+    ] * 2
+    assert seen[1].headers["Authorization"] == "Basic aHViOnB3"
