@@ -281,3 +281,28 @@ async def test_docker_hub_names() -> None:
         "https://registry-1.docker.io/v2/library/ubuntu/manifests/22.04"
     ] * 2
     assert seen[1].headers["Authorization"] == "Basic aHViOnB3"
+
+
+async def test_cached_token_refused_later_is_replaced() -> None:
+    """A token that worked (cached) and is later refused — expired — is fetched anew."""
+    issued: list[str] = []
+    valid = {"T1"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            issued.append(f"T{len(issued) + 1}")
+            return httpx.Response(200, json={"token": issued[-1], "expires_in": 3600})
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in valid:
+            return _challenge("repository:a:pull")
+        return httpx.Response(200, headers={"Content-Length": "3"})
+
+    async with _client(handler) as client:
+        ref = ref_for(HOST, "a")
+        await client.blob_size(ref, "sha256:" + "4" * 64)
+        await client.blob_size(ref, "sha256:" + "5" * 64)
+        assert issued == ["T1"]
+        valid.clear()
+        valid.add("T2")  # T1 expires at the registry
+        assert await client.blob_size(ref, "sha256:" + "6" * 64) == 3
+    assert issued == ["T1", "T2"]
