@@ -32,6 +32,7 @@ from esgz.oci.platform import (
 from esgz.oci.reference import LayoutReference, RegistryReference
 from esgz.registry.options import RegistryOptions
 from esgz.stages.endpoints import Endpoints, open_endpoints
+from esgz.stages.resolve import is_attestation
 
 __all__ = ["ImageReport", "LayerReport", "ManifestReport", "inspect_image"]
 
@@ -212,7 +213,7 @@ async def inspect_image(
             manifests: list[ManifestReport] = []
             if isinstance(document, Index):
                 for entry in select_manifests(document, matcher):
-                    if not mediatypes.is_manifest(entry.media_type):
+                    if not mediatypes.is_manifest(entry.media_type) or is_attestation(entry):
                         continue
                     body = await endpoints.read_document(reference, entry)
                     manifest = parse_manifest_or_index(body, entry.media_type)

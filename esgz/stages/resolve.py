@@ -21,7 +21,15 @@ from esgz.pipeline.jobs import ImageJob, LayerSource, ManifestJob
 from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Endpoints
 
-__all__ = ["SourceManifest", "matcher_for", "resolve_image", "source_manifest_of"]
+__all__ = [
+    "SourceManifest",
+    "is_attestation",
+    "matcher_for",
+    "resolve_image",
+    "source_manifest_of",
+]
+
+_REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,14 @@ def source_manifest_of(job: ManifestJob) -> SourceManifest:
     if not isinstance(source, SourceManifest):
         raise ImageError("manifest job was not resolved", image=job.image.name)
     return source
+
+
+def is_attestation(entry: Descriptor) -> bool:
+    """Whether an index entry is a build attestation (BuildKit), not a runnable image."""
+    if entry.annotations.get(_REFERENCE_TYPE) == "attestation-manifest":
+        return True
+    platform = entry.platform
+    return platform is not None and platform.os == "unknown" and platform.architecture == "unknown"
 
 
 def matcher_for(settings: ResolvedImage) -> PlatformMatcher:
@@ -61,11 +77,20 @@ async def resolve_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) 
         image.is_index = True
         image.source_index = document
         matcher = matcher_for(settings)
-        selected = [
-            entry
-            for entry in select_manifests(document, matcher)
-            if mediatypes.is_manifest(entry.media_type)
-        ]
+        selected = []
+        for entry in select_manifests(document, matcher):
+            if not mediatypes.is_manifest(entry.media_type):
+                continue
+            if is_attestation(entry):
+                ctx.events.publish(
+                    WarningEvent(
+                        image=image.name,
+                        message=f"skipping attestation manifest {entry.digest} (its subject"
+                        " is not converted as-is; it is left out of the output index)",
+                    )
+                )
+                continue
+            selected.append(entry)
         if not selected:
             wanted = (
                 "any platform"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +281,73 @@ async def test_empty_prefetch_list_warns(busybox_image: SampleImage, tmp_path: P
     )
     assert result.exit_code == 0, result.output
     assert "prefetch list is empty" in result.stderr
+
+
+def add_attestation(layout: Path) -> str:
+    """Add a BuildKit-style attestation manifest to the layout's tagged index."""
+
+    def put(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+        return digest
+
+    statement = b'{"_type":"https://in-toto.io/Statement/v0.1"}'
+    config = b"{}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": put(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.in-toto+json",
+                    "digest": put(statement),
+                    "size": len(statement),
+                }
+            ],
+        }
+    ).encode()
+    manifest_digest = put(manifest)
+    top = json.loads((layout / "index.json").read_text())
+    entry = top["manifests"][0]
+    index = json.loads((layout / "blobs" / "sha256" / entry["digest"][7:]).read_text())
+    index["manifests"].append(
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": len(manifest),
+            "platform": {"architecture": "unknown", "os": "unknown"},
+            "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+        }
+    )
+    data = json.dumps(index).encode()
+    entry.update(digest=put(data), size=len(data))
+    (layout / "index.json").write_text(json.dumps(top))
+    return manifest_digest
+
+
+async def test_attestation_manifests_are_left_out(
+    multiplatform_image: SampleImage, tmp_path: Path
+) -> None:
+    layout = tmp_path / "src"
+    shutil.copytree(multiplatform_image.layout, layout)
+    for path in layout.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    attestation = add_attestation(layout)
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--all-platforms",
+        "--no-cache",
+        f"local://{layout}:{multiplatform_image.tag}",
+        f"local://{out}:a",
+    )
+    assert result.exit_code == 0, result.output
+    assert f"skipping attestation manifest {attestation}" in result.stderr
+    _, outputs = manifests_of(out, "a")
+    assert [o.platform for o in outputs] == [HOST_PLATFORM, f"linux/{OTHER_ARCH}"]
