@@ -75,7 +75,7 @@ __all__ = [
     "ConcurrencyConfig",
     "DefaultsConfig",
     "Format",
-    "ImageConfig",
+    "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
     "ResolvedImage",
@@ -265,7 +265,7 @@ class DefaultsConfig(_ImageSettings):
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
 
 
-class ImageConfig(_ImageSettings):
+class ImageSpec(_ImageSettings):
     """One image to convert: where from, where to, and its own overrides."""
 
     source: str = Field(description="source reference (registry or local://)")
@@ -317,7 +317,7 @@ class PipelineConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
     registries: dict[str, RegistryHostConfig] = Field(default_factory=dict)
-    images: list[ImageConfig] = Field(min_length=1)
+    images: list[ImageSpec] = Field(min_length=1)
 
     def resolved_images(self) -> list[ResolvedImage]:
         """Every image with the defaults applied."""
@@ -371,7 +371,7 @@ class ResolvedImage:
         return not self.no_optimize and self.prefetch_list is None and self.record_in is None
 
 
-def _pick(image: ImageConfig, defaults: DefaultsConfig, name: str) -> Any:
+def _pick(image: ImageSpec, defaults: DefaultsConfig, name: str) -> Any:
     value = getattr(image, name)
     return getattr(defaults, name) if value is None else value
 
@@ -383,7 +383,7 @@ def _merged_workload(defaults: WorkloadConfig, image: WorkloadConfig | None) -> 
     return defaults.model_copy(update=update)
 
 
-def _resolve(config: PipelineConfig, index: int, image: ImageConfig) -> ResolvedImage:
+def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
     defaults = config.defaults
     fmt: Format = _pick(image, defaults, "format")
     level = _pick(image, defaults, "compression_level")
