@@ -1,1 +1,75 @@
-"""The pipeline framework: config model, events, job types and the stage runner."""
+"""The pipeline framework: config model, events, job types, the stage runner and the API.
+
+The names below are the pipeline's public surface (``esgz`` re-exports the main ones).
+"""
+
+from esgz.pipeline.api import Pipeline, convert, optimize, run_pipeline
+from esgz.pipeline.config import (
+    CacheConfig,
+    ConcurrencyConfig,
+    DefaultsConfig,
+    ImageSpec,
+    PipelineConfig,
+    RegistryHostConfig,
+    WorkloadConfig,
+    config_from_data,
+    load_config_file,
+    parse_config_text,
+)
+from esgz.pipeline.events import (
+    BytesFetched,
+    BytesUploaded,
+    Event,
+    EventBus,
+    ImageDone,
+    ImagePushed,
+    ImageResolved,
+    LayerConverted,
+    LayerFetched,
+    LayerReused,
+    LayerUploaded,
+    PipelineDone,
+    ProgressEvent,
+    Subscription,
+    WarningEvent,
+)
+from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
+from esgz.pipeline.runner import RunContext, Stages
+
+__all__ = [
+    "BytesFetched",
+    "BytesUploaded",
+    "CacheConfig",
+    "ConcurrencyConfig",
+    "DefaultsConfig",
+    "Event",
+    "EventBus",
+    "ImageDone",
+    "ImagePushed",
+    "ImageResolved",
+    "ImageResult",
+    "ImageSpec",
+    "LayerConverted",
+    "LayerFetched",
+    "LayerReused",
+    "LayerSummary",
+    "LayerUploaded",
+    "ManifestResult",
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineDone",
+    "PipelineResult",
+    "ProgressEvent",
+    "RegistryHostConfig",
+    "RunContext",
+    "Stages",
+    "Subscription",
+    "WarningEvent",
+    "WorkloadConfig",
+    "config_from_data",
+    "convert",
+    "load_config_file",
+    "optimize",
+    "parse_config_text",
+    "run_pipeline",
+]
