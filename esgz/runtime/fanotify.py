@@ -12,8 +12,12 @@ mount point with ``FAN_MARK_MOUNT`` sees nothing (measured). Two marks work:
   generated /etc files or ``--mount`` bind mounts. This is the default (and what the
   reference does from inside the container's mount namespace).
 * :meth:`FanotifyMonitor.mark_filesystem` of the host mount point: the overlay
-  superblock, seen through any of its mounts (also the host's); bind mounts of other
-  filesystems stay invisible.
+  superblock, seen through any of its mounts — also the host's own reads of the merged
+  dir and a bind mount of a rootfs directory (whose reads are then reported relative to
+  that bind mount: misleading), and, if armed before ``runc create``, runc's own setup
+  reads (the /etc/hosts and /etc/resolv.conf mount points, /etc/passwd and /etc/group for
+  the user). Bind mounts of other filesystems stay invisible. (Measured in
+  ``tests/runtime/test_marks.py``.)
 
 Each event carries an open fd; its path is read with ``readlink /proc/self/fd/N`` (for
 the container's mount this is the in-container absolute path, symlinks already resolved;
