@@ -9,4 +9,4 @@ from tests.fixtures.images import (  # noqa: F401  (fixtures)
     multiplatform_image,
     python_image,
 )
-from tests.fixtures.registry import plain_registry  # noqa: F401  (fixture)
+from tests.fixtures.registry import plain_registry, tls_registry  # noqa: F401  (fixtures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from pathlib import Path
@@ -155,3 +156,44 @@ async def test_batch_run_mounts_blobs_already_pushed(
     assert pushed.skopeo_inspect_raw(f"a{run}/busybox:e") == pushed.skopeo_inspect_raw(
         f"b{run}/busybox:e"
     )
+
+
+async def test_tls_registry_with_ca_file_and_credentials(
+    tls_registry: RegistryServer,
+    busybox_image: SampleImage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert tls_registry.ca_file is not None
+    assert tls_registry.username is not None
+    assert tls_registry.password is not None
+    tls_registry.skopeo_push_layout(busybox_image.layout, "tls/busybox:1", tag="latest")
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    secret = base64.b64encode(f"{tls_registry.username}:{tls_registry.password}".encode()).decode()
+    (docker / "config.json").write_text(
+        json.dumps({"auths": {tls_registry.host: {"auth": secret}}})
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    host = tls_registry.host
+    run = uuid.uuid4().hex[:8]
+    config = tmp_path / "tls.yaml"
+    config.write_text(
+        "defaults: {oci: true, no_optimize: true}\n"
+        f"cache: {{enabled: false}}\n"
+        f"registries:\n  '{host}': {{ca_file: '{tls_registry.ca_file}'}}\n"
+        f"images:\n  - {{source: '{host}/tls/busybox:1', target: '{host}/tls{run}/b:e'}}\n"
+    )
+    result = await esgz("run", str(config))
+    assert result.exit_code == 0, result.output
+    pulled = tmp_path / "pulled"
+    tls_registry.skopeo_pull_layout(f"tls{run}/b:e", pulled, tag="e", all_platforms=False)
+    _, (output,) = manifests_of(pulled, "e")
+    check_converted(pulled, output, [layer.files for layer in busybox_image.layers])
+
+    # without the CA the registry's certificate is refused: one line, exit 1
+    config.write_text(config.read_text().replace(f"ca_file: '{tls_registry.ca_file}'", ""))
+    failed = await esgz("run", str(config))
+    assert failed.exit_code == 1
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith(f"esgz: error: image {host}/tls/busybox:1, stage resolve")
