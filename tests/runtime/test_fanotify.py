@@ -60,3 +60,16 @@ def test_filesystem_mark_sees_every_mount_of_the_filesystem(tmpfs: Path) -> None
         monitor.drain()
     # Through the bind mount the path is outside the prefix: kept as the kernel reports it.
     assert monitor.paths == [f"{bind}/file.txt", "/other.txt"]
+
+
+def test_queue_overflow_is_reported(tmpfs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with FanotifyMonitor(host_prefix=tmpfs) as monitor:
+        monitor.mark_mount(tmpfs)
+        # More distinct events than the kernel queues by default (16384), none read yet.
+        for index in range(17000):
+            os.close(os.open(tmpfs / f"f{index}", os.O_CREAT | os.O_WRONLY, 0o644))
+        with caplog.at_level("WARNING"):
+            monitor.drain()
+    assert monitor.overflowed
+    assert "overflowed" in caplog.text
+    assert 16000 <= len(monitor.paths) < 17000
