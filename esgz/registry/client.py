@@ -592,12 +592,12 @@ class RegistryClient:
                         f"body ended after {writer.received} of {size} bytes", request=request
                     )
 
-            await self._with_retries(ref, what, attempt)
             try:
+                await self._with_retries(ref, what, attempt)
                 path = await writer.commit()
             except VerificationError as error:
                 raise VerificationError(
-                    error.message, layer=digest, image=str(ref), registry=ref.registry
+                    error.message, layer=digest, registry=ref.registry
                 ) from None
         self._confirm(ref, digest)
         return path
