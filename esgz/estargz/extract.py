@@ -131,6 +131,12 @@ class _Extractor:
         if entry.name in ("", PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK):
             return
         context = f"{self.reader.name}: extracting {entry.name!r}"
+        try:
+            self._create(entry, context)
+        except (OverflowError, ValueError) as err:
+            raise FormatError(f"{context}: {err}") from None
+
+    def _create(self, entry: LayerEntry, context: str) -> None:
         parent, base = _split(entry.name)
         parent_fd = _open_dir(self.root_fd, parent, create=True, context=context)
         try:
@@ -227,9 +233,16 @@ class _Extractor:
             context = f"{self.reader.name}: extracting {entry.name!r}"
             parent_fd = _open_dir(self.root_fd, parent, create=False, context=context)
             try:
-                dir_fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+                try:
+                    dir_fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+                except OSError as err:
+                    if err.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+                        continue  # replaced by a later entry of another type
+                    raise
                 try:
                     self._metadata(parent_fd, base, entry, dir_fd)
+                except (OverflowError, ValueError) as err:
+                    raise FormatError(f"{context}: {err}") from None
                 finally:
                     os.close(dir_fd)
             finally:

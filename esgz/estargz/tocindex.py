@@ -11,7 +11,8 @@ What this module rejects although Go would open the blob (each a
 :class:`~esgz.errors.FormatError`): unknown entry types; names with a ``..`` component, an
 absolute path or a NUL byte; a ``chunk`` that does not directly follow a non-empty
 ``reg`` or an earlier chunk of it; chunks that do not cover the file exactly; negative
-sizes, ids or offsets; data offsets outside the data region; data entries whose
+sizes, ids or offsets; symlinks without a target; empty xattr names or link targets / xattr
+names with a NUL byte; data offsets outside the data region; data entries whose
 ``(offset, innerOffset)`` do not strictly grow in TOC order (TOC order must be blob
 order); hardlink cycles.
 """
@@ -219,6 +220,13 @@ def build_index(toc: TOC, data_end: int) -> TOCIndex:
                 raise FormatError(
                     f"TOC entry {index}: hardlink target {raw.link_name!r} {reason or 'is empty'}"
                 )
+        elif raw.type == "symlink" and (not raw.link_name or "\0" in raw.link_name):
+            raise FormatError(
+                f"TOC entry {index}: symlink target {raw.link_name!r} is empty or has a NUL byte"
+            )
+        for key in raw.xattrs:
+            if not key or "\0" in key:
+                raise FormatError(f"TOC entry {index}: invalid xattr name {key!r}")
         name = clean_entry_name(raw.name)
         if raw.user_name:
             user_names[raw.uid] = raw.user_name

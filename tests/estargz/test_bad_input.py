@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esgz.errors import FormatError, VerificationError
 from esgz.estargz.reader import is_reusable_layer, open_layer
 from tests.fixtures.blobcraft import CraftedBlob, CraftFile, craft_blob, toc_tar
+from tests.interop.trees import examples
 
 BIG = bytes(range(256)) * 64  # 16 KiB, several chunks with chunk_size=5000
 
@@ -420,3 +425,90 @@ def test_extract_refuses_dotdot_symlink_chain(tmp_path: Path) -> None:
     with open_layer(blob.path) as layer, pytest.raises(FormatError, match="symlink"):
         layer.extract(tmp_path / "dest")
     assert not (tmp_path / "escaped").exists()
+
+
+def _exercise(path: Path, toc_digest: str, dest: Path) -> None:
+    with open_layer(path) as layer:
+        layer.verify(toc_digest, check_data=True)
+        for entry in layer.entries():
+            layer.lookup(entry.name)
+        layer.uncompressed_digest()
+        layer.extract(dest)
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CraftedBlob]:
+    base = tmp_path_factory.mktemp("fuzz")
+    return {
+        compression: craft_blob(
+            base / compression, _files(), chunk_size=5000, compression=compression
+        )
+        for compression in ("gzip", "zstd")
+    }
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(
+    compression=st.sampled_from(["gzip", "zstd"]),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=4),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    tail_focus=st.booleans(),
+)
+def test_mutated_blobs_only_raise_format_errors(
+    fuzz_seeds: dict[str, CraftedBlob],
+    compression: str,
+    flips: list[tuple[float, int]],
+    cut: float | None,
+    tail_focus: bool,
+) -> None:
+    """Random byte flips and truncations: the reader either works or raises FormatError."""
+    seed = fuzz_seeds[compression]
+    data = bytearray(seed.path.read_bytes())
+    # Half of the flips land in the TOC and footer, where parsing is most involved.
+    start = seed.toc_offset if tail_focus else 0
+    for where, mask in flips:
+        data[start + int(where * (len(data) - start))] ^= mask
+    if cut is not None:
+        del data[int(cut * len(data)) :]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "blob"
+        path.write_bytes(bytes(data))
+        with contextlib.suppress(FormatError):
+            _exercise(path, seed.toc_digest, Path(tmp) / "out")
+
+
+_JSON_TOKENS = [b"-1", b"0", b"1e3", b"null", b"true", b'"x"', b"[]", b"{}", b'"../a"', b'"/"']
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(
+    compression=st.sampled_from(["gzip", "zstd"]),
+    edits=st.lists(
+        st.tuples(
+            st.floats(0, 1, exclude_max=True), st.integers(0, 4), st.sampled_from(_JSON_TOKENS)
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_mutated_toc_json_only_raises_format_errors(
+    fuzz_seeds: dict[str, CraftedBlob],
+    compression: str,
+    edits: list[tuple[float, int, bytes]],
+) -> None:
+    """Edits inside the TOC JSON of an otherwise consistent blob (TOC digest recomputed)."""
+    seed = fuzz_seeds[compression]
+    text = bytearray(seed.toc_json)
+    for where, length, token in edits:
+        position = int(where * len(text))
+        text[position : position + length] = token
+    with tempfile.TemporaryDirectory() as tmp:
+        blob = craft_blob(
+            Path(tmp) / "blob",
+            _files(),
+            chunk_size=5000,
+            compression=compression,
+            toc_json=bytes(text),
+        )
+        with contextlib.suppress(FormatError):
+            _exercise(blob.path, blob.toc_digest, Path(tmp) / "out")
