@@ -17,13 +17,14 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -389,6 +390,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="raw deflate speed (zlib, zlib-ng, isal) on 1 and 2 threads, and the Go builder",
     )
+    parser.add_argument(
+        "--deflate-libraries",
+        type=lambda text: text.split(","),
+        default=None,
+        help="with --deflate-baseline: only these (comma-separated: zlib,zlib-ng,libdeflate,isal)",
+    )
     parser.add_argument("--quick", action="store_true", help="a ≈ 50 MiB layer instead")
     parser.add_argument("--reps", type=int, default=3, help="runs per converter (default 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -410,8 +417,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--nice",
         type=int,
         default=-15 if os.geteuid() == 0 else 0,
-        help="scheduling niceness of the benchmark and its children (default -15 as root, so "
-        "that other work on a shared machine disturbs the timings less; 0 leaves it alone)",
+        help="niceness of the benchmark, its children and (with autogroup scheduling) its "
+        "session while it runs (default -15 as root, so that other work on a shared machine "
+        "disturbs the timings less; 0 leaves priorities alone)",
     )
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd:chunked lines")
     parser.add_argument("--no-workers1", action="store_true", help="skip the esgz --workers 1 line")
@@ -459,11 +467,34 @@ def _memory_check(args: argparse.Namespace, report: Report) -> None:
         report.memory.append((layer, series))
 
 
+def _set_priority(nice: int) -> Callable[[], None]:
+    """Run at ``nice`` (inherited by threads and children); return how to undo it.
+
+    With autogroup scheduling (``kernel.sched_autogroup_enabled``) a process's niceness only
+    counts against its own session, so the session's autogroup niceness is set too, and
+    restored at the end.
+    """
+    if nice == 0:
+        return lambda: None
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    autogroup = Path("/proc/self/autogroup")
+    try:
+        previous = int(autogroup.read_text().split()[-1])
+        autogroup.write_text(str(nice))
+    except (OSError, ValueError, IndexError):
+        return lambda: None
+
+    def restore() -> None:
+        with contextlib.suppress(OSError):
+            autogroup.write_text(str(previous))
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when an output is invalid, 0 otherwise."""
     args = _parse_args(argv)
-    if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by threads and children
+    restore_priority = _set_priority(args.nice)
     report = Report(load=[os.getloadavg()[0]], nice=os.getpriority(os.PRIO_PROCESS, 0))
     try:
         if not args.memory:
@@ -484,12 +515,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.deflate_baseline:
                 assert layer.tar is not None
                 _log("raw deflate baseline")
-                report.deflate = _deflate.run_baseline(layer.tar, args.reps, args.noise_retries)
+                report.deflate = _deflate.run_baseline(
+                    layer.tar, args.reps, args.noise_retries, args.deflate_libraries
+                )
         if args.memory or args.all:
             _memory_check(args, report)
     except (InvalidOutput, RunFailed) as err:
         print(f"benchmark failed: {err}", file=sys.stderr)
         return 1
+    finally:
+        restore_priority()
     report.load.append(os.getloadavg()[0])
     record = render_json(report)
     args.save.mkdir(parents=True, exist_ok=True)
