@@ -120,6 +120,33 @@ class LayerIndex:
         )
 
 
+class _IndexBuilder:
+    """Builds a :class:`LayerIndex` from tar entries in order (later entries win)."""
+
+    def __init__(self) -> None:
+        self.entries: set[str] = set()
+        self.whiteouts: set[str] = set()
+        self.opaque: set[str] = set()
+
+    def entry(self, name: str) -> None:
+        self.entries.add(name)
+        self.whiteouts.discard(name)
+
+    def whiteout(self, deleted: str) -> None:
+        self.whiteouts.add(deleted)
+        if deleted in self.entries:  # deleting what this same layer added (rare)
+            prefix = deleted + "/"
+            self.entries = {e for e in self.entries if e != deleted and not e.startswith(prefix)}
+
+    def opaque_dir(self, name: str) -> None:
+        self.opaque.add(name)
+
+    def build(self) -> LayerIndex:
+        return LayerIndex(
+            frozenset(self.entries), frozenset(self.whiteouts), frozenset(self.opaque)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class UnpackedLayer:
     """A layer unpacked in the cache: its overlayfs lower directory and its index."""
@@ -199,9 +226,7 @@ def read_layer_index_sync(source: LayerSource) -> LayerIndex:
     For mapping recorded paths or prefetch lists to layers without running anything.
     Names that climb out of the layer are a FormatError, as when unpacking.
     """
-    entries: set[str] = set()
-    whiteouts: set[str] = set()
-    opaque: set[str] = set()
+    index = _IndexBuilder()
     try:
         with (
             _open_decompressed(source.path) as stream,
@@ -216,18 +241,18 @@ def read_layer_index_sync(source: LayerSource) -> LayerIndex:
                     ) from None
                 base = posixpath.basename(name)
                 if base == OPAQUE_MARKER:
-                    opaque.add(posixpath.dirname(name))
+                    index.opaque_dir(posixpath.dirname(name))
                 elif base.startswith(_WHITEOUT_META_PREFIX):
                     continue
                 elif base.startswith(WHITEOUT_PREFIX):
-                    whiteouts.add(
+                    index.whiteout(
                         posixpath.join(posixpath.dirname(name), base[len(WHITEOUT_PREFIX) :])
                     )
                 elif name:
-                    entries.add(name)
+                    index.entry(name)
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as err:
         raise FormatError(f"cannot read layer: {err}", layer=source.digest) from err
-    return LayerIndex(frozenset(entries), frozenset(whiteouts), frozenset(opaque))
+    return index.build()
 
 
 def _load_cached(source: LayerSource, final: Path) -> UnpackedLayer | None:
@@ -273,9 +298,7 @@ class _Extractor:
         self._root = root
         self._layer = layer
         self._root_fd = -1
-        self._entries: set[str] = set()
-        self._whiteouts: set[str] = set()
-        self._opaque: set[str] = set()
+        self._index = _IndexBuilder()
         self._dir_times: dict[str, tuple[float, float]] = {}
         self._is_root = os.geteuid() == 0
 
@@ -292,11 +315,7 @@ class _Extractor:
             os.close(self._root_fd)
 
     def index(self) -> LayerIndex:
-        return LayerIndex(
-            entries=frozenset(self._entries),
-            whiteouts=frozenset(self._whiteouts),
-            opaque_dirs=frozenset(self._opaque),
-        )
+        return self._index.build()
 
     def _fail(self, message: str) -> FormatError:
         return FormatError(f"refusing hostile layer: {message}", layer=self._layer)
@@ -362,13 +381,13 @@ class _Extractor:
             else:
                 log.warning("layer %s: skipping %r of unsupported type", self._layer, name)
                 return
-        self._entries.add(name)
+        self._index.entry(name)
 
     def _whiteout(self, name: str, dirname: str, base: str) -> None:
         if base == OPAQUE_MARKER:
             with self._parent(name) as dir_fd:
                 os.setxattr(dir_fd, _OPAQUE_XATTR, b"y")
-            self._opaque.add(dirname)
+            self._index.opaque_dir(dirname)
             return
         if base.startswith(_WHITEOUT_META_PREFIX):
             return
@@ -379,7 +398,7 @@ class _Extractor:
         with self._parent(name) as parent_fd:
             self._remove_existing(parent_fd, target, keep_dir=False)
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
-        self._whiteouts.add(deleted)
+        self._index.whiteout(deleted)
 
     def _remove_existing(self, parent_fd: int, base: str, *, keep_dir: bool) -> None:
         try:
@@ -422,7 +441,7 @@ class _Extractor:
 
     def _make_hardlink(self, parent_fd: int, base: str, name: str, member: tarfile.TarInfo) -> None:
         target = self._clean(member.linkname)
-        if not target or target not in self._entries:
+        if not target or target not in self._index.entries:
             raise self._fail(f"hard link {name!r} points at {member.linkname!r} outside the layer")
         target_base = posixpath.basename(target)
         with self._parent(target, create=False) as target_parent:

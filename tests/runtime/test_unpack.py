@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import FormatError
-from esgz.runtime.unpack import LayerSource, clean_entry_name, unpack_layer, unpack_layer_sync
+from esgz.runtime.unpack import (
+    LayerSource,
+    clean_entry_name,
+    read_layer_index_sync,
+    unpack_layer,
+    unpack_layer_sync,
+)
 from tests.runtime.conftest import make_layer, tar_member
 
 ROOT = os.geteuid() == 0
@@ -171,3 +177,22 @@ def test_corrupt_blob_is_a_format_error(tmp_path: Path) -> None:
     source = LayerSource("sha256:" + "0" * 64, blob)
     with pytest.raises(FormatError):
         unpack_layer_sync(source, tmp_path / "cache")
+
+
+def test_whiteout_of_an_entry_of_the_same_layer(tmp_path: Path) -> None:
+    members = [
+        (tar_member("d", tarfile.DIRTYPE), b""),
+        (tar_member("d/f"), b"1"),
+        (tar_member(".wh.d"), b""),
+        (tar_member("back"), b"1"),
+        (tar_member(".wh.back"), b""),
+        (tar_member("back"), b"2"),
+    ]
+    source = make_layer(tmp_path / "blob", members)
+    layer = unpack_layer_sync(source, tmp_path / "cache")
+    assert layer.index.entries == {"back"}
+    assert layer.index.whiteouts == {"d"}
+    assert (layer.root / "back").read_bytes() == b"2"
+    if ROOT:
+        assert stat.S_ISCHR((layer.root / "d").lstat().st_mode)
+    assert read_layer_index_sync(source) == layer.index
