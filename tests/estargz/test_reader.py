@@ -318,3 +318,17 @@ def test_open_errors_name_the_blob(tmp_path: Path) -> None:
     garbage.write_bytes(b"\0" * 100)
     with pytest.raises(FormatError, match=r"garbage\.blob: not an eStargz"):
         open_layer(garbage)
+
+
+def test_external_toc_layers_are_not_readable_alone(tmp_path: Path) -> None:
+    """FORMAT.md §12: data members + 46-byte footer, no TOC member; never reused (§14)."""
+    blob = craft_blob(tmp_path / "blob", _files(), chunk_size=6000)
+    data = blob.path.read_bytes()[: blob.toc_offset]
+    footer = bytes.fromhex(
+        "1f8b08040000000000ff15005347110053544152475a45585445524e414c544f43010000ffff0000000000000000"
+    )
+    blob.path.write_bytes(data + footer)
+    assert sniff_layer_format(blob.path) is None
+    with pytest.raises(FormatError, match="no footer"):
+        open_layer(blob.path)
+    assert not is_reusable_layer(blob.path, blob.toc_digest)
