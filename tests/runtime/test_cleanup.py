@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from esgz.runtime.profile import profile_workload
+from esgz.runtime.recover import recover_work_dir
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
@@ -148,23 +149,31 @@ import json, sys
 from pathlib import Path
 import anyio
 from esgz.runtime.profile import profile_workload
+from esgz.runtime.recover import recover_work_dir
 from esgz.runtime.unpack import LayerSource
 from esgz.runtime.workload import WorkloadOptions
 
 layers = [LayerSource(d, Path(p), i) for d, p, i in json.loads(sys.argv[1])]
 config = json.loads(Path(sys.argv[2]).read_text())
+options = json.loads(sys.argv[5])
 anyio.run(lambda: profile_workload(
     layers, config,
-    WorkloadOptions(args=[f"echo started; sleep 1000; : {sys.argv[4]}"], period=60),
+    WorkloadOptions(args=[f"echo started; sleep 1000; : {sys.argv[4]}"], period=60, **options),
     work_dir=Path(sys.argv[3]), on_output=lambda stream, line: print(line, flush=True),
 ))
 """
 
 
+@pytest.mark.parametrize("cni", [False, True])
 def test_workload_does_not_outlive_a_killed_profiler(
-    busybox_image: SampleImage, tmp_path: Path
+    busybox_image: SampleImage, tmp_path: Path, request: pytest.FixtureRequest, cni: bool
 ) -> None:
+    """The shim deletes the container; recover_work_dir removes the rest."""
     require_sandbox()
+    options: dict[str, object] = {}
+    if cni:
+        options = {"cni": True, "cni_plugin_conf_dir": str(request.getfixturevalue("cni_conf_dir"))}
+    netns_before = netns_names()
     work_dir = tmp_path / "work"
     marker = f"esgz-orphan-{os.getpid()}"
     layers = [
@@ -174,7 +183,7 @@ def test_workload_does_not_outlive_a_killed_profiler(
     config = busybox_image.blob_path(str(busybox_image.config_digest))
     profiler = subprocess.Popen(
         [sys.executable, "-c", ORPHAN_SCRIPT, json.dumps(layers), str(config), str(work_dir),
-         marker],
+         marker, json.dumps(options)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -197,6 +206,11 @@ def test_workload_does_not_outlive_a_killed_profiler(
                 break
             assert time.monotonic() < deadline, f"outlived the profiler: {containers}"
             time.sleep(0.1)
+        removed = anyio.run(recover_work_dir, work_dir)
+        assert any(item.startswith("mount ") for item in removed)
+        assert any(item.startswith("netns ") for item in removed) is cni
+        assert leftovers(work_dir, marker, netns_before) == []
+        assert anyio.run(recover_work_dir, work_dir) == []  # nothing left to do
     finally:
         profiler.kill()
         profiler.wait()
