@@ -10,7 +10,7 @@ How the work is split (docs/format.md, "Writer design"):
   hashlib release the GIL, so compression runs on every core while the calling thread
   keeps reading. Results are written to ``dst`` strictly in order, hashing the output
   (blob digest) and the uncompressed stream (DiffID) on the way: nothing is decompressed
-  again. At most ``2 × workers + 2`` tasks are in flight, which bounds memory.
+  again. At most ``workers + 2`` tasks are in flight, which bounds memory.
 * Without prioritized files the output order is the input order (after the leading
   ``.no.prefetch.landmark``), so members are compressed while the input is still being
   read. With prioritized files the order is only known at the end of the input (a
@@ -576,7 +576,7 @@ def write_layer(
     reader = TarReader(stream)
     spool = _Spool(str(options.temp_dir) if options.temp_dir is not None else None)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
-    output = _Output(dst, codec, spool, pool, 2 * workers + 2, check_cancel)
+    output = _Output(dst, codec, spool, pool, workers + 2, check_cancel)
     try:
         planner = Planner(options.chunk_size, output.add)
         prioritized = options.prioritized_files
