@@ -64,11 +64,11 @@ def client_for(
 
 async def push_sample(client: RegistryClient, ref: RegistryReference, image: SampleImage) -> str:
     """Push every blob, every platform manifest and the top-level document; its digest."""
+    documents = {image.top.digest, *(p.manifest.digest for p in image.platforms)}
     async with anyio.create_task_group() as group:
         for blob in image.blobs.values():
-            if blob.media_type.endswith("json") and "manifest" in blob.media_type:
-                continue
-            group.start_soon(_push_blob, client, ref, blob)
+            if blob.digest not in documents:
+                group.start_soon(_push_blob, client, ref, blob)
     if not image.is_index:
         platform = image.platforms[0]
         return await client.push_manifest(
