@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ __all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore"
 
 #: Bumped when the format engine changes the bytes it writes for the same inputs.
 CONVERSION_SCHEME = "esgz-conversion-1"
+#: Scratch directories of killed runs older than this are removed by the next run.
+STALE_SCRATCH_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ class LocalStore:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             (root / "conversions").mkdir(parents=True, exist_ok=True)
             (root / "tmp").mkdir(parents=True, exist_ok=True)
+            _remove_stale_scratch(root / "tmp")
             return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
 
         scratch = await anyio.to_thread.run_sync(prepare)
@@ -133,6 +137,17 @@ class LocalStore:
         Blobs used by this run are kept. Returns the number of blobs deleted.
         """
         return len(await self.blobs.evict_to(max_size, keep=self.used))
+
+
+def _remove_stale_scratch(directory: Path) -> None:
+    """Remove scratch directories left by runs that were killed, a day or more ago."""
+    limit = time.time() - STALE_SCRATCH_SECONDS
+    for entry in directory.glob("run-*"):
+        try:
+            if entry.stat().st_mtime < limit:
+                shutil.rmtree(entry, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 class ConversionCache:

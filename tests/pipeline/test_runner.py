@@ -290,3 +290,20 @@ async def test_cache_is_bounded_but_keeps_what_the_run_used(tmp_path: Path) -> N
     used_by_b = {digest_of(APP_B), second.images[0].manifests[0].layers[0].digest}
     assert remaining == used_by_b
     assert first.images[0].manifests[0].layers[0].digest not in remaining
+
+
+async def test_stale_scratch_of_killed_runs_is_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from esgz.pipeline.cache import STALE_SCRATCH_SECONDS
+
+    scratch = tmp_path / "cache" / "tmp"
+    stale, fresh = scratch / "run-killedlongago", scratch / "run-stillrunning"
+    for directory in (stale, fresh):
+        (directory / "sub").mkdir(parents=True)
+        (directory / "sub" / "partial").write_bytes(b"x")
+    old = time.time() - STALE_SCRATCH_SECONDS - 60
+    os.utime(stale, (old, old))
+    await Runner(make_config(tmp_path, ["a"]), toy(tmp_path, {"a": {"p": [BASE]}})).run()
+    assert sorted(p.name for p in scratch.iterdir()) == ["run-stillrunning"]
