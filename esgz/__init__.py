@@ -2,12 +2,115 @@
 
 esgz converts OCI/Docker images into eStargz (and zstd:chunked) layers and can optimize
 them against a workload so that the files it reads are prefetched at container start.
+
+This module is the friendly API for applications (asyncio or trio):
+
+* :func:`convert`, :func:`optimize` and :func:`run_pipeline` run whole conversions;
+  :class:`Pipeline` does the same and lets you iterate over progress events while it runs.
+* The config model (:class:`PipelineConfig` and its parts) is the one the YAML files and
+  the CLI use; :func:`load_config_file` and :func:`parse_config_text` read YAML.
+* Every error esgz raises on purpose is an :class:`EsgzError` (see :mod:`esgz.errors`).
+
+The building blocks are usable alone too: :mod:`esgz.estargz` (layer writer, reader,
+verifier), :mod:`esgz.oci` (references, manifests, platforms, OCI layouts),
+:mod:`esgz.registry` (the registry client) and :mod:`esgz.runtime` (the profiling sandbox).
 """
 
 from __future__ import annotations
 
-from esgz.errors import EsgzError
+from esgz.errors import (
+    AuthError,
+    ConfigError,
+    EsgzError,
+    FormatError,
+    ImageError,
+    ImageReferenceError,
+    LayoutError,
+    NotFoundError,
+    PipelineError,
+    PlatformError,
+    RegistryError,
+    SandboxError,
+    VerificationError,
+    WorkloadError,
+)
+from esgz.pipeline import (
+    BytesFetched,
+    BytesUploaded,
+    CacheConfig,
+    ConcurrencyConfig,
+    DefaultsConfig,
+    Event,
+    ImageDone,
+    ImagePushed,
+    ImageResolved,
+    ImageResult,
+    ImageSpec,
+    LayerConverted,
+    LayerFetched,
+    LayerReused,
+    LayerSummary,
+    LayerUploaded,
+    ManifestResult,
+    Pipeline,
+    PipelineConfig,
+    PipelineDone,
+    PipelineResult,
+    RegistryHostConfig,
+    WarningEvent,
+    WorkloadConfig,
+    convert,
+    load_config_file,
+    optimize,
+    parse_config_text,
+    run_pipeline,
+)
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["EsgzError", "__version__"]
+__all__ = [
+    "AuthError",
+    "BytesFetched",
+    "BytesUploaded",
+    "CacheConfig",
+    "ConcurrencyConfig",
+    "ConfigError",
+    "DefaultsConfig",
+    "EsgzError",
+    "Event",
+    "FormatError",
+    "ImageDone",
+    "ImageError",
+    "ImagePushed",
+    "ImageReferenceError",
+    "ImageResolved",
+    "ImageResult",
+    "ImageSpec",
+    "LayerConverted",
+    "LayerFetched",
+    "LayerReused",
+    "LayerSummary",
+    "LayerUploaded",
+    "LayoutError",
+    "ManifestResult",
+    "NotFoundError",
+    "Pipeline",
+    "PipelineConfig",
+    "PipelineDone",
+    "PipelineError",
+    "PipelineResult",
+    "PlatformError",
+    "RegistryError",
+    "RegistryHostConfig",
+    "SandboxError",
+    "VerificationError",
+    "WarningEvent",
+    "WorkloadConfig",
+    "WorkloadError",
+    "__version__",
+    "convert",
+    "load_config_file",
+    "optimize",
+    "parse_config_text",
+    "run_pipeline",
+]

@@ -1,9 +1,53 @@
 from __future__ import annotations
 
 import esgz
+import esgz.errors
+
+EXPECTED = {
+    # the friendly API
+    "convert",
+    "optimize",
+    "run_pipeline",
+    "Pipeline",
+    "load_config_file",
+    "parse_config_text",
+    # the config model
+    "PipelineConfig",
+    "ImageSpec",
+    "DefaultsConfig",
+    "WorkloadConfig",
+    "CacheConfig",
+    "ConcurrencyConfig",
+    "RegistryHostConfig",
+    # results
+    "PipelineResult",
+    "ImageResult",
+    "ManifestResult",
+    "LayerSummary",
+    # events
+    "Event",
+    "ImageResolved",
+    "BytesFetched",
+    "LayerFetched",
+    "LayerReused",
+    "LayerConverted",
+    "BytesUploaded",
+    "LayerUploaded",
+    "ImagePushed",
+    "ImageDone",
+    "PipelineDone",
+    "WarningEvent",
+    "__version__",
+}
 
 
 def test_all_is_exactly_the_public_api() -> None:
-    assert sorted(esgz.__all__) == sorted(["EsgzError", "__version__"])
+    assert set(esgz.__all__) == EXPECTED | set(esgz.errors.__all__)
+    assert len(esgz.__all__) == len(set(esgz.__all__))
     for name in esgz.__all__:
-        assert hasattr(esgz, name)
+        assert hasattr(esgz, name), name
+
+
+def test_every_error_is_exported_from_the_top() -> None:
+    for name in esgz.errors.__all__:
+        assert getattr(esgz, name) is getattr(esgz.errors, name)
