@@ -277,8 +277,7 @@ async def profile_workload(
         if not workload.accept_failed_workload:
             raise WorkloadError(message)
         log.warning("%s (accepted)", message)
-    accessed = [clean_entry_name(p) for p in monitor.paths]
-    accessed = [p for p in accessed if p]
+    accessed = _cleaned(monitor.paths)
     prioritized = prioritized_by_layer(accessed, [layer.index for layer in unpacked])
     log.info("container exit with code %s; %d files accessed", status, len(accessed))
     return ProfileResult(
@@ -292,6 +291,19 @@ async def profile_workload(
         overflowed=monitor.overflowed,
         timings=timings,
     )
+
+
+def _cleaned(paths: Sequence[str]) -> list[str]:
+    """In-container absolute paths as layer entry names (no leading ``/``), each once."""
+    names: dict[str, None] = {}
+    for path in paths:
+        try:
+            name = clean_entry_name(path)
+        except ValueError:
+            continue
+        if name:
+            names[name] = None
+    return list(names)
 
 
 async def _unpack_all(layers: Sequence[LayerSource], cache: Path) -> list[UnpackedLayer]:
