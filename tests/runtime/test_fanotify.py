@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from esgz.runtime.fanotify import FanotifyMonitor
@@ -73,3 +74,22 @@ def test_queue_overflow_is_reported(tmpfs: Path, caplog: pytest.LogCaptureFixtur
     assert monitor.overflowed
     assert "overflowed" in caplog.text
     assert 16000 <= len(monitor.paths) < 17000
+
+
+@pytest.mark.anyio
+async def test_events_are_read_while_running(tmpfs: Path) -> None:
+    monitor = FanotifyMonitor(host_prefix=tmpfs)
+    monitor.open()
+    try:
+        monitor.mark_mount(tmpfs)
+        async with anyio.create_task_group() as group:
+            group.start_soon(monitor.run)
+            await anyio.Path(tmpfs / "other.txt").read_text()
+            with anyio.fail_after(5):
+                while not monitor.paths:  # noqa: ASYNC110 - read by run(), not by stop()
+                    await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+        await monitor.stop()
+    finally:
+        monitor.close()
+    assert monitor.paths == ["/other.txt"]
