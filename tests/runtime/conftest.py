@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import zstandard
 
 from esgz.runtime.unpack import LayerSource
+from esgz.runtime.workload import DEFAULT_CNI_PLUGIN_DIRS
 from tests.fixtures.images import SampleImage, busybox_image, python_image
 
 __all__ = ["busybox_image", "python_image"]
@@ -103,3 +105,47 @@ def make_layer(
     return LayerSource(
         digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path, diff_id=diff_id
     )
+
+
+BRIDGE = "esgzbr231"
+GATEWAY = "10.231.0.1"
+SUBNET = "10.231.0.0/24"
+
+
+def netns_names() -> set[str]:
+    """Names of the named network namespaces on this machine."""
+    output = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in output.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def cni_conf_dir(tmp_path: Path) -> Iterator[Path]:
+    """A conf dir with a bridge network on an unusual subnet; the bridge is removed after."""
+    require_sandbox()
+    if not any((d / "bridge").is_file() for d in DEFAULT_CNI_PLUGIN_DIRS):
+        pytest.skip("needs containernetworking-plugins (bridge, host-local, loopback)")
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    network = {
+        "cniVersion": "1.0.0",
+        "name": "esgz-test",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": SUBNET}]],
+                    "dataDir": str(tmp_path / "ipam"),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    (conf_dir / "10-esgz-test.conflist").write_text(json.dumps(network))
+    # A later file is ignored: only the first config (by name) is used.
+    (conf_dir / "20-ignored.conf").write_text(json.dumps({"name": "x", "type": "nonexistent"}))
+    yield conf_dir
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)

@@ -18,12 +18,9 @@ from esgz.runtime.recover import recover_work_dir
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
-from tests.runtime.conftest import layer_sources, require_sandbox
-from tests.runtime.test_network import cni_conf_dir, netns_names
+from tests.runtime.conftest import layer_sources, netns_names, require_sandbox
 
 pytestmark = pytest.mark.root
-
-__all__ = ["cni_conf_dir"]
 
 # Cancel after these many seconds: before/while unpacking, mounting, creating the
 # container, arming the monitor, and while the workload runs.

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,52 +14,9 @@ from esgz.runtime.network import cni_network, load_network_config
 from esgz.runtime.profile import profile_workload
 from esgz.runtime.workload import DEFAULT_CNI_PLUGIN_DIRS, WorkloadOptions
 from tests.fixtures.images import SampleImage
-from tests.runtime.conftest import layer_sources, require_sandbox
+from tests.runtime.conftest import GATEWAY, layer_sources, netns_names
 
 pytestmark = pytest.mark.root
-
-BRIDGE = "esgzbr231"
-GATEWAY = "10.231.0.1"
-SUBNET = "10.231.0.0/24"
-
-
-def netns_names() -> set[str]:
-    """Names of the named network namespaces on this machine."""
-    output = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in output.splitlines() if line.strip()}
-
-
-@pytest.fixture
-def cni_conf_dir(tmp_path: Path) -> Iterator[Path]:
-    """A conf dir with a bridge network on an unusual subnet; the bridge is removed after."""
-    require_sandbox()
-    if not any((d / "bridge").is_file() for d in DEFAULT_CNI_PLUGIN_DIRS):
-        pytest.skip("needs containernetworking-plugins (bridge, host-local, loopback)")
-    conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
-    network = {
-        "cniVersion": "1.0.0",
-        "name": "esgz-test",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": SUBNET}]],
-                    "dataDir": str(tmp_path / "ipam"),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
-    (conf_dir / "10-esgz-test.conflist").write_text(json.dumps(network))
-    # A later file is ignored: only the first config (by name) is used.
-    (conf_dir / "20-ignored.conf").write_text(json.dumps({"name": "x", "type": "nonexistent"}))
-    yield conf_dir
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
 
 def test_first_config_is_loaded(cni_conf_dir: Path) -> None:
