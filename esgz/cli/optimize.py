@@ -21,7 +21,6 @@ from esgz.cli.options import (
     platform_options,
     source_options,
 )
-from esgz.stages.profile import profiler_unavailable_reason
 
 __all__ = ["optimize"]
 
@@ -216,8 +215,4 @@ async def optimize(src: str, dst: str, **flags: Any) -> None:
     config = build_config(
         src, dst, image=image, cache_dir=flags["cache_dir"], no_cache=flags["no_cache"]
     )
-    for resolved in config.resolved_images():
-        reason = profiler_unavailable_reason(resolved)
-        if reason is not None:
-            raise click.UsageError(reason)
     await execute(config, log_format=flags["log_format"], quiet=flags["quiet"])

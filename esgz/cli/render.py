@@ -33,6 +33,7 @@ from esgz.pipeline.events import (
     BytesUploaded,
     Event,
     ImageDone,
+    ImageProfiled,
     ImagePushed,
     ImageResolved,
     LayerConverted,
@@ -42,6 +43,7 @@ from esgz.pipeline.events import (
     PipelineDone,
     Subscription,
     WarningEvent,
+    WorkloadOutput,
 )
 
 __all__ = [
@@ -84,6 +86,21 @@ def describe(event: Event) -> str | None:
         return (
             f"resolved {event.image}: {event.layers} layers, {_size(event.total_size)}"
             f" ({platforms})"
+        )
+    if isinstance(event, WorkloadOutput):
+        return f"workload {event.stream}: {event.line}"
+    if isinstance(event, ImageProfiled):
+        on = f" ({event.platform})" if event.platform else ""
+        if event.exit_status is None:
+            ended = "did not start"
+        elif event.period_expired:
+            ended = "stopped at the end of the period"
+        else:
+            ended = f"exited with code {event.exit_status}"
+        counts = ", ".join(str(count) for count in event.prioritized)
+        return (
+            f"profiled {event.image}{on} in {event.seconds:.1f}s: workload {ended};"
+            f" {event.accessed} files accessed, prioritized per layer: [{counts}]"
         )
     if isinstance(event, LayerFetched):
         return f"fetched {_short(event.layer)} ({_size(event.size)})"
@@ -212,7 +229,8 @@ class ProgressRenderer:
             if image_task is not None:
                 progress.advance(image_task)
         line = describe(event)
-        if isinstance(event, WarningEvent | ImageDone | LayerReused) and line is not None:
+        notable = WarningEvent | ImageDone | LayerReused | WorkloadOutput | ImageProfiled
+        if isinstance(event, notable) and line is not None:
             progress.console.print(line, highlight=False)
         if isinstance(event, PipelineDone) and line is not None:
             self._summary = [line]

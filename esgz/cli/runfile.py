@@ -8,9 +8,7 @@ import asyncclick as click
 
 from esgz.cli.execute import execute
 from esgz.cli.options import DIR, FILE
-from esgz.errors import ConfigError
 from esgz.pipeline.config import load_config_file
-from esgz.stages.profile import profiler_unavailable_reason
 
 __all__ = ["run"]
 
@@ -38,8 +36,4 @@ async def run(pipeline: Path, cache_dir: Path | None, log_format: str, quiet: bo
         config = config.model_copy(
             update={"cache": config.cache.model_copy(update={"dir": cache_dir})}
         )
-    for image in config.resolved_images():
-        reason = profiler_unavailable_reason(image)
-        if reason is not None:
-            raise ConfigError(f"{pipeline}: images[{image.index}]: {reason}")
     await execute(config, log_format=log_format, quiet=quiet)

@@ -22,6 +22,7 @@ from esgz.pipeline.events import (
     Event,
     EventBus,
     ImageDone,
+    ImageProfiled,
     ImagePushed,
     ImageResolved,
     LayerConverted,
@@ -32,6 +33,7 @@ from esgz.pipeline.events import (
     ProgressEvent,
     Subscription,
     WarningEvent,
+    WorkloadOutput,
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 from esgz.pipeline.runner import RunContext, Stages
@@ -45,6 +47,7 @@ __all__ = [
     "Event",
     "EventBus",
     "ImageDone",
+    "ImageProfiled",
     "ImagePushed",
     "ImageResolved",
     "ImageResult",
@@ -66,6 +69,7 @@ __all__ = [
     "Subscription",
     "WarningEvent",
     "WorkloadConfig",
+    "WorkloadOutput",
     "config_from_data",
     "convert",
     "load_config_file",

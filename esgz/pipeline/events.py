@@ -5,7 +5,8 @@ its own bounded buffer. Byte-progress events (:class:`ProgressEvent`) carry cumu
 counts, so a newer one replaces the pending (unread) one for the same
 (kind, image, layer), keeping its place in the queue, and, when the buffer is full, a
 new one without a pending slot is dropped — the next one carries the total anyway.
-Every other event (resolved, reused, converted, pushed, done, warnings) is delivered,
+Every other event (resolved, profiled, workload output, reused, converted, pushed, done,
+warnings) is delivered,
 even past the bound: there are only a few per layer.
 
 Subscribers iterate a :class:`Subscription` (``async for event in sub``); iteration ends
@@ -26,6 +27,7 @@ __all__ = [
     "Event",
     "EventBus",
     "ImageDone",
+    "ImageProfiled",
     "ImagePushed",
     "ImageResolved",
     "LayerConverted",
@@ -36,6 +38,7 @@ __all__ = [
     "ProgressEvent",
     "Subscription",
     "WarningEvent",
+    "WorkloadOutput",
 ]
 
 
@@ -86,6 +89,31 @@ class LayerReused(Event):
     layer: str
     size: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkloadOutput(Event):
+    """One line the profiled workload wrote on ``stream`` (``stdout`` or ``stderr``)."""
+
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageProfiled(Event):
+    """The workload ran on one manifest (platform) of the image.
+
+    ``exit_status`` is None if it never started (128+N: killed by signal N);
+    ``period_expired``: it was stopped at the end of the period; ``accessed``: files of
+    the rootfs it read; ``prioritized``: per layer, how many of them that layer serves.
+    """
+
+    platform: str | None
+    exit_status: int | None
+    period_expired: bool
+    accessed: int
+    prioritized: tuple[int, ...]
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from esgz.errors import ConfigError
+import anyio.to_thread
+
+from esgz.errors import SandboxError
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import (
     ImageJob,
@@ -78,11 +80,11 @@ class DefaultStages:
 
 @asynccontextmanager
 async def open_default_stages(config: PipelineConfig) -> AsyncIterator[DefaultStages]:
-    """The built-in stages for ``config``; ConfigError if an image needs a missing part."""
+    """The built-in stages for ``config``; SandboxError if a workload cannot run here."""
     for image in config.resolved_images():
-        reason = profiler_unavailable_reason(image)
+        reason = await anyio.to_thread.run_sync(profiler_unavailable_reason, image)
         if reason is not None:
-            raise ConfigError(f"images[{image.index}] ({image.source}): {reason}")
+            raise SandboxError(f"images[{image.index}] ({image.source}): {reason}")
     registries = {
         host: RegistryOptions(
             ca_file=options.ca_file, insecure=options.insecure, plain_http=options.plain_http

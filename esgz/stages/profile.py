@@ -5,48 +5,75 @@
 * ``prefetch_list``: the listed paths and globs, each given to the topmost layer that
   holds it (deleted or shadowed paths dropped), for the host-platform manifest only, as
   ``ctr-remote image optimize --prefetch-list`` does; an empty list is a warning;
-* otherwise no prioritized files.
+* otherwise, for an image whose workload runs (``optimize`` without ``no_optimize``) and
+  a host-platform manifest: the workload runs once in a container
+  (:func:`esgz.runtime.profile.profile_workload`) and each layer gets the files it
+  served, in access order; its output lines are published as
+  :class:`~esgz.pipeline.events.WorkloadOutput` events, the summary as
+  :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the record
+  file. Other manifests get no prioritized files (``.no.prefetch.landmark``).
 
-Running the workload (``optimize`` without ``--no-optimize``) needs the profiling
-runtime, which is not wired in yet: :func:`profiler_unavailable_reason` says so before a
-run starts.
+With ``reuse``, a valid eStargz / zstd:chunked layer that the workload did not touch is
+passed through (``no access occur; copying without conversion``, as the reference logs);
+one it touched is rebuilt with its prioritized files.
+
+:func:`profiler_unavailable_reason` says, before a run starts, why this host cannot run a
+workload (not root, no ``runc``).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 
-from esgz.errors import ConfigError
+from esgz.errors import ConfigError, ImageError, SandboxError
 from esgz.pipeline.config import ResolvedImage
-from esgz.pipeline.events import WarningEvent
+from esgz.pipeline.events import ImageProfiled, WarningEvent, WorkloadOutput
 from esgz.pipeline.jobs import ManifestJob
 from esgz.pipeline.runner import RunContext
 from esgz.runtime.layermap import prioritized_by_layer
+from esgz.runtime.profile import ProfileResult, profile_workload
 from esgz.runtime.record import (
     expand_prefetch_list,
     read_prefetch_list,
     read_record_file,
     record_paths,
+    write_record_file,
 )
+from esgz.runtime.unpack import LayerSource
 from esgz.stages.layerindex import index_layer_file
+from esgz.stages.resolve import source_manifest_of
 
-__all__ = ["PROFILER_AVAILABLE", "profile_manifest", "profiler_unavailable_reason"]
+__all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
 
-#: Whether the workload profiler is wired into the pipeline.
-PROFILER_AVAILABLE = False
+#: The OCI runtime binary the workload runs with.
+OCI_RUNTIME = "runc"
+
+#: The reference's log line for a reusable layer the workload did not touch.
+NO_ACCESS_REASON = "no access occur; copying without conversion"
 
 
 def profiler_unavailable_reason(image: ResolvedImage) -> str | None:
-    """Why ``image`` cannot be processed with the stages available, or None."""
-    if PROFILER_AVAILABLE:
+    """Why the workload of ``image`` cannot run on this host, or None. Blocking."""
+    if not image.needs_workload:
         return None
-    if image.needs_workload:
+    if os.geteuid() != 0:
         return (
-            "the workload profiler is not available yet; pass --no-optimize"
-            " (no_optimize: true) to convert without running the workload"
+            "running the workload needs root (overlay mounts, namespaces, fanotify);"
+            " run as root or pass --no-optimize"
+        )
+    if shutil.which(OCI_RUNTIME) is None:
+        return (
+            f"running the workload needs the OCI runtime {OCI_RUNTIME!r}, which is not in"
+            " PATH (apt-get install runc); or pass --no-optimize"
         )
     return None
 
@@ -65,6 +92,8 @@ async def profile_manifest(manifest: ManifestJob, ctx: RunContext) -> Mapping[in
         return {layer.index: paths for layer in manifest.layers}
     if settings.prefetch_list is not None:
         return await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
+    if settings.needs_workload and manifest.profile:
+        return await _from_workload(manifest, ctx)
     return {}
 
 
@@ -89,3 +118,74 @@ async def _from_prefetch_list(
     names = set().union(*(index.entries for index in indexes))
     paths = expand_prefetch_list(lines, names)
     return dict(enumerate(prioritized_by_layer(paths, indexes)))
+
+
+def _image_config(manifest: ManifestJob) -> dict[str, Any]:
+    raw = source_manifest_of(manifest).config
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageError(f"image config is not JSON: {exc}", image=manifest.image.name) from None
+    if not isinstance(config, dict):
+        raise ImageError("image config is not a JSON object", image=manifest.image.name)
+    return config
+
+
+async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
+    """Run the image's workload once; each layer's files in access order."""
+    image = manifest.image
+    settings = image.settings
+    reason = await anyio.to_thread.run_sync(profiler_unavailable_reason, settings)
+    if reason is not None:
+        raise SandboxError(reason, image=image.name)
+    layers = []
+    for job in manifest.layers:
+        assert job.fetched_path is not None
+        layers.append(LayerSource(job.source.digest, job.fetched_path, job.source.diff_id))
+
+    def on_output(stream: str, line: str) -> None:
+        ctx.events.publish(WorkloadOutput(image=image.name, stream=stream, line=line))
+
+    started = time.monotonic()
+    result = await profile_workload(
+        layers,
+        _image_config(manifest),
+        settings.workload_options(),
+        work_dir=ctx.store.scratch / "profile",
+        on_output=on_output,
+        runtime=OCI_RUNTIME,
+    )
+    seconds = time.monotonic() - started
+    _publish_summary(manifest, result, seconds, ctx)
+    if settings.record_out is not None:
+        entries = result.records(manifest.source_digest)
+        await anyio.to_thread.run_sync(write_record_file, settings.record_out, entries)
+    for job in manifest.layers:
+        decision = job.reuse
+        if decision is not None and decision.reusable and not result.prioritized[job.index]:
+            job.reuse = replace(decision, reason=f"{NO_ACCESS_REASON}; {decision.reason}")
+    return dict(enumerate(result.prioritized))
+
+
+def _publish_summary(
+    manifest: ManifestJob, result: ProfileResult, seconds: float, ctx: RunContext
+) -> None:
+    name = manifest.image.name
+    if result.overflowed:
+        ctx.events.publish(
+            WarningEvent(
+                image=name,
+                message="the fanotify queue overflowed: some file accesses were not recorded",
+            )
+        )
+    ctx.events.publish(
+        ImageProfiled(
+            image=name,
+            platform=manifest.platform,
+            exit_status=result.exit_status,
+            period_expired=result.period_expired,
+            accessed=len(result.accessed_paths),
+            prioritized=tuple(len(paths) for paths in result.prioritized),
+            seconds=seconds,
+        )
+    )
