@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -104,3 +105,22 @@ async def test_missing_plugin_is_reported_before_anything(
         ):
             pass
     assert netns_names() == before
+
+
+def test_single_plugin_conf_and_file_order(tmp_path: Path) -> None:
+    (tmp_path / "README").write_text("not a config")
+    (tmp_path / "50-later.conflist").write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "later", "plugins": [{"type": "bridge"}]})
+    )
+    (tmp_path / "10-single.conf").write_text(
+        json.dumps({"cniVersion": "0.4.0", "name": "single", "type": "ptp", "ipam": {}})
+    )
+    network = load_network_config(tmp_path)
+    assert (network.name, network.cni_version) == ("single", "0.4.0")
+    assert [p["type"] for p in network.plugins] == ["ptp"]
+
+
+def test_config_without_type_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "10-bad.conf").write_text(json.dumps({"name": "bad"}))
+    with pytest.raises(SandboxError, match="needs a 'type'"):
+        load_network_config(tmp_path)
