@@ -13,7 +13,6 @@ import pytest
 from esgz.pipeline.api import Pipeline, run_pipeline
 from esgz.pipeline.config import PipelineConfig, load_config_file
 from esgz.pipeline.events import LayerConverted
-from esgz.stages.profile import profiler_unavailable_reason
 from tests.cli.outputcheck import check_converted, manifests_of
 from tests.fixtures.images import HOST_PLATFORM, SampleImage
 from tests.fixtures.registry import RegistryServer
@@ -36,14 +35,13 @@ async def test_example_validates(name: str) -> None:
     assert config.resolved_images()
 
 
-async def test_workload_example_waits_for_the_profiler() -> None:
+async def test_workload_example_options() -> None:
     config = await load_config_file(CONFIGS / "optimize-workload.yaml")
     (image,) = config.resolved_images()
     options = image.workload_options()
     assert options.entrypoint == ["/usr/local/bin/python3", "-c"]
     assert options.mounts[0].destination == "/host-tmp"
     assert options.dns_nameservers == ["1.1.1.1"]
-    assert profiler_unavailable_reason(image) is not None
 
 
 def retarget(config: PipelineConfig, pairs: list[tuple[str, str]], cache: Path) -> PipelineConfig:

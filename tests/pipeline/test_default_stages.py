@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from esgz.errors import ConfigError, PipelineError
-from esgz.pipeline.api import Pipeline, convert, optimize
+from esgz.errors import PipelineError
+from esgz.pipeline.api import Pipeline, convert
 from esgz.pipeline.config import config_from_data
 from esgz.pipeline.events import LayerFetched
 from tests.cli.outputcheck import check_converted, manifests_of
@@ -84,8 +84,3 @@ async def test_embedding_api_convert(busybox_image: SampleImage, tmp_path: Path)
     _, (output,) = manifests_of(tmp_path / "out", "e")
     assert output.digest == image.digest
     check_converted(tmp_path / "out", output)
-
-
-async def test_embedding_api_optimize_needs_the_profiler(busybox_image: SampleImage) -> None:
-    with pytest.raises(ConfigError, match="workload profiler is not available yet"):
-        await optimize(busybox_image.reference, "local:///nonexistent/out", workload={"period": 1})
