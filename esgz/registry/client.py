@@ -540,7 +540,6 @@ class RegistryClient:
 
             async def attempt() -> None:
                 nonlocal total
-                await writer.flush()
                 headers = {"Accept-Encoding": "identity"}
                 resume_from = writer.written
                 if resume_from:
@@ -570,26 +569,15 @@ class RegistryClient:
                                 layer=digest,
                             )
                         total = total or announced
-                    # Read to the end even after a failure: abandoning httpx's stream
-                    # iterators half-way leaves async generators for the GC to finalise.
-                    failure: VerificationError | None = None
-                    async for chunk in response.aiter_raw():
-                        if failure is not None:
-                            continue
-                        try:
-                            await writer.write(chunk)
-                        except VerificationError as error:
-                            failure = error
-                            continue
-                        if progress is not None:
-                            progress(digest, writer.received, total)
-                    if failure is not None:
-                        raise failure
+                    await writer.receive(
+                        response.aiter_raw(),
+                        None if progress is None else lambda n: progress(digest, n, total),
+                    )
                 finally:
                     await response.aclose()
-                if size is not None and writer.received < size:
+                if size is not None and writer.written < size:
                     raise httpx.RemoteProtocolError(
-                        f"body ended after {writer.received} of {size} bytes", request=request
+                        f"body ended after {writer.written} of {size} bytes", request=request
                     )
 
             try:

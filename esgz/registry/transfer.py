@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from esgz.errors import VerificationError
 from esgz.oci.digest import hasher_for
@@ -93,7 +94,7 @@ class VerifyingBlobWriter:
 
     Use as an async context manager; the temp file is removed on exit unless
     :meth:`commit` moved it into place. Bytes are gathered into ``READ_SIZE`` buffers and
-    written and hashed in a worker thread.
+    written and hashed in a worker thread, overlapping with the network (:meth:`receive`).
     """
 
     def __init__(self, destination: Path, digest: str, size: int | None) -> None:
@@ -104,7 +105,6 @@ class VerifyingBlobWriter:
         self._temp = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.partial")
         self._file: BinaryIO | None = None
         self._hasher = hasher_for(digest)
-        self._buffer = bytearray()
 
     async def __aenter__(self) -> VerifyingBlobWriter:
         def open_temp() -> BinaryIO:
@@ -125,28 +125,54 @@ class VerifyingBlobWriter:
         with contextlib.suppress(FileNotFoundError):
             self._temp.unlink()
 
-    @property
-    def received(self) -> int:
-        """Bytes accepted so far (written or buffered)."""
-        return self.written + len(self._buffer)
+    async def receive(
+        self,
+        chunks: AsyncIterable[bytes],
+        on_received: Callable[[int], None] | None = None,
+    ) -> None:
+        """Take ``chunks`` to their end, appending them to what was written so far.
 
-    async def write(self, data: bytes) -> None:
-        """Accept ``data``; fail as soon as more bytes arrive than the expected size."""
-        if self.size is not None and self.received + len(data) > self.size:
+        The network side gathers ``READ_SIZE`` buffers while a worker thread writes and
+        hashes the previous one. ``on_received(total_bytes)`` is called per chunk. More
+        bytes than the expected size raise :class:`VerificationError` once the stream
+        has been read to its end (abandoning httpx's iterators half-way would leave
+        async generators for the garbage collector). If the stream fails, :attr:`written`
+        tells how much reached the file, which is where a resumed download starts.
+        """
+        send, receive = anyio.create_memory_object_stream[bytes](1)
+        received = self.written
+        overflow = False
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._write_all, receive)
+                async with send:
+                    buffer = bytearray()
+                    async for chunk in chunks:
+                        if overflow or (
+                            self.size is not None and received + len(chunk) > self.size
+                        ):
+                            overflow = True
+                            continue
+                        received += len(chunk)
+                        buffer += chunk
+                        if on_received is not None:
+                            on_received(received)
+                        if len(buffer) >= READ_SIZE:
+                            await send.send(bytes(buffer))
+                            buffer.clear()
+                    if buffer:
+                        await send.send(bytes(buffer))
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
+        if overflow:
             raise VerificationError(
                 f"blob is larger than the expected {self.size} bytes", layer=self.digest
             )
-        self._buffer += data
-        if len(self._buffer) >= READ_SIZE:
-            await self.flush()
 
-    async def flush(self) -> None:
-        """Write and hash the buffered bytes (in a worker thread)."""
-        if not self._buffer:
-            return
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        await anyio.to_thread.run_sync(self._write_and_hash, data)
+    async def _write_all(self, buffers: MemoryObjectReceiveStream[bytes]) -> None:
+        async with buffers:
+            async for data in buffers:
+                await anyio.to_thread.run_sync(self._write_and_hash, data)
 
     def _write_and_hash(self, data: bytes) -> None:
         assert self._file is not None
@@ -155,8 +181,7 @@ class VerifyingBlobWriter:
         self.written += len(data)
 
     async def restart(self) -> None:
-        """Drop everything received (the server ignored a Range request)."""
-        self._buffer.clear()
+        """Drop everything written (the server ignored a Range request)."""
 
         def truncate() -> None:
             assert self._file is not None
@@ -169,7 +194,6 @@ class VerifyingBlobWriter:
 
     async def commit(self) -> Path:
         """Check digest and size, then move the file to its destination."""
-        await self.flush()
         if self.size is not None and self.written != self.size:
             raise VerificationError(
                 f"size mismatch: expected {self.size} bytes, got {self.written}",
