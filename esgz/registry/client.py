@@ -32,7 +32,7 @@ from esgz.oci.reference import DOCKER_HUB_ENDPOINT, DOCKER_HUB_REGISTRY, Registr
 from esgz.registry.auth import RegistryAuth
 from esgz.registry.credentials import CredentialProvider, DockerConfigCredentials
 from esgz.registry.options import RegistryOptions, build_ssl_context, options_for
-from esgz.registry.retry import RetryableStatus, RetryPolicy, parse_retry_after
+from esgz.registry.retry import RETRYABLE_STATUS, RetryableStatus, RetryPolicy, parse_retry_after
 from esgz.registry.transfer import FileSliceStream, VerifyingBlobWriter
 
 __all__ = [
@@ -938,7 +938,7 @@ def _status_error(
 ) -> Exception:
     status = response.status_code
     detail = _error_detail(response)
-    if status in (429, 500, 502, 503, 504):
+    if status in RETRYABLE_STATUS:
         return RetryableStatus(
             status, f"{status} {detail}", parse_retry_after(response.headers.get("Retry-After"))
         )
