@@ -2,20 +2,22 @@
 
 How the work is split (docs/format.md, "Writer design"):
 
-* The calling thread decompresses the input once, parses the tar, re-encodes each header
-  and appends header + payload to an uncompressed **spool file** (a temporary file, so
-  memory stays flat), hashing each file as it goes (the ``digest``).
-* Entries become **members** (:mod:`esgz.estargz.layout`) in output order. Members are
-  batched (≥ 512 KiB of input per task) and compressed by a thread pool; zlib/zstd and
-  hashlib release the GIL, so compression runs on every core while the calling thread
-  keeps reading. Results are written to ``dst`` strictly in order, hashing the output
-  (blob digest) and the uncompressed stream (DiffID) on the way: nothing is decompressed
-  again. At most ``workers + 2`` tasks are in flight, which bounds memory.
+* The calling thread decompresses the input once, parses the tar and re-encodes each
+  header; files larger than one chunk are hashed as they stream by (their ``digest``).
+* Entries become **members** (:mod:`esgz.estargz.layout`) in output order. Members (or,
+  with the zlib-ng backend, fixed 256 KiB blocks of large members) are batched into tasks
+  of ≥ 512 KiB and compressed by a thread pool; the compressors and hashlib release the
+  GIL, so compression runs on every core while the calling thread keeps reading. Results
+  are written to ``dst`` strictly in order, hashing the output (blob digest), the
+  uncompressed stream (DiffID) and each chunk (``chunkDigest``, also the ``digest`` of
+  single-chunk files) on the way: nothing is decompressed again. At most ``workers + 2``
+  tasks are in flight, which bounds memory.
 * Without prioritized files the output order is the input order (after the leading
   ``.no.prefetch.landmark``), so members are compressed while the input is still being
   read. With prioritized files the order is only known at the end of the input (a
-  hardlink target may come anywhere), so the input is spooled completely first and then
-  compressed from the spool in the final order — still decompressing the input only once.
+  hardlink target may come anywhere), so headers and payloads are first appended to an
+  uncompressed **spool file** (a temporary file, so memory stays flat), then compressed
+  from it in the final order — still decompressing the input only once.
 * Member boundaries depend only on the entries and the chunk size, and tasks are written
   in order, so the output is byte-identical for any worker count.
 * Offsets are filled into the TOC entries as members are written; the TOC, its member
@@ -506,12 +508,30 @@ class _Ingest:
 # TOC
 
 
+def _winners(items: list[_Item]) -> dict[str, int]:
+    """Index of the last occurrence of each cleaned name (the one the TOC lists)."""
+    return {item.cleaned: index for index, item in enumerate(items)}
+
+
+def _check_hardlinks(items: list[_Item], last: dict[str, int]) -> None:
+    """Every listed hardlink must point at a listed entry that comes before it."""
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if last[item.cleaned] != index:
+            continue
+        if item.link_target is not None and item.link_target not in seen:
+            where = "comes after it" if item.link_target in last else "is not in the layer"
+            raise FormatError(
+                f"hardlink {item.toc.name!r}: its target {item.toc.link_name!r} {where} "
+                "(readers need the target first)"
+            )
+        seen.add(item.cleaned)
+
+
 def _final_toc(items: list[_Item]) -> list[TOCEntry]:
     """TOC entries in output order: last occurrence of each name, links checked."""
-    last: dict[str, int] = {}
-    for index, item in enumerate(items):
-        last[item.cleaned] = index
-    seen: set[str] = set()
+    last = _winners(items)
+    _check_hardlinks(items, last)
     entries: list[TOCEntry] = []
     last_user: dict[int, str] = {}
     last_group: dict[int, str] = {}
@@ -519,13 +539,6 @@ def _final_toc(items: list[_Item]) -> list[TOCEntry]:
         if last[item.cleaned] != index:
             continue
         toc = item.toc
-        if item.link_target is not None and item.link_target not in seen:
-            where = "comes after it" if item.link_target in last else "is not in the layer"
-            raise FormatError(
-                f"hardlink {toc.name!r}: its target {toc.link_name!r} {where} "
-                "(readers need the target first)"
-            )
-        seen.add(item.cleaned)
         if item.size and not toc.digest:
             toc.digest = toc.chunk_digest  # single-chunk file: the chunk is the file
         # userName/groupName only when they change for an id (Go's nameIfChanged).
@@ -596,12 +609,15 @@ def write_layer(
             if count % 256 == 0:
                 check_cancel()
         if not streaming:
-            items, missing = _prioritize(items, ingest, planner, prioritized)
+            items, missing = _prioritize(items, ingest, prioritized)
             if missing and options.strict_prioritized:
                 raise FormatError(
                     "prioritized files not found in the layer: "
                     + ", ".join(repr(path) for path in missing)
                 )
+            _check_hardlinks(items, _winners(items))  # fail before compressing anything
+            for item in items:
+                item.plan(planner)
         planner.finish()
         output.finish()
         toc_entries = _final_toc(items)
@@ -635,12 +651,9 @@ def write_layer(
 
 
 def _prioritize(
-    items: list[_Item],
-    ingest: _Ingest,
-    planner: Planner,
-    prioritized: tuple[str, ...],
+    items: list[_Item], ingest: _Ingest, prioritized: tuple[str, ...]
 ) -> tuple[list[_Item], list[str]]:
-    """Plan the prioritized entries, the landmark, then the rest; returns the output order."""
+    """The output order (prioritized entries, the landmark, the rest) and missing paths."""
     order = prioritized_order(
         [item.cleaned for item in items], lambda i: items[i].link_target, prioritized
     )
@@ -648,6 +661,4 @@ def _prioritize(
     ordered = [items[i] for i in order.prioritized]
     ordered.append(landmark)
     ordered.extend(items[i] for i in order.rest)
-    for item in ordered:
-        item.plan(planner)
     return ordered, order.missing
