@@ -6,8 +6,9 @@ as one tar stream), ``28 b5 2f fd`` is zstd (all frames; skippable frames are ig
 anything else is read as a plain tar.
 
 Decompression is streamed (1 MiB reads) and happens once. gzip uses ISA-L's igzip reader
-(``isal``), measured fastest here (≈720 MB/s vs ≈620 MB/s for zlib-ng and ≈340 MB/s for
-the standard library on a 146 MiB layer), falling back to zlib-ng and then to the standard
+(``isal``, in a background thread so that it overlaps with tar parsing), measured
+fastest here (≈720 MB/s vs ≈620 MB/s for zlib-ng and ≈340 MB/s for the standard library
+on a 146 MiB layer), falling back to zlib-ng and then to the standard
 library when a module is missing. Corrupt or truncated compressed input raises
 :class:`~esgz.errors.FormatError`.
 """
@@ -36,9 +37,10 @@ class _Readable(Protocol):
 
 def _gzip_opener() -> Callable[[BinaryIO], _Readable]:
     try:
-        from isal import igzip
+        from isal import igzip_threaded
 
-        return lambda raw: igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        # Decompresses in a background thread, overlapping with tar parsing.
+        return lambda raw: igzip_threaded.open(raw, "rb", threads=1)  # type: ignore[no-untyped-call]
     except ImportError:  # pragma: no cover - isal is a declared dependency
         pass
     try:
@@ -151,6 +153,12 @@ class TarStream:
         else:
             self._reader = raw
         self.compressed_bytes = 0
+
+    def close(self) -> None:
+        """Stop decompressing (ends the background thread of the gzip reader)."""
+        close = getattr(self._reader, "close", None)
+        if close is not None:
+            close()
 
     def read(self, size: int = READ_SIZE) -> bytes:
         """Up to ``size`` uncompressed bytes; ``b""`` at the end of the blob."""

@@ -630,6 +630,7 @@ def write_layer(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         spool.close()
+        stream.close()
 
     toc_digest = "sha256:" + hashlib.sha256(toc_json).hexdigest()
     annotations = {
