@@ -1,0 +1,82 @@
+"""Ctrl-C while the workload runs: one line, exit 130, no mount, container or temp dir left."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cache import REPO_ROOT
+from tests.fixtures.images import SampleImage
+from tests.optimize.support import esgz_command, require_sandbox
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+SLEEP = "987"  # an unusual duration, to find the workload's process
+
+
+def sleeping_workloads() -> list[int]:
+    """Pids of processes running ``sleep 987``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:2] == [b"sleep", SLEEP.encode()]:
+            pids.append(int(proc.name))
+    return pids
+
+
+def mounts_below(path: Path) -> list[str]:
+    targets = subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return [target for target in targets if target.startswith(str(path))]
+
+
+def test_ctrl_c_while_profiling(busybox_image: SampleImage, tmp_path: Path) -> None:
+    require_sandbox()
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        esgz_command(
+            "optimize",
+            "--cache-dir",
+            str(cache),
+            "--period",
+            "120",
+            "--args",
+            f'["echo started; exec sleep {SLEEP}"]',
+            busybox_image.reference,
+            f"local://{out}:x",
+        ),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert process.stderr is not None
+    seen = []
+    while not any("workload stdout: started" in line for line in seen):
+        line = process.stderr.readline().decode()
+        assert line, f"esgz ended early: {''.join(seen)}"
+        seen.append(line)
+    assert sleeping_workloads()
+    assert mounts_below(cache)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=60)
+    print(f"interrupted run ended {time.monotonic() - started:.2f}s after SIGINT")
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines() == ["esgz: interrupted"]
+    assert stdout == b""
+    assert mounts_below(cache) == []
+    assert list((cache / "tmp").iterdir()) == []
+    assert sleeping_workloads() == []
+    assert not (out / "index.json").exists()
