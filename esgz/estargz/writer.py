@@ -10,8 +10,9 @@ How the work is split (docs/format.md, "Writer design"):
   GIL, so compression runs on every core while the calling thread keeps reading. Results
   are written to ``dst`` strictly in order, hashing the output (blob digest), the
   uncompressed stream (DiffID) and each chunk (``chunkDigest``, also the ``digest`` of
-  single-chunk files) on the way: nothing is decompressed again. At most ``workers + 2``
-  tasks are in flight, which bounds memory.
+  single-chunk files) on the way: nothing is decompressed again. At most
+  ``(workers + 2) × max(chunk size, 1 MiB)`` bytes of input are in flight, which bounds
+  memory.
 * Without prioritized files the output order is the input order (after the leading
   ``.no.prefetch.landmark``), so members are compressed while the input is still being
   read. With prioritized files the order is only known at the end of the input (a
@@ -80,6 +81,8 @@ __all__ = ["ConversionCancelled", "write_layer"]
 log = logging.getLogger(__name__)
 
 _TASK_BYTES: Final = 512 * 1024
+_IN_FLIGHT_UNIT: Final = 1 << 20
+"""Per worker (plus two), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
 _TYPES: Final = {
     "0": "reg",
@@ -230,6 +233,7 @@ class _Output:
         max_in_flight: int,
         check_cancel: Callable[[], None],
     ) -> None:
+        """``max_in_flight`` bounds the uncompressed bytes of submitted, unwritten tasks."""
         self._dst = dst
         self._codec = codec
         self._block = codec.block_size
@@ -239,7 +243,8 @@ class _Output:
         self._check_cancel = check_cancel
         self._batch: list[_Job] = []
         self._batch_bytes = 0
-        self._pending: deque[tuple[Future[_TaskResult], list[_Job]]] = deque()
+        self._pending: deque[tuple[Future[_TaskResult], list[_Job], int]] = deque()
+        self._pending_bytes = 0
         self.offset = 0
         self.blob_hash = hashlib.sha256()
         self.diff_hash = hashlib.sha256()
@@ -280,16 +285,18 @@ class _Output:
         self._spool.flush()
         batch = self._batch
         future = self._pool.submit(_run_task, self._spool.fd, batch, self._codec, bool(self._block))
-        self._pending.append((future, batch))
+        self._pending.append((future, batch, self._batch_bytes))
+        self._pending_bytes += self._batch_bytes
         self._batch = []
         self._batch_bytes = 0
         while self._pending and (
-            len(self._pending) > self._max_in_flight or self._pending[0][0].done()
+            self._pending_bytes > self._max_in_flight or self._pending[0][0].done()
         ):
             self._write_oldest()
 
     def _write_oldest(self) -> None:
-        future, jobs = self._pending.popleft()
+        future, jobs, size = self._pending.popleft()
+        self._pending_bytes -= size
         result = future.result()
         codec = self._codec
         out: list[bytes] = []
@@ -347,7 +354,7 @@ class _Output:
             self._write_oldest()
 
     def abandon(self) -> None:
-        for future, _ in self._pending:
+        for future, _, _ in self._pending:
             future.cancel()
         self._pending.clear()
 
@@ -589,7 +596,8 @@ def write_layer(
     reader = TarReader(stream)
     spool = _Spool(str(options.temp_dir) if options.temp_dir is not None else None)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
-    output = _Output(dst, codec, spool, pool, workers + 2, check_cancel)
+    in_flight = (workers + 2) * max(options.chunk_size, _IN_FLIGHT_UNIT)
+    output = _Output(dst, codec, spool, pool, in_flight, check_cancel)
     try:
         planner = Planner(options.chunk_size, output.add)
         prioritized = options.prioritized_files
