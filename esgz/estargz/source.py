@@ -28,6 +28,8 @@ from esgz.estargz.constants import GZIP_MAGIC, ZSTD_FRAME_MAGIC
 __all__ = ["SourceFormat", "TarStream", "open_tar_stream", "sniff_compression"]
 
 READ_SIZE: Final = 1 << 20
+_GZIP_BLOCK: Final = 256 << 10
+"""Compressed bytes the background gzip reader decompresses at a time."""
 SourceFormat = str  # "gzip" | "zstd" | "tar"
 
 
@@ -40,7 +42,7 @@ def _gzip_opener() -> Callable[[BinaryIO], _Readable]:
         from isal import igzip_threaded
 
         # Decompresses in a background thread, overlapping with tar parsing.
-        return lambda raw: igzip_threaded.open(raw, "rb", threads=1)  # type: ignore[no-untyped-call]
+        return lambda raw: igzip_threaded.open(raw, "rb", threads=1, block_size=_GZIP_BLOCK)  # type: ignore[no-untyped-call]
     except ImportError:  # pragma: no cover - isal is a declared dependency
         pass
     try:

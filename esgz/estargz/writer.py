@@ -11,7 +11,7 @@ How the work is split (docs/format.md, "Writer design"):
   are written to ``dst`` strictly in order, hashing the output (blob digest), the
   uncompressed stream (DiffID) and each chunk (``chunkDigest``, also the ``digest`` of
   single-chunk files) on the way: nothing is decompressed again. At most
-  ``(workers + 2) × max(chunk size, 1 MiB)`` bytes of input are in flight, which bounds
+  ``(workers + 1) × max(chunk size, 1 MiB)`` bytes of input are in flight, which bounds
   memory.
 * Without prioritized files the output order is the input order (after the leading
   ``.no.prefetch.landmark``), so members are compressed while the input is still being
@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 
 _TASK_BYTES: Final = 512 * 1024
 _IN_FLIGHT_UNIT: Final = 1 << 20
-"""Per worker (plus two), max(chunk size, this) bytes of input may be queued/compressing."""
+"""Per worker (plus one), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
 _TYPES: Final = {
     "0": "reg",
@@ -596,7 +596,7 @@ def write_layer(
     reader = TarReader(stream)
     spool = _Spool(str(options.temp_dir) if options.temp_dir is not None else None)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
-    in_flight = (workers + 2) * max(options.chunk_size, _IN_FLIGHT_UNIT)
+    in_flight = (workers + 1) * max(options.chunk_size, _IN_FLIGHT_UNIT)
     output = _Output(dst, codec, spool, pool, in_flight, check_cancel)
     try:
         planner = Planner(options.chunk_size, output.add)
