@@ -79,6 +79,13 @@ def _size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+_STOPPED = {
+    "period": "stopped at the end of the period",
+    "line": "stopped on the --wait-on-line match",
+    "signal": "stopped on a signal (--wait-on-signal)",
+}
+
+
 def describe(event: Event) -> str | None:
     """A one-line, human-readable description of a notable event (None: not notable)."""
     if isinstance(event, ImageResolved):
@@ -93,8 +100,8 @@ def describe(event: Event) -> str | None:
         on = f" ({event.platform})" if event.platform else ""
         if event.exit_status is None:
             ended = "did not start"
-        elif event.period_expired:
-            ended = "stopped at the end of the period"
+        elif event.stopped is not None:
+            ended = _STOPPED.get(event.stopped, "stopped")
         else:
             ended = f"exited with code {event.exit_status}"
         counts = ", ".join(str(count) for count in event.prioritized)

@@ -103,14 +103,16 @@ class WorkloadOutput(Event):
 class ImageProfiled(Event):
     """The workload ran on one manifest (platform) of the image.
 
-    ``exit_status`` is None if it never started (128+N: killed by signal N);
-    ``period_expired``: it was stopped at the end of the period; ``accessed``: files of
-    the rootfs it read; ``prioritized``: per layer, how many of them that layer serves.
+    ``exit_status`` is None if it never started (128+N: killed by signal N); ``stopped``
+    says why it was stopped — ``"period"`` (the period ended), ``"line"``
+    (``wait_on_line`` matched), ``"signal"`` (``wait_on_signal``) — or is None if it
+    exited by itself; ``accessed``: files of the rootfs it read; ``prioritized``: per
+    layer, how many of them that layer serves.
     """
 
     platform: str | None
     exit_status: int | None
-    period_expired: bool
+    stopped: str | None
     accessed: int
     prioritized: tuple[int, ...]
     seconds: float

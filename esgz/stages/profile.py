@@ -167,6 +167,16 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     return dict(enumerate(result.prioritized))
 
 
+def _stopped_by(result: ProfileResult) -> str | None:
+    if result.period_expired:
+        return "period"
+    if result.stopped_on_line:
+        return "line"
+    if result.stopped_on_signal:
+        return "signal"
+    return None
+
+
 def _publish_summary(
     manifest: ManifestJob, result: ProfileResult, seconds: float, ctx: RunContext
 ) -> None:
@@ -183,7 +193,7 @@ def _publish_summary(
             image=name,
             platform=manifest.platform,
             exit_status=result.exit_status,
-            period_expired=result.period_expired,
+            stopped=_stopped_by(result),
             accessed=len(result.accessed_paths),
             prioritized=tuple(len(paths) for paths in result.prioritized),
             seconds=seconds,

@@ -143,7 +143,7 @@ def test_user_nobody_and_period_cut(busybox_image: SampleImage, tmp_path: Path) 
     lines = [e["line"] for e in run.events("workload_output") if e["stream"] == "stdout"]
     assert lines == ["65534", SMALL_TEXT.decode().strip()]
     (profiled,) = run.events("image_profiled")
-    assert profiled["period_expired"]
+    assert profiled["stopped"] == "period"
     assert 2 <= profiled["seconds"] < 30
     # what it read before it was stopped is kept
     ((_, (base, data)),) = read_layers(out, "opt")

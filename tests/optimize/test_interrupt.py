@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
-from tests.optimize.support import esgz_command, require_sandbox
+from tests.optimize.support import esgz_command, read_layers, require_sandbox
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -80,3 +81,44 @@ def test_ctrl_c_while_profiling(busybox_image: SampleImage, tmp_path: Path) -> N
     assert list((cache / "tmp").iterdir()) == []
     assert sleeping_workloads() == []
     assert not (out / "index.json").exists()
+
+
+def test_ctrl_c_with_wait_on_signal_ends_the_workload_only(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    """With --wait-on-signal, Ctrl-C stops the workload and the image is still written."""
+    require_sandbox()
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        esgz_command(
+            "optimize",
+            "--no-cache",
+            "--oci",
+            "--wait-on-signal",
+            "--log-format",
+            "json",
+            "--args",
+            f'["cat /data/small.txt; echo started; exec sleep {SLEEP}"]',
+            busybox_image.reference,
+            f"local://{out}:x",
+        ),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert process.stdout is not None
+    seen = []
+    while not any('"line":"started"' in line for line in seen):
+        line = process.stdout.readline().decode()
+        assert line, f"esgz ended early: {''.join(seen)}"
+        seen.append(line)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    events = [json.loads(line) for line in [*seen, *stdout.decode().splitlines()]]
+    (profiled,) = [event for event in events if event["event"] == "image_profiled"]
+    assert profiled["stopped"] == "signal"
+    assert sleeping_workloads() == []
+    ((_, (_, data)),) = read_layers(out, "x")
+    assert "data/small.txt" in data.prioritized
