@@ -318,13 +318,13 @@ def _fmt_deflate(report: Report) -> list[str]:
     go = next((s for s in report.series if s.label == "go"), None)
     lines = [
         f"raw deflate of 4 MiB pieces ({_deflate.library_versions()}):",
-        f"{'library':<8} {'level':>5} {'threads':>7} {'wall':>8} {'MiB/s':>7} "
+        f"{'library':<10} {'level':>5} {'threads':>7} {'wall':>8} {'MiB/s':>7} "
         f"{'deflated':>12} {'vs go wall':>10} {'other cpu':>10}",
     ]
     for r in report.deflate:
         vs_go = f"{r.wall_s / go.best_wall:.3f}x" if go is not None else ""
         lines.append(
-            f"{r.library:<8} {r.level:>5} {r.threads:>7} {r.wall_s:>7.2f}s {r.mib_per_s:>7.1f} "
+            f"{r.library:<10} {r.level:>5} {r.threads:>7} {r.wall_s:>7.2f}s {r.mib_per_s:>7.1f} "
             f"{r.output_bytes / MiB:>8.2f} MiB {vs_go:>10} {r.other_cpu_s:>9.1f}s"
         )
     return lines
