@@ -94,7 +94,24 @@ async def profile_manifest(manifest: ManifestJob, ctx: RunContext) -> Mapping[in
         return await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
     if settings.needs_workload and manifest.profile:
         return await _from_workload(manifest, ctx)
+    if settings.needs_workload and not any(job.profile for job in manifest.image.manifests):
+        _warn_no_host_manifest(manifest, ctx)
     return {}
+
+
+def _warn_no_host_manifest(manifest: ManifestJob, ctx: RunContext) -> None:
+    """Once per image (on its first manifest): no manifest the workload could run on."""
+    if manifest.index != 0:
+        return
+    settings = manifest.image.settings
+    unwritten = " (record_out not written)" if settings.record_out is not None else ""
+    ctx.events.publish(
+        WarningEvent(
+            image=manifest.image.name,
+            message="Platform mismatch or optimization disabled; converting without"
+            f" optimization: no manifest for the host platform{unwritten}",
+        )
+    )
 
 
 async def _from_prefetch_list(

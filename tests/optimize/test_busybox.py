@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import HOST_PLATFORM, SMALL_TEXT, SampleImage
+from tests.fixtures.images import HOST_PLATFORM, OTHER_ARCH, SMALL_TEXT, SampleImage
 from tests.optimize.support import (
     AS_NOBODY,
     NO_PREFETCH,
@@ -261,3 +261,32 @@ def test_missing_runc_is_one_line_naming_it(busybox_image: SampleImage, tmp_path
     assert run.returncode == 1, run.stderr
     assert run.stderr.strip().splitlines() == [run.error_line()]
     assert "needs the OCI runtime 'runc'" in run.error_line()
+
+
+def test_other_platform_only_is_not_profiled(
+    multiplatform_image: SampleImage, tmp_path: Path
+) -> None:
+    require_sandbox()
+    out = tmp_path / "out"
+    record = tmp_path / "record.json"
+    run = run_esgz(
+        "optimize",
+        "--oci",
+        "--no-cache",
+        "--log-format",
+        "json",
+        "--platform",
+        f"linux/{OTHER_ARCH}",
+        "--record-out",
+        str(record),
+        multiplatform_image.reference,
+        f"local://{out}:opt",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.events("image_profiled") == []
+    (warning,) = run.events("warning_event")
+    assert warning["message"].startswith("Platform mismatch or optimization disabled")
+    assert "record_out not written" in warning["message"]
+    assert not record.exists()
+    ((_, layers),) = read_layers(out, "opt")
+    assert [layer.landmark for layer in layers] == [NO_PREFETCH] * len(layers)
