@@ -25,19 +25,23 @@ class TOCTail:
 class LayerCodec(Protocol):
     """Compression of members and the format's TOC and footer.
 
-    A member may be compressed in independent blocks of ``block_size`` bytes (each primed
-    with the preceding 32 KiB of the member as dictionary) that are concatenated between
-    :meth:`member_head` and :meth:`member_tail`; ``block_size`` 0 means members are
-    compressed whole (then head and tail are empty).
+    A member is :meth:`member_head`, then its compressed blocks, then :meth:`member_tail`.
+    With ``block_size`` > 0 members are cut into independent blocks of that many bytes
+    (each primed with the preceding 32 KiB of the member as dictionary); with 0 a member is
+    one block. ``uses_crc``: the tail needs the CRC32 of the member's content (computed by
+    the workers per block and combined in order).
     """
 
     block_size: int
+    uses_crc: bool
 
     def member_head(self) -> bytes:
         """Bytes before a member's first block."""
         ...
 
-    def compress_block(self, pieces: Sequence[Buffer], dictionary: bytes, final: bool) -> bytes:
+    def compress_block(
+        self, pieces: Sequence[Buffer], dictionary: bytes, final: bool
+    ) -> bytes | bytearray:
         """One block of a member; called from many threads at once."""
         ...
 

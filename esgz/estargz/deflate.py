@@ -118,16 +118,27 @@ def _gzip_member_zlib(module: ModuleType, pieces: Sequence[Buffer], level: int) 
 
 
 def _gzip_member_libdeflate(pieces: Sequence[Buffer], level: int) -> bytes:
-    assert _libdeflate is not None
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    body = _libdeflate.deflate_compress(data, level) if level else _stored(data)
-    return _HEADERS[level] + body + _trailer(_ZLIB.crc32(data), len(data))
+    return _HEADERS[level] + _libdeflate_body(data, level) + _trailer(_ZLIB.crc32(data), len(data))
+
+
+def _libdeflate_body(data: Buffer, level: int) -> bytes | bytearray:
+    assert _libdeflate is not None
+    if not level:
+        return _stored(data)
+    return _libdeflate.deflate_compress(data, level)
+
+
+def _zlib_body(module: ModuleType, pieces: Sequence[Buffer], level: int) -> bytes:
+    compressor = _zlib_compressor(module, level)
+    out = [compressor.compress(piece) for piece in pieces]  # type: ignore[attr-defined]
+    out.append(compressor.flush())  # type: ignore[attr-defined]
+    return b"".join(out)
 
 
 def _stored(data: Buffer) -> bytes:
     """Level 0: stored blocks (as zlib writes them)."""
-    compressor = _zlib_compressor(_ZLIB, 0)
-    return compressor.compress(data) + compressor.flush()  # type: ignore[attr-defined,no-any-return]
+    return _zlib_body(_ZLIB, (data,), 0)
 
 
 def gzip_member(data: Buffer, level: int, backend: str = BACKEND) -> bytes:
@@ -168,6 +179,8 @@ def crc32_combine(first: int, second: int, second_length: int) -> int:
 class EStargzCodec:
     """gzip members, the ``stargz.index.json`` TOC member and the 51-byte footer."""
 
+    uses_crc = True
+
     def __init__(self, level: int, backend: str = BACKEND) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"deflate backend {backend!r} is not available ({BACKENDS})")
@@ -176,21 +189,25 @@ class EStargzCodec:
         self.level = level
         self.backend = backend
         self.block_size = BLOCK_SIZE if backend == "zlib-ng" else 0
-        self._head = _HEADERS[level] if self.block_size else b""
+        self._head = _HEADERS[level]
 
     def member_head(self) -> bytes:
-        """The gzip member header (block mode), else nothing (members come whole)."""
+        """The 10-byte gzip member header."""
         return self._head
 
-    def compress_block(self, pieces: Sequence[Buffer], dictionary: bytes, final: bool) -> bytes:
-        """One deflate block of a member, or the whole gzip member outside block mode."""
-        if not self.block_size:
-            return gzip_member_of(pieces, self.level, self.backend)
-        return deflate_block(pieces, dictionary, final, self.level)
+    def compress_block(
+        self, pieces: Sequence[Buffer], dictionary: bytes, final: bool
+    ) -> bytes | bytearray:
+        """Raw deflate of one block (zlib-ng) or of a whole member (libdeflate, zlib)."""
+        if self.block_size:
+            return deflate_block(pieces, dictionary, final, self.level)
+        if self.backend == "libdeflate":
+            return _libdeflate_body(pieces[0] if len(pieces) == 1 else b"".join(pieces), self.level)
+        return _zlib_body(zlib, pieces, self.level)
 
     def member_tail(self, crc: int, size: int) -> bytes:
-        """CRC32 and ISIZE (block mode), else nothing."""
-        return _trailer(crc, size) if self.block_size else b""
+        """CRC32 and ISIZE."""
+        return _trailer(crc, size)
 
     def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:
         """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""

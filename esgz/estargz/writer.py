@@ -81,6 +81,7 @@ __all__ = ["ConversionCancelled", "write_layer"]
 log = logging.getLogger(__name__)
 
 _TASK_BYTES: Final = 512 * 1024
+_DIRECT_WRITE: Final = 64 * 1024
 _IN_FLIGHT_UNIT: Final = 1 << 20
 """Per worker (plus one), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
@@ -194,13 +195,13 @@ class _Job:
 
 @dataclass(slots=True)
 class _TaskResult:
-    compressed: list[bytes]
+    compressed: list[bytes | bytearray]
     crcs: list[int]
 
 
 def _run_task(fd: int, jobs: list[_Job], codec: LayerCodec, with_crc: bool) -> _TaskResult:
     """Worker: read spooled pieces, compress each block, CRC it."""
-    compressed: list[bytes] = []
+    compressed: list[bytes | bytearray] = []
     crcs: list[int] = []
     for job in jobs:
         pieces = _materialize(fd, job.pieces)
@@ -284,7 +285,9 @@ class _Output:
         self._check_cancel()
         self._spool.flush()
         batch = self._batch
-        future = self._pool.submit(_run_task, self._spool.fd, batch, self._codec, bool(self._block))
+        future = self._pool.submit(
+            _run_task, self._spool.fd, batch, self._codec, self._codec.uses_crc
+        )
         self._pending.append((future, batch, self._batch_bytes))
         self._pending_bytes += self._batch_bytes
         self._batch = []
@@ -299,7 +302,7 @@ class _Output:
         self._pending_bytes -= size
         result = future.result()
         codec = self._codec
-        out: list[bytes] = []
+        out: list[bytes | bytearray] = []
         offset = self.offset
         diff_hash = self.diff_hash
         for index, job in enumerate(jobs):
@@ -324,7 +327,8 @@ class _Output:
                     self._chunk_hash.update(part)
                     self._chunk_left -= len(part)
             if result.crcs:
-                self._crc = crc32_combine(self._crc, result.crcs[index], job.size)
+                crc = result.crcs[index]
+                self._crc = crc if job.first else crc32_combine(self._crc, crc, job.size)
             job.pieces = []
             if job.last:
                 tail = codec.member_tail(self._crc, member.size)
@@ -335,10 +339,26 @@ class _Output:
                     self._chunk_hash = None
                 self.uncompressed_size += member.size
                 member.pieces = []
-        data = b"".join(out)
+        self._emit(out)
+        self.offset = offset
+
+    def _emit(self, parts: list[bytes | bytearray]) -> None:
+        """Write and hash ``parts``; small ones are joined, large ones go out as they are."""
+        small: list[bytes | bytearray] = []
+        for part in parts:
+            if len(part) < _DIRECT_WRITE:
+                small.append(part)
+                continue
+            if small:
+                self._write(b"".join(small))
+                small = []
+            self._write(part)
+        if small:
+            self._write(b"".join(small))
+
+    def _write(self, data: bytes | bytearray) -> None:
         self._dst.write(data)
         self.blob_hash.update(data)
-        self.offset = offset
 
     def write_raw(self, blob_bytes: bytes, stream_bytes: bytes) -> None:
         """Append bytes that were compressed by the caller (TOC, footer)."""

@@ -48,6 +48,7 @@ class ZstdChunkedCodec:
 
     block_size = 0
     """Frames are compressed whole."""
+    uses_crc = False
 
     def member_head(self) -> bytes:
         """Nothing: a frame is self-contained."""
