@@ -290,3 +290,30 @@ def test_other_platform_only_is_not_profiled(
     assert not record.exists()
     ((_, layers),) = read_layers(out, "opt")
     assert [layer.landmark for layer in layers] == [NO_PREFETCH] * len(layers)
+
+
+def test_yaml_workload_block(busybox_image: SampleImage, tmp_path: Path) -> None:
+    """`esgz run`: the image's workload keys are merged over defaults.workload."""
+    require_sandbox()
+    record = tmp_path / "record.json"
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        "defaults:\n"
+        "  oci: true\n"
+        "  accept_failed_workload: true\n"
+        "  workload: {entrypoint: [/bin/cat], args: [/etc/passwd], period: 5}\n"
+        "cache: {enabled: false}\n"
+        "images:\n"
+        f"  - source: {busybox_image.reference}\n"
+        f"    target: local://{tmp_path}/out:opt\n"
+        f"    record_out: {record}\n"
+        "    workload: {args: [/data/small.txt, /no/such/file]}\n"
+    )
+    run = run_esgz("run", "--log-format", "json", str(pipeline))
+    assert run.returncode == 0, run.stderr
+    (profiled,) = run.events("image_profiled")
+    assert profiled["exit_status"] == 1  # cat: /no/such/file, accepted
+    assert [entry.path for entry in records_of(record)] == ["bin/busybox", "data/small.txt"]
+    ((_, (base, data)),) = read_layers(tmp_path / "out", "opt")
+    assert "etc/passwd" not in base.prioritized
+    assert "data/small.txt" in data.prioritized
