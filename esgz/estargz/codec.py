@@ -15,9 +15,9 @@ Buffer = bytes | memoryview
 class TOCTail:
     """Everything after the last data member: blob bytes, uncompressed bytes, annotations."""
 
-    blob_bytes: bytes
+    blob_parts: list[bytes]
     """TOC (gzip member or skippable frame) followed by the footer."""
-    stream_bytes: bytes
+    stream_parts: list[bytes]
     """What the tail adds to the uncompressed stream (counts toward the DiffID)."""
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -49,6 +49,6 @@ class LayerCodec(Protocol):
         """Bytes after a member's last block, given the CRC32 and length of its content."""
         ...
 
-    def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:
-        """TOC and footer for a blob whose data members end at ``toc_offset``."""
+    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
+        """TOC (JSON given in pieces) and footer for data members ending at ``toc_offset``."""
         ...

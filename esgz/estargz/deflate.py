@@ -209,13 +209,18 @@ class EStargzCodec:
         """CRC32 and ISIZE."""
         return _trailer(crc, size)
 
-    def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:
-        """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""
-        toc_tar = (
-            plain_header(TOC_TAR_NAME, len(toc_json))
-            + toc_json
-            + bytes(-len(toc_json) % 512)
-            + bytes(1024)
-        )
-        blob = gzip_member(toc_tar, self.level, self.backend) + gzip_footer(toc_offset)
-        return TOCTail(blob_bytes=blob, stream_bytes=toc_tar)
+    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
+        """TOC member (a tar: header, JSON, padding, end-of-archive) and footer.
+
+        The TOC member is compressed by streaming (zlib-ng/zlib) so that a large TOC is
+        never copied into one buffer.
+        """
+        length = sum(len(piece) for piece in toc_pieces)
+        toc_tar = [
+            plain_header(TOC_TAR_NAME, length),
+            *toc_pieces,
+            bytes(-length % 512 + 1024),
+        ]
+        streaming = _ZLIB_NAME if self.backend == "libdeflate" else self.backend
+        member = gzip_member_of(toc_tar, self.level, streaming)
+        return TOCTail(blob_parts=[member, gzip_footer(toc_offset)], stream_parts=toc_tar)

@@ -27,6 +27,7 @@ What it does with each header kind (see also docs/format.md, "Writer decisions")
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -324,8 +325,8 @@ class TarReader:
         entry.gid = _parse_number(block[116:124], "gid", name)
         entry.mtime = _parse_number(block[136:148], "mtime", name)
         if is_ustar or is_gnu:
-            entry.uname = _decode(_cstring(block[265:297]))
-            entry.gname = _decode(_cstring(block[297:329]))
+            entry.uname = sys.intern(_decode(_cstring(block[265:297])))
+            entry.gname = sys.intern(_decode(_cstring(block[297:329])))
             entry.devmajor = _parse_number(block[329:337], "devmajor", name)
             entry.devminor = _parse_number(block[337:345], "devminor", name)
         stored = size
@@ -379,9 +380,9 @@ class TarReader:
             elif key == "linkpath":
                 entry.linkname = value
             elif key == "uname":
-                entry.uname = value
+                entry.uname = sys.intern(value)
             elif key == "gname":
-                entry.gname = value
+                entry.gname = sys.intern(value)
             elif key in ("uid", "gid"):
                 setattr(entry, key, _parse_decimal(value, key, name))
             elif key == "mtime":

@@ -227,12 +227,20 @@ def _entry_lines(entry: TOCEntry) -> str:
 
 def encode_toc(version: int, entries: Iterable[TOCEntry]) -> bytes:
     """The Go ``MarshalIndent`` bytes of a TOC with these entries (see :meth:`TOC.to_json`)."""
-    body = ",\n".join(_entry_lines(entry) for entry in entries)
-    if body:
-        text = f'{{\n\t"version": {version},\n\t"entries": [\n{body}\n\t]\n}}'
-    else:
-        text = f'{{\n\t"version": {version},\n\t"entries": []\n}}'
-    return text.encode("utf-8")
+    return b"".join(encode_toc_pieces(version, entries))
+
+
+def encode_toc_pieces(version: int, entries: Iterable[TOCEntry]) -> list[bytes]:
+    """:func:`encode_toc` as a list of pieces (one per entry), to stream a large TOC."""
+    pieces: list[bytes] = []
+    for entry in entries:
+        text = _entry_lines(entry)
+        pieces.append((",\n" + text if pieces else text).encode("utf-8"))
+    if not pieces:
+        return [f'{{\n\t"version": {version},\n\t"entries": []\n}}'.encode()]
+    pieces[0] = f'{{\n\t"version": {version},\n\t"entries": [\n'.encode() + pieces[0]
+    pieces.append(b"\n\t]\n}")
+    return pieces
 
 
 # --------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ from esgz.estargz.ordering import clean_name, prioritized_order
 from esgz.estargz.source import TarStream
 from esgz.estargz.tarheader import encode_header, plain_header
 from esgz.estargz.tarinput import TarEntry, TarReader
-from esgz.estargz.toc import TOCEntry, encode_toc, format_modtime
+from esgz.estargz.toc import TOCEntry, encode_toc_pieces, format_modtime
 from esgz.estargz.zstdchunked import ZstdChunkedCodec
 
 __all__ = ["ConversionCancelled", "write_layer"]
@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 
 _TASK_BYTES: Final = 512 * 1024
 _DIRECT_WRITE: Final = 64 * 1024
+_NO_XATTRS: Final[dict[str, bytes]] = {}
+"""Shared by every TOC entry without xattrs (never mutated)."""
 _IN_FLIGHT_UNIT: Final = 1 << 20
 """Per worker (plus one), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
@@ -360,13 +362,14 @@ class _Output:
         self._dst.write(data)
         self.blob_hash.update(data)
 
-    def write_raw(self, blob_bytes: bytes, stream_bytes: bytes) -> None:
+    def write_raw(self, blob_parts: list[bytes], stream_parts: list[bytes]) -> None:
         """Append bytes that were compressed by the caller (TOC, footer)."""
-        self._dst.write(blob_bytes)
-        self.blob_hash.update(blob_bytes)
-        self.offset += len(blob_bytes)
-        self.diff_hash.update(stream_bytes)
-        self.uncompressed_size += len(stream_bytes)
+        for part in blob_parts:
+            self._write(part)
+            self.offset += len(part)
+        for part in stream_parts:
+            self.diff_hash.update(part)
+            self.uncompressed_size += len(part)
 
     def finish(self) -> None:
         self._submit()
@@ -434,6 +437,8 @@ class _Ingest:
 
     def item(self, entry: TarEntry) -> _Item | None:
         cleaned = clean_name(entry.name)
+        if cleaned == entry.name:
+            cleaned = entry.name  # share the string
         if "/" not in cleaned and cleaned in _DROPPED_NAMES:
             self._drop(entry, cleaned)
             return None
@@ -467,7 +472,7 @@ class _Ingest:
             group_name=entry.gname,
             dev_major=entry.devmajor if kind in ("char", "block") else 0,
             dev_minor=entry.devminor if kind in ("char", "block") else 0,
-            xattrs=entry.xattrs,
+            xattrs=entry.xattrs or _NO_XATTRS,
         )
         size = entry.size if kind == "reg" else 0
         item = _Item(toc, cleaned, link_target, size)
@@ -649,9 +654,13 @@ def write_layer(
         planner.finish()
         output.finish()
         toc_entries = _final_toc(items)
-        toc_json = encode_toc(1, toc_entries)
-        tail = codec.tail(toc_json, output.offset)
-        output.write_raw(tail.blob_bytes, tail.stream_bytes)
+        toc_pieces = encode_toc_pieces(1, toc_entries)
+        del toc_entries, items
+        toc_hash = hashlib.sha256()
+        for piece in toc_pieces:
+            toc_hash.update(piece)
+        tail = codec.tail(toc_pieces, output.offset)
+        output.write_raw(tail.blob_parts, tail.stream_parts)
     except BaseException:
         output.abandon()
         raise
@@ -660,7 +669,7 @@ def write_layer(
         spool.close()
         stream.close()
 
-    toc_digest = "sha256:" + hashlib.sha256(toc_json).hexdigest()
+    toc_digest = "sha256:" + toc_hash.hexdigest()
     annotations = {
         TOC_DIGEST_ANNOTATION: toc_digest,
         UNCOMPRESSED_SIZE_ANNOTATION: str(output.uncompressed_size),

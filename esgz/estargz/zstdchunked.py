@@ -69,16 +69,17 @@ class ZstdChunkedCodec:
         out.append(stream.flush())
         return b"".join(out)
 
-    def tail(self, toc_json: bytes, toc_offset: int) -> TOCTail:
+    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
         """Skippable frame holding the compressed TOC, then the footer frame."""
-        frame = self._compressor().compress(toc_json)
-        skippable = ZSTD_SKIPPABLE_MAGIC + struct.pack("<I", len(frame)) + frame
+        length = sum(len(piece) for piece in toc_pieces)
+        frame = self.compress_block(toc_pieces, b"", True)
+        header = ZSTD_SKIPPABLE_MAGIC + struct.pack("<I", len(frame))
         position = toc_offset + 8
-        footer = zstd_chunked_footer(ZstdChunkedFooter(position, len(frame), len(toc_json)))
+        footer = zstd_chunked_footer(ZstdChunkedFooter(position, len(frame), length))
         annotations = {
             ZSTD_MANIFEST_CHECKSUM_ANNOTATION: "sha256:" + hashlib.sha256(frame).hexdigest(),
             ZSTD_MANIFEST_POSITION_ANNOTATION: (
-                f"{position}:{len(frame)}:{len(toc_json)}:{ZSTD_CHUNKED_MANIFEST_TYPE}"
+                f"{position}:{len(frame)}:{length}:{ZSTD_CHUNKED_MANIFEST_TYPE}"
             ),
         }
-        return TOCTail(blob_bytes=skippable + footer, stream_bytes=b"", annotations=annotations)
+        return TOCTail(blob_parts=[header, frame, footer], stream_parts=[], annotations=annotations)
