@@ -244,30 +244,16 @@ class Manifest:
         if obj.get("config") is None:
             raise ImageError(f"{what} has no 'config'")
         return cls(
-            media_type=declared,
-            config=Descriptor.from_json(obj["config"], f"{what} config"),
-            layers=_descriptor_list(obj, "layers", what),
-            annotations=_annotations(obj, what),
-            subject=_optional_descriptor(obj, "subject", what),
-            artifact_type=_string(obj, "artifactType", what),
-            raw=dict(obj),
+            declared,
+            Descriptor.from_json(obj["config"], f"{what} config"),
+            _descriptor_list(obj, "layers", what),
+            *_document_tail(obj, what),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The manifest JSON object (see the module docs for key order)."""
-        obj: dict[str, Any] = {"schemaVersion": 2}
-        if self.media_type:
-            obj["mediaType"] = self.media_type
-        if self.artifact_type:
-            obj["artifactType"] = self.artifact_type
-        obj["config"] = self.config.to_json()
-        obj["layers"] = [layer.to_json() for layer in self.layers]
-        if self.subject is not None:
-            obj["subject"] = self.subject.to_json()
-        if self.annotations:
-            obj["annotations"] = _sorted(self.annotations)
-        _with_unknown(obj, self.raw, self._KEYS)
-        return obj
+        body = {"config": self.config.to_json(), "layers": [d.to_json() for d in self.layers]}
+        return _document_json(self, body, self._KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,29 +292,42 @@ class Index:
             raise ImageError(f"{what} has unsupported media type {effective!r}")
         if "layers" in obj or "config" in obj:
             raise ImageError(f"{what} has 'layers'/'config': it looks like a manifest")
-        return cls(
-            media_type=declared,
-            manifests=_descriptor_list(obj, "manifests", what),
-            annotations=_annotations(obj, what),
-            subject=_optional_descriptor(obj, "subject", what),
-            artifact_type=_string(obj, "artifactType", what),
-            raw=dict(obj),
-        )
+        return cls(declared, _descriptor_list(obj, "manifests", what), *_document_tail(obj, what))
 
     def to_json(self) -> dict[str, Any]:
         """The index JSON object (see the module docs for key order)."""
-        obj: dict[str, Any] = {"schemaVersion": 2}
-        if self.media_type:
-            obj["mediaType"] = self.media_type
-        if self.artifact_type:
-            obj["artifactType"] = self.artifact_type
-        obj["manifests"] = [item.to_json() for item in self.manifests]
-        if self.subject is not None:
-            obj["subject"] = self.subject.to_json()
-        if self.annotations:
-            obj["annotations"] = _sorted(self.annotations)
-        _with_unknown(obj, self.raw, self._KEYS)
-        return obj
+        body = {"manifests": [d.to_json() for d in self.manifests]}
+        return _document_json(self, body, self._KEYS)
+
+
+def _document_tail(
+    obj: Mapping[str, Any], what: str
+) -> tuple[dict[str, str], Descriptor | None, str, dict[str, Any]]:
+    """The fields a manifest and an index share, after their own ones, in field order."""
+    return (
+        _annotations(obj, what),
+        _optional_descriptor(obj, "subject", what),
+        _string(obj, "artifactType", what),
+        dict(obj),
+    )
+
+
+def _document_json(
+    document: Manifest | Index, body: Mapping[str, Any], names: Sequence[str]
+) -> dict[str, Any]:
+    """A manifest's or index's JSON object around its own ``body`` keys (module docs)."""
+    obj: dict[str, Any] = {"schemaVersion": 2}
+    if document.media_type:
+        obj["mediaType"] = document.media_type
+    if document.artifact_type:
+        obj["artifactType"] = document.artifact_type
+    obj.update(body)
+    if document.subject is not None:
+        obj["subject"] = document.subject.to_json()
+    if document.annotations:
+        obj["annotations"] = _sorted(document.annotations)
+    _with_unknown(obj, document.raw, names)
+    return obj
 
 
 def to_bytes(document: Manifest | Index | Descriptor) -> bytes:
