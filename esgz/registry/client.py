@@ -58,6 +58,7 @@ PushOutcome = Literal["exists", "mounted", "uploaded"]
 MAX_MANIFEST_SIZE = 4 << 20
 _OCTET_STREAM = "application/octet-stream"
 _MAX_ERROR_BODY = 64 << 10
+_ACCEPT_MANIFESTS = {"Accept": ", ".join(MANIFEST_ACCEPT)}
 _UPLOAD_RANGE_RE = re.compile(r"^(?:bytes=)?0-(\d+)$")
 
 
@@ -219,6 +220,9 @@ class RegistryClient:
         plain = ref.plain_http or options_for(ref.registry, self.options).plain_http
         return f"{'http' if plain else 'https'}://{ref.endpoint}/v2/{ref.repository}"
 
+    def _manifest_url(self, ref: RegistryReference) -> str:
+        return f"{self._repo_url(ref)}/manifests/{ref.object}"
+
     def _progress(self, callback: ProgressCallback | None) -> ProgressCallback | None:
         return callback if callback is not None else self.on_progress
 
@@ -235,19 +239,11 @@ class RegistryClient:
             except (RetryableStatus, httpx.TransportError) as error:
                 if _is_tls_failure(error):
                     raise _transport_error(ref, what, error) from None
-                retry_after = error.retry_after if isinstance(error, RetryableStatus) else None
-                delay = self.retry.backoff(attempt, retry_after)
-                if (
-                    attempt >= self.retry.max_attempts
-                    or time.monotonic() - started + delay > self.retry.max_total
-                ):
-                    if isinstance(error, RetryableStatus):
-                        raise RegistryError(
-                            f"{what} failed: {error.message} (gave up after {attempt} attempts)",
-                            status_code=error.status_code,
-                            registry=ref.registry,
-                        ) from None
-                    raise _transport_error(ref, what, error) from None
+                delay = self.retry.next_delay(attempt, started, _retry_after(error))
+                if delay is None:
+                    raise _gave_up(
+                        ref, what, error, f" (gave up after {attempt} attempts)"
+                    ) from None
                 log.info("%s: %s; retrying in %.2fs", what, _describe(error), delay)
                 await anyio.sleep(delay)
 
@@ -327,9 +323,9 @@ class RegistryClient:
             ref,
             what,
             "HEAD",
-            f"{self._repo_url(ref)}/manifests/{ref.object}",
+            self._manifest_url(ref),
             ok=(200,),
-            headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+            headers=_ACCEPT_MANIFESTS,
         )
         digest = response.headers.get("Docker-Content-Digest")
         media_type = _media_type(response)
@@ -350,9 +346,9 @@ class RegistryClient:
             ref,
             what,
             "GET",
-            f"{self._repo_url(ref)}/manifests/{ref.object}",
+            self._manifest_url(ref),
             ok=(200,),
-            headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+            headers=_ACCEPT_MANIFESTS,
         )
         content = response.content
         if len(content) > MAX_MANIFEST_SIZE:
@@ -378,9 +374,9 @@ class RegistryClient:
             ref,
             f"check manifest {ref}",
             "HEAD",
-            f"{self._repo_url(ref)}/manifests/{ref.object}",
+            self._manifest_url(ref),
             ok=(200,),
-            headers={"Accept": ", ".join(MANIFEST_ACCEPT)},
+            headers=_ACCEPT_MANIFESTS,
             not_found_ok=True,
         )
         return response.status_code == 200
@@ -789,20 +785,9 @@ class RegistryClient:
                 offset = new_offset
             except (RetryableStatus, httpx.TransportError) as error:
                 failures += 1
-                retry_after = error.retry_after if isinstance(error, RetryableStatus) else None
-                delay = self.retry.backoff(failures, retry_after)
-                if (
-                    failures >= self.retry.max_attempts
-                    or time.monotonic() - started + delay > self.retry.max_total
-                    or _is_tls_failure(error)
-                ):
-                    if isinstance(error, RetryableStatus):
-                        raise RegistryError(
-                            f"{what} failed: {error.message}",
-                            status_code=error.status_code,
-                            registry=ref.registry,
-                        ) from None
-                    raise _transport_error(ref, what, error) from None
+                delay = self.retry.next_delay(failures, started, _retry_after(error))
+                if delay is None or _is_tls_failure(error):
+                    raise _gave_up(ref, what, error, "") from None
                 log.info("%s: chunk at %d: %s; retrying", what, offset, _describe(error))
                 await anyio.sleep(delay)
                 location, offset = await self._upload_status(ref, what, location, digest, offset)
@@ -972,6 +957,24 @@ def _is_tls_failure(error: BaseException) -> bool:
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The wait a ``Retry-After`` header asked for, if ``error`` is a status that sent one."""
+    return error.retry_after if isinstance(error, RetryableStatus) else None
+
+
+def _gave_up(
+    ref: RegistryReference, what: str, error: RetryableStatus | httpx.TransportError, note: str
+) -> RegistryError:
+    """The error for a retryable failure that is not retried again (``note`` says why)."""
+    if isinstance(error, RetryableStatus):
+        return RegistryError(
+            f"{what} failed: {error.message}{note}",
+            status_code=error.status_code,
+            registry=ref.registry,
+        )
+    return _transport_error(ref, what, error)
 
 
 def _transport_error(ref: RegistryReference, what: str, error: BaseException) -> RegistryError:

@@ -56,6 +56,17 @@ class RetryPolicy:
         delay *= 1 - self.jitter * random.random()
         return float(delay * self.time_scale)
 
+    def next_delay(self, attempt: int, started: float, retry_after: float | None) -> float | None:
+        """The wait after failed attempt ``attempt``; ``None`` once the policy is spent.
+
+        Spent: ``max_attempts`` made, or the wait would end more than ``max_total``
+        seconds after ``started`` (a :func:`time.monotonic` reading).
+        """
+        delay = self.backoff(attempt, retry_after)
+        if attempt >= self.max_attempts or time.monotonic() - started + delay > self.max_total:
+            return None
+        return delay
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""

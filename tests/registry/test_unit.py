@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def test_retry_policy() -> None:
     assert parse_retry_after("7") == 7
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
     assert parse_retry_after("soon") is None
+
+
+def test_retry_policy_is_spent_by_attempts_or_total_time() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=1, jitter=0, max_total=10)
+    now = time.monotonic()
+    assert policy.next_delay(1, now, None) == 1
+    assert policy.next_delay(2, now, None) == 2
+    assert policy.next_delay(3, now, None) is None
+    assert policy.next_delay(1, now, retry_after=9) == 9
+    assert policy.next_delay(1, now, retry_after=11) is None
+    assert policy.next_delay(1, now - 9.5, None) is None
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
