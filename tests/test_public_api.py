@@ -37,6 +37,8 @@ EXPECTED = {
     "ImageDone",
     "PipelineDone",
     "WarningEvent",
+    "WorkloadOutput",
+    "ImageProfiled",
     "__version__",
 }
 
