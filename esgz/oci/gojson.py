@@ -27,8 +27,12 @@ _HTML = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def quote(text: str) -> str:
-    """``text`` as a Go-encoded JSON string literal, quotes included."""
+def quote(text: str, *, lone_surrogate: str = "\ufffd") -> str:
+    """``text`` as a Go-encoded JSON string literal, quotes included.
+
+    A lone surrogate is written as ``lone_surrogate``: by default U+FFFD, which is what
+    Go's decoder makes of a ``\\ud800``-style escape in the JSON it read.
+    """
     out = ['"']
     for char in text:
         if char in _SHORT:
@@ -38,7 +42,7 @@ def quote(text: str) -> str:
         elif char in _HTML:
             out.append(_HTML[char])
         elif "\ud800" <= char <= "\udfff":
-            out.append("\ufffd")
+            out.append(lone_surrogate)
         else:
             out.append(char)
     out.append('"')

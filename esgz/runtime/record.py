@@ -1,8 +1,9 @@
 """Saved profiles: ctr-remote record files (JSON lines) and plain prefetch lists.
 
 A record file holds one JSON object per line, written exactly as Go's ``json.Encoder``
-does (compact, ``<`` ``>`` ``&`` U+2028 U+2029 escaped as ``\\u00XX``, control characters
-as ``\\n`` ``\\r`` ``\\t`` or ``\\u00XX``, invalid UTF-8 replaced by U+FFFD, then ``\\n``)::
+does (compact, ``<`` ``>`` ``&`` U+2028 U+2029 escaped as ``\\uXXXX``, control characters
+as ``\\n`` ``\\r`` ``\\t`` or ``\\u00XX``, each byte of a path that is not UTF-8 as the
+escape ``\\ufffd``, then ``\\n``)::
 
     {"path":"bin/busybox","manifestDigest":"sha256:…","layerIndex":0}
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esgz.errors import FormatError
+from esgz.oci import gojson
 from esgz.runtime.layermap import prioritized_by_layer
 from esgz.runtime.unpack import LayerIndex, clean_entry_name
 
@@ -49,13 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_GO_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -69,29 +64,14 @@ class RecordEntry:
 
 
 def _go_string(text: str) -> str:
-    # Invalid UTF-8 (surrogate-escaped bytes) becomes U+FFFD, as Go's encoder does.
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif code < 0x20:
-            out.append(f"\\u{code:04x}")
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+    """``text`` as Go's encoder writes a string holding the bytes ``text`` stands for.
+
+    A path that is not UTF-8 arrives with each bad byte as a ``surrogateescape``
+    surrogate; Go writes the six characters ``\\ufffd`` for each such byte.
+    """
+    # Re-decoding joins escaped bytes that do form UTF-8; what stays escaped is invalid.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    return gojson.quote(text, lone_surrogate="\\ufffd")
 
 
 def encode_record(entry: RecordEntry) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -74,7 +75,7 @@ def go_encode(binary: Path, entries: list[RecordEntry]) -> bytes:
     feed = "".join(
         json.dumps(
             {
-                "path": e.path,
+                "rawPath": base64.b64encode(os.fsencode(e.path)).decode(),
                 **({"manifestDigest": e.manifest_digest} if e.manifest_digest else {}),
                 **({"layerIndex": e.layer_index} if e.layer_index is not None else {}),
             }
@@ -101,9 +102,22 @@ def test_written_file_matches_the_reference_and_reads_back(
     assert os.listdir(path.parent) == ["record.json"]  # no temp file left
 
 
-def test_invalid_utf8_becomes_replacement_character() -> None:
+def test_invalid_utf8_becomes_escaped_replacement_character() -> None:
     name = b"bad-\xff-name".decode("utf-8", "surrogateescape")
-    assert encode_record(RecordEntry(name)) == '{"path":"bad-\ufffd-name"}\n'
+    assert encode_record(RecordEntry(name)) == '{"path":"bad-\\ufffd-name"}\n'
+
+
+def test_invalid_utf8_matches_the_reference_recorder(go_record_encoder: Path) -> None:
+    """Go writes the text ``\\ufffd`` for each byte that is not UTF-8, U+FFFD itself as is."""
+    entries = [
+        RecordEntry(os.fsdecode(b"bad-\xff-name"), None, 0),
+        RecordEntry(os.fsdecode(b"cut-\xe2\x82-euro"), None, 1),
+        RecordEntry(os.fsdecode(b"lone-\x80\x80<&>"), "sha256:" + "c" * 64, 2),
+        RecordEntry("kept-\ufffd-as-is", None, 3),
+        RecordEntry("joined-" + os.fsdecode(b"\xe2") + os.fsdecode(b"\x82\xac"), None, 4),
+    ]
+    expected = go_encode(go_record_encoder, entries)
+    assert "".join(encode_record(e) for e in entries).encode() == expected
 
 
 def test_reader_accepts_any_whitespace_between_objects() -> None:

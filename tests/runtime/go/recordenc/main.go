@@ -2,7 +2,8 @@
 //
 // It reads a stream of JSON objects (path, manifestDigest, layerIndex) on stdin and
 // writes each one with github.com/containerd/stargz-snapshotter/recorder, i.e. exactly
-// as ctr-remote writes its --record-out file.
+// as ctr-remote writes its --record-out file. An object may carry the path's bytes as
+// base64 in "rawPath" instead, so paths that are not valid UTF-8 reach the recorder as is.
 package main
 
 import (
@@ -14,18 +15,26 @@ import (
 	"github.com/containerd/stargz-snapshotter/recorder"
 )
 
+type input struct {
+	recorder.Entry
+	RawPath []byte `json:"rawPath"`
+}
+
 func main() {
 	dec := json.NewDecoder(os.Stdin)
 	rec := recorder.New(os.Stdout)
 	for {
-		var e recorder.Entry
-		if err := dec.Decode(&e); err == io.EOF {
+		var in input
+		if err := dec.Decode(&in); err == io.EOF {
 			return
 		} else if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		if err := rec.Record(&e); err != nil {
+		if in.RawPath != nil {
+			in.Path = string(in.RawPath)
+		}
+		if err := rec.Record(&in.Entry); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
