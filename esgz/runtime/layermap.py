@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from esgz.runtime.unpack import LayerIndex, clean_entry_name
 
-__all__ = ["layer_of", "prioritized_by_layer"]
+__all__ = ["cleaned_names", "layer_of", "prioritized_by_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,33 @@ def _ancestors(path: str) -> list[str]:
     return result
 
 
+def cleaned_names(paths: Iterable[str]) -> list[str]:
+    """``paths`` as entry names (no leading ``/``), each once, first one first.
+
+    The root itself and paths that climb out of it are dropped.
+    """
+    names: dict[str, None] = {}
+    for path in paths:
+        try:
+            name = clean_entry_name(path)
+        except ValueError:
+            continue
+        if name:
+            names[name] = None
+    return list(names)
+
+
 def layer_of(path: str, layers: Sequence[LayerIndex]) -> int | None:
     """Index (bottom = 0) of the layer serving ``path``, or None if no layer does."""
     try:
         name = clean_entry_name(path)
     except ValueError:
         return None
-    if not name:
-        return None
+    return _serving_layer(name, layers) if name else None
+
+
+def _serving_layer(name: str, layers: Sequence[LayerIndex]) -> int | None:
+    """:func:`layer_of` for a cleaned, non-empty entry name."""
     ancestors = _ancestors(name)
     for index in range(len(layers) - 1, -1, -1):
         layer = layers[index]
@@ -55,16 +74,8 @@ def layer_of(path: str, layers: Sequence[LayerIndex]) -> int | None:
 def prioritized_by_layer(paths: Iterable[str], layers: Sequence[LayerIndex]) -> list[list[str]]:
     """Per layer (bottom = 0), its paths in first-access order, cleaned and de-duplicated."""
     result: list[list[str]] = [[] for _ in layers]
-    seen: set[str] = set()
-    for path in paths:
-        try:
-            name = clean_entry_name(path)
-        except ValueError:
-            continue
-        if name in seen:
-            continue
-        seen.add(name)
-        index = layer_of(name, layers)
+    for name in cleaned_names(paths):
+        index = _serving_layer(name, layers)
         if index is None:
             log.debug("%s: not in any layer (created at run time?); dropped", name)
             continue

@@ -49,7 +49,7 @@ import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
 from esgz.runtime.fanotify import FanotifyMonitor
-from esgz.runtime.layermap import prioritized_by_layer
+from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
 from esgz.runtime.record import RecordEntry
 from esgz.runtime.rootfs import overlay_rootfs
@@ -62,7 +62,7 @@ from esgz.runtime.spec import (
     resolve_user,
     stop_signal,
 )
-from esgz.runtime.unpack import LayerSource, UnpackedLayer, clean_entry_name, unpack_layer
+from esgz.runtime.unpack import LayerSource, UnpackedLayer, unpack_layer
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
 
 __all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
@@ -87,7 +87,9 @@ class ProfileResult:
     ``prioritized``: per layer (bottom = 0), the accessed paths that layer serves, in
     access order. ``exit_status`` is None if the workload never started; 128+N means it
     was killed by signal N. ``period_expired``/``stopped_on_line``/``stopped_on_signal``
-    say what ended the run.
+    say what ended the run. ``output_tail``: the workload's last output lines.
+    ``overflowed``: the fanotify queue overflowed, so some accesses may be missing.
+    ``timings``: seconds spent in each phase (``unpack``, ``setup``, ``run``, ``teardown``).
     """
 
     accessed_paths: list[str]
@@ -277,7 +279,7 @@ async def profile_workload(
         if not workload.accept_failed_workload:
             raise WorkloadError(message)
         log.warning("%s (accepted)", message)
-    accessed = _cleaned(monitor.paths)
+    accessed = cleaned_names(monitor.paths)
     prioritized = prioritized_by_layer(accessed, [layer.index for layer in unpacked])
     log.info("container exit with code %s; %d files accessed", status, len(accessed))
     return ProfileResult(
@@ -291,19 +293,6 @@ async def profile_workload(
         overflowed=monitor.overflowed,
         timings=timings,
     )
-
-
-def _cleaned(paths: Sequence[str]) -> list[str]:
-    """In-container absolute paths as layer entry names (no leading ``/``), each once."""
-    names: dict[str, None] = {}
-    for path in paths:
-        try:
-            name = clean_entry_name(path)
-        except ValueError:
-            continue
-        if name:
-            names[name] = None
-    return list(names)
 
 
 async def _unpack_all(layers: Sequence[LayerSource], cache: Path) -> list[UnpackedLayer]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from esgz.runtime.layermap import layer_of, prioritized_by_layer
+from esgz.runtime.layermap import cleaned_names, layer_of, prioritized_by_layer
 from esgz.runtime.unpack import LayerIndex, read_layer_index, unpack_layer, unpack_layer_sync
 from tests.fixtures.images import SampleImage
 from tests.runtime.conftest import layer_sources
@@ -43,6 +43,11 @@ LAYERS = [
 )
 def test_layer_of(path: str, expected: int | None) -> None:
     assert layer_of(path, LAYERS) == expected
+
+
+def test_cleaned_names_drop_the_root_and_escapes_and_keep_first_order() -> None:
+    paths = ["/a/x", "./b", "a/x", "/", "../up", "b/", "c//d"]
+    assert cleaned_names(paths) == ["a/x", "b", "c/d"]
 
 
 def test_prioritized_keeps_first_access_order_per_layer() -> None:
