@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 import anyio
+import pytest
 
 from esgz.oci.reference import RegistryReference
 from esgz.registry import (
@@ -20,6 +21,13 @@ from tests.registry.sample_images import SampleImage
 
 #: Retries that do not sleep long, so fault tests stay fast.
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.2, max_total=20)
+
+
+def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the lower-case proxy variables and ``ALL_PROXY``, which would take precedence
+    over (or add to) the upper-case ``HTTP(S)_PROXY`` / ``NO_PROXY`` a test then sets."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def unique_repo(prefix: str) -> str:
@@ -44,6 +52,14 @@ def server_ref(server: RegistryServer, repository: str, **kwargs: Any) -> Regist
     return ref_for(server.host, repository, plain_http=server.plain_http, **kwargs)
 
 
+def credentials_for(server: RegistryServer, *, password: str | None = None) -> StaticCredentials:
+    """``server``'s user (with ``password`` instead of the right one, if given); none if open."""
+    credentials: dict[str, Credentials] = {}
+    if server.username is not None:
+        credentials[server.host] = Credentials(server.username, password or server.password)
+    return StaticCredentials(credentials)
+
+
 def client_for(
     server: RegistryServer,
     *,
@@ -55,11 +71,9 @@ def client_for(
     options = {}
     if server.ca_file is not None:
         options[server.host] = RegistryOptions(ca_file=server.ca_file)
-    credentials: dict[str, Credentials] = {}
-    if server.username is not None and not anonymous:
-        credentials[server.host] = Credentials(server.username, password or server.password)
+    credentials = StaticCredentials({}) if anonymous else credentials_for(server, password=password)
     kwargs.setdefault("retry", FAST_RETRY)
-    return RegistryClient(credentials=StaticCredentials(credentials), options=options, **kwargs)
+    return RegistryClient(credentials=credentials, options=options, **kwargs)
 
 
 async def push_sample(client: RegistryClient, ref: RegistryReference, image: SampleImage) -> str:
@@ -69,21 +83,15 @@ async def push_sample(client: RegistryClient, ref: RegistryReference, image: Sam
         for blob in image.blobs.values():
             if blob.digest not in documents:
                 group.start_soon(_push_blob, client, ref, blob)
-    if not image.is_index:
-        platform = image.platforms[0]
-        return await client.push_manifest(
-            ref,
-            platform.manifest_bytes,
-            platform.manifest.media_type,
-            references=[platform.config, *platform.layers],
-        )
     for platform in image.platforms:
-        await client.push_manifest(
-            ref.with_digest(platform.manifest.digest),
+        digest = await client.push_manifest(
+            ref.with_digest(platform.manifest.digest) if image.is_index else ref,
             platform.manifest_bytes,
             platform.manifest.media_type,
             references=[platform.config, *platform.layers],
         )
+        if not image.is_index:
+            return digest
     return await client.push_manifest(
         ref,
         image.top_bytes,

@@ -18,7 +18,15 @@ from esgz.registry import (
     StaticCredentials,
 )
 from tests.fixtures.registry import RegistryServer
-from tests.registry.helpers import FAST_RETRY, client_for, push_sample, server_ref, unique_repo
+from tests.registry.helpers import (
+    FAST_RETRY,
+    clear_proxy_environment,
+    client_for,
+    credentials_for,
+    push_sample,
+    server_ref,
+    unique_repo,
+)
 from tests.registry.sample_images import SampleImage
 
 pytestmark = pytest.mark.anyio
@@ -87,9 +95,7 @@ async def test_insecure_option_skips_verification(
     tls_oci_repo: str, tls_registry: RegistryServer, oci_image: SampleImage
 ) -> None:
     repo = tls_oci_repo
-    credentials = StaticCredentials(
-        {tls_registry.host: Credentials(tls_registry.username, tls_registry.password)}
-    )
+    credentials = credentials_for(tls_registry)
     options = {tls_registry.host: RegistryOptions(insecure=True)}
     async with RegistryClient(credentials=credentials, options=options) as client:
         info = await client.resolve(server_ref(tls_registry, repo))
@@ -105,9 +111,7 @@ async def test_ssl_cert_file_environment_is_honoured(
     repo = tls_oci_repo
     assert tls_registry.ca_file is not None
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_registry.ca_file))
-    credentials = StaticCredentials(
-        {tls_registry.host: Credentials(tls_registry.username, tls_registry.password)}
-    )
+    credentials = credentials_for(tls_registry)
     async with RegistryClient(credentials=credentials) as client:
         info = await client.resolve(server_ref(tls_registry, repo))
     assert info.digest == oci_image.top.digest
@@ -267,8 +271,7 @@ async def test_https_proxy_environment_with_custom_ca(
     from tests.fixtures.faultproxy import run_fault_proxy
 
     repo = tls_oci_repo
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    clear_proxy_environment(monkeypatch)
     with run_fault_proxy(tls_registry.host) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", f"http://{proxy.host}")
         monkeypatch.setenv("NO_PROXY", "")

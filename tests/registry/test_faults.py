@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import RegistryError, VerificationError
-from esgz.registry import RetryPolicy
+from esgz.registry import RegistryClient, RetryPolicy, StaticCredentials
 from tests.fixtures.faultproxy import Fault, FaultProxy
 from tests.fixtures.registry import RegistryServer, free_port
-from tests.registry.helpers import client_for, push_sample, ref_for, unique_repo
+from tests.registry.helpers import (
+    clear_proxy_environment,
+    client_for,
+    push_sample,
+    ref_for,
+    unique_repo,
+)
 from tests.registry.sample_images import SampleImage
 
 pytestmark = pytest.mark.anyio
@@ -195,18 +201,12 @@ async def test_blob_redirect_is_followed(
 async def test_unreachable_registry_is_one_line() -> None:
     host = f"127.0.0.1:{free_port()}"
     policy = RetryPolicy(max_attempts=2, initial_delay=0.01)
-    async with client_for_host(host, policy) as client:
+    async with RegistryClient(credentials=StaticCredentials({}), retry=policy) as client:
         with pytest.raises(RegistryError) as caught:
             await client.resolve(ref_for(host, "nothing/here"))
     message = str(caught.value)
     assert message.startswith(f"registry {host}: cannot connect to {host}")
     assert "\n" not in message
-
-
-def client_for_host(host: str, policy: RetryPolicy):  # type: ignore[no-untyped-def]
-    from esgz.registry import RegistryClient, StaticCredentials
-
-    return RegistryClient(credentials=StaticCredentials({}), retry=policy)
 
 
 async def test_proxy_environment_is_honoured(
@@ -217,8 +217,7 @@ async def test_proxy_environment_is_honoured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``HTTP_PROXY`` routes requests through the (forwarding) proxy; ``NO_PROXY`` skips it."""
-    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    clear_proxy_environment(monkeypatch)
     monkeypatch.setenv("HTTP_PROXY", f"http://{faults.host}")
     monkeypatch.setenv("NO_PROXY", "")
     ref = ref_for(plain_registry.host, pushed_big)
