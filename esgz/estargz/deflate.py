@@ -210,17 +210,12 @@ class EStargzCodec:
         return _trailer(crc, size)
 
     def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
-        """TOC member (a tar: header, JSON, padding, end-of-archive) and footer.
-
-        The TOC member is compressed by streaming (zlib-ng/zlib) so that a large TOC is
-        never copied into one buffer.
-        """
+        """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""
         length = sum(len(piece) for piece in toc_pieces)
         toc_tar = [
             plain_header(TOC_TAR_NAME, length),
             *toc_pieces,
             bytes(-length % 512 + 1024),
         ]
-        streaming = _ZLIB_NAME if self.backend == "libdeflate" else self.backend
-        member = gzip_member_of(toc_tar, self.level, streaming)
+        member = gzip_member_of(toc_tar, self.level, self.backend)
         return TOCTail(blob_parts=[member, gzip_footer(toc_offset)], stream_parts=toc_tar)
