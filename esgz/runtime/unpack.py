@@ -159,9 +159,10 @@ class UnpackedLayer:
 def clean_entry_name(name: str) -> str:
     """Clean a tar or recorded path: no leading ``/`` or ``./``, no ``..`` past the root.
 
-    Returns ``""`` for the root itself; raises ValueError for a name that climbs out.
+    Only ``/`` separates components (a ``\\`` is part of a name, as on Linux). Returns
+    ``""`` for the root itself; raises ValueError for a name that climbs out.
     """
-    cleaned = posixpath.normpath("/" + name.replace("\\", "/") if name else "/")
+    cleaned = posixpath.normpath("/" + name)
     # normpath keeps a leading "//"; "/.." collapses to "/" so test the raw parts.
     parts = [p for p in name.split("/") if p not in ("", ".")]
     depth = 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import FormatError
+from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
     LayerSource,
     clean_entry_name,
@@ -30,6 +31,20 @@ def test_clean_entry_name() -> None:
     assert clean_entry_name("./") == ""
     with pytest.raises(ValueError, match="outside"):
         clean_entry_name("a/../../etc/passwd")
+
+
+def test_backslash_is_part_of_a_name(tmp_path: Path) -> None:
+    """On Linux ``\\`` is an ordinary character: the name the workload opens is kept."""
+    assert clean_entry_name("dir/back\\slash") == "dir/back\\slash"
+    assert clean_entry_name("..\\..\\etc") == "..\\..\\etc"
+    members = [
+        (tar_member("dir", tarfile.DIRTYPE), b""),
+        (tar_member("dir/back\\slash"), b"x"),
+    ]
+    layer = unpack_layer_sync(make_layer(tmp_path / "blob", members), tmp_path / "cache")
+    assert layer.index.entries == {"dir", "dir/back\\slash"}
+    assert (layer.root / "dir" / "back\\slash").read_bytes() == b"x"
+    assert layer_of("/dir/back\\slash", [layer.index]) == 0
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "tar"])
