@@ -66,9 +66,14 @@ class BlobRef(Protocol):
     """Anything naming a blob by digest and size (OCI descriptors qualify)."""
 
     @property
-    def digest(self) -> str: ...
+    def digest(self) -> str:
+        """The blob's digest, ``<algorithm>:<hex>``."""
+        ...
+
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """The blob's size in bytes."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,7 +604,7 @@ class RegistryClient:
 
         A blob the store already holds (with the right size) is not fetched again.
         """
-        if await store.has(digest) and (size is None or await store.size_of(digest) == size):
+        if size is None or await store.size_of(digest) == size:
             existing = await store.get(digest)
             if existing is not None:
                 progress = self._progress(on_progress)
@@ -653,8 +658,9 @@ class RegistryClient:
         self, ref: RegistryReference, content: bytes, *, digest: str | None = None
     ) -> str:
         """Push a small in-memory blob (an image config); return its digest."""
-        digest = digest or sha256_of(content)
-        if sha256_of(content) != digest:
+        actual = sha256_of(content)
+        digest = digest or actual
+        if actual != digest:
             raise VerificationError(f"content is not {digest}", layer=digest)
         if self._is_confirmed(ref, digest) or await self.blob_size(ref, digest) == len(content):
             self._confirm(ref, digest)

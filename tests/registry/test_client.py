@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from esgz.errors import NotFoundError, VerificationError
+from esgz.oci.blobstore import BlobStore
 from esgz.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from tests.fixtures.faultproxy import Fault, FaultProxy
 from tests.fixtures.registry import RegistryServer
@@ -60,6 +61,33 @@ async def test_pull_image_pushed_by_skopeo(
                 # Identical to the layer skopeo read from the layout.
                 source = multi_platform_image.blobs[layer["digest"]].path
                 assert dest.read_bytes() == source.read_bytes()
+
+
+async def test_pull_blob_into_store_fetches_only_what_the_store_lacks(
+    plain_registry: RegistryServer,
+    faults: FaultProxy,
+    multi_platform_image: SampleImage,
+    plain_multi_repo: str,
+    tmp_path: Path,
+) -> None:
+    layer = multi_platform_image.platforms[0].layers[0]
+    store = BlobStore(tmp_path / "store")
+    ref = ref_for(faults.host, plain_multi_repo)
+
+    def fetches() -> int:
+        return sum(e.method == "GET" and layer.digest in e.path for e in faults.log)
+
+    async with client_for(plain_registry) as client:
+        first = await client.pull_blob_into(ref, layer.digest, layer.size, store)
+        assert await client.pull_blob_into(ref, layer.digest, layer.size, store) == first
+        assert await client.pull_blob_into(ref, layer.digest, None, store) == first
+        assert fetches() == 1
+        # A stored copy of the wrong size is fetched again and replaced.
+        first.write_bytes(b"truncated")
+        assert await client.pull_blob_into(ref, layer.digest, layer.size, store) == first
+        assert fetches() == 2
+    assert first == store.path(layer.digest)
+    assert first.read_bytes() == layer.path.read_bytes()
 
 
 async def test_pull_docker_schema2_pushed_by_skopeo(
