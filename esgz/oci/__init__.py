@@ -15,4 +15,6 @@ Usable on its own (no pipeline, no HTTP). One job per module:
 * :mod:`esgz.oci.blobstore` — a content-addressed blob store with verified, atomic ingest
   and LRU eviction.
 * :mod:`esgz.oci.layout` — read and write OCI image-layout directories.
+* :mod:`esgz.oci.gojson` — JSON text exactly as Go's ``encoding/json`` writes it (the
+  serialisation of manifests, indexes and rewritten configs).
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.fixtures.registry import (
     tls_registry,
     token_registry,
 )
+from tests.registry.helpers import unique_repo
 from tests.registry.sample_images import SampleImage, build_sample_image
 
 __all__ = [
@@ -89,7 +89,7 @@ def blob_file(root: Path, digest: str) -> Path:
 @pytest.fixture(scope="session")
 def tls_oci_repo(tls_registry: RegistryServer, oci_image: SampleImage) -> str:
     """``oci_image`` pushed by skopeo to the TLS registry; the repository name."""
-    repo = f"esgz-test/skopeo-oci-{secrets.token_hex(3)}"
+    repo = unique_repo("skopeo-oci")
     tls_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
     return repo
 
@@ -97,7 +97,7 @@ def tls_oci_repo(tls_registry: RegistryServer, oci_image: SampleImage) -> str:
 @pytest.fixture(scope="session")
 def token_oci_repo(token_registry: RegistryServer, oci_image: SampleImage) -> str:
     """``oci_image`` pushed by skopeo to the token-auth registry; the repository name."""
-    repo = f"esgz-test/skopeo-oci-{secrets.token_hex(3)}"
+    repo = unique_repo("skopeo-oci")
     token_registry.skopeo_push_layout(oci_image.layout, repo, all_platforms=False)
     return repo
 
@@ -105,7 +105,7 @@ def token_oci_repo(token_registry: RegistryServer, oci_image: SampleImage) -> st
 @pytest.fixture(scope="session")
 def plain_multi_repo(plain_registry: RegistryServer, multi_platform_image: SampleImage) -> str:
     """``multi_platform_image`` (all platforms) pushed by skopeo to the plain registry."""
-    repo = f"esgz-test/skopeo-multi-{secrets.token_hex(3)}"
+    repo = unique_repo("skopeo-multi")
     plain_registry.skopeo_push_layout(multi_platform_image.layout, repo)
     return repo
 
@@ -113,7 +113,7 @@ def plain_multi_repo(plain_registry: RegistryServer, multi_platform_image: Sampl
 @pytest.fixture(scope="session")
 def plain_v2s2_repo(plain_registry: RegistryServer, oci_image: SampleImage) -> str:
     """``oci_image`` pushed by skopeo as Docker schema 2 (``--format v2s2``)."""
-    repo = f"esgz-test/skopeo-v2s2-{secrets.token_hex(3)}"
+    repo = unique_repo("skopeo-v2s2")
     plain_registry.skopeo_push_layout(
         oci_image.layout, repo, all_platforms=False, extra=["--format", "v2s2"]
     )
