@@ -298,6 +298,14 @@ def render_text(report: Report) -> str:
                 f"{s.peak_rss / MiB:6.1f} MiB, wall {s.best_wall:6.2f}s, "
                 f"output {s.output_size / MiB:.1f} MiB; {s.verified}"
             )
+        if len(report.memory) > 1:
+            (small_layer, small), (big_layer, big) = report.memory[0], report.memory[-1]
+            lines.append(
+                f"  growth {small_layer.uncompressed_size / MiB:.0f} → "
+                f"{big_layer.uncompressed_size / MiB:.0f} MiB: "
+                f"{(big.peak_rss - small.peak_rss) / MiB:+.1f} MiB "
+                f"(entries {small_layer.entries} → {big_layer.entries})"
+            )
     if report.deflate:
         lines.append("")
         lines += _fmt_deflate(report)
@@ -364,7 +372,7 @@ def render_json(report: Report) -> str:
             "libraries": _deflate.library_versions(),
             "results": [r.as_dict() for r in report.deflate],
         }
-    return json.dumps(data, indent=2)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def _layer_dict(layer: _layers.Layer) -> dict[str, object]:
@@ -429,8 +437,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _comparison_converters(args: argparse.Namespace, report: Report) -> list[Converter]:
     converters = []
     if not _go_available():
-        report.notes.append("Go reference tools unavailable: no Go lines, nothing verified")
-        raise SystemExit("the Go reference builder/checker cannot be built (see gotools.py)")
+        raise SystemExit(
+            "the Go reference builder/checker cannot be built: needs `go` and Debian's "
+            "golang-github-containerd-stargz-snapshotter-dev (see tests/fixtures/gotools.py)"
+        )
     converters.append(Converter("go", "go"))
     if args.deflate_baseline:
         return converters
