@@ -422,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the report (stdout) and save the JSON record."""
     args = _parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     if args.nice:
         # Inherited by the registry, containerd and every measured child alike.
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
