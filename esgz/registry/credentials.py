@@ -112,15 +112,15 @@ class DockerConfigCredentials:
             if self._config is None:
                 path = anyio.Path(self.config_file)
                 try:
-                    text = await path.read_text()
+                    data = await path.read_bytes()
                 except FileNotFoundError:
                     self._config = {}
                 except OSError as err:
                     raise AuthError(f"cannot read {self.config_file}: {err.strerror}") from None
                 else:
                     try:
-                        loaded = json.loads(text)
-                    except json.JSONDecodeError as err:
+                        loaded = json.loads(data)
+                    except (UnicodeDecodeError, json.JSONDecodeError) as err:
                         raise AuthError(f"{self.config_file} is not valid JSON: {err}") from None
                     self._config = loaded if isinstance(loaded, dict) else {}
             return self._config

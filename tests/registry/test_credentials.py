@@ -88,6 +88,10 @@ async def test_bad_config_is_one_line_auth_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(AuthError, match="not valid JSON"):
         await DockerConfigCredentials(tmp_path).get("docker.io")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_bytes(b'{"auths": "\xff"}')
+    with pytest.raises(AuthError, match="not valid JSON"):
+        await DockerConfigCredentials(tmp_path / "c").get("docker.io")
     _write_config(tmp_path / "b", {"auths": {"r.example": {"auth": "!!notbase64"}}})
     with pytest.raises(AuthError, match="invalid base64") as caught:
         await DockerConfigCredentials(tmp_path / "b").get("r.example")
