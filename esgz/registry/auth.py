@@ -281,11 +281,12 @@ class RegistryAuth(httpx.Auth):
         return cached is None or not cached.fresh() or cached.token == stale
 
     def _token_request(
-        self, state: _HostState, challenge: Challenge | None, scopes: list[str]
+        self, state: _HostState, challenge: Challenge, scopes: list[str]
     ) -> httpx.Request:
-        if challenge is None or not challenge.realm:
+        """The request that asks ``challenge``'s realm for a token covering ``scopes``."""
+        realm = challenge.realm
+        if not realm:
             raise RegistryError("bearer challenge without a realm")
-        realm = challenge.realm or ""
         credentials = state.credentials
         if credentials is not None and credentials.identity_token:
             form = {
