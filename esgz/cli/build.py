@@ -12,7 +12,7 @@ from esgz.errors import ConfigError
 from esgz.pipeline.config import PipelineConfig, config_from_data
 from esgz.pipeline.yamlfile import KeyPath, format_key_path
 
-__all__ = ["FLAG_OF_KEY", "build_config", "flag_label"]
+__all__ = ["FLAG_OF_KEY", "build_config", "conversion_settings", "flag_label"]
 
 #: Config key → the flag that sets it (for messages about flag values).
 FLAG_OF_KEY: dict[str, str] = {
@@ -39,6 +39,28 @@ def flag_label(path: KeyPath) -> str:
     if last in ("images", "defaults", "workload", "cache"):
         return ""
     return "--" + last.replace("_", "-")
+
+
+def conversion_settings(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The image settings of the conversion, source and platform flags.
+
+    Raises ``click.UsageError`` for ``--zstdchunked`` without ``--oci``.
+    """
+    zstd = flags["zstdchunked"]
+    if zstd and not flags["oci"]:
+        raise click.UsageError("option --zstdchunked must be used in conjunction with --oci")
+    return {
+        "format": "zstdchunked" if zstd else "estargz",
+        "oci": flags["oci"],
+        "compression_level": flags[
+            "zstdchunked_compression_level" if zstd else "estargz_compression_level"
+        ],
+        "chunk_size": flags["estargz_chunk_size"],
+        "reuse": flags["reuse"],
+        "platforms": list(flags["platforms"]),
+        "all_platforms": flags["all_platforms"],
+        "plain_http": flags["plain_http"],
+    }
 
 
 def build_config(

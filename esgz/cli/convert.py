@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncclick as click
 
-from esgz.cli.build import build_config
+from esgz.cli.build import build_config, conversion_settings
 from esgz.cli.execute import execute
 from esgz.cli.options import (
     FILE,
@@ -47,27 +47,12 @@ __all__ = ["convert"]
 @output_options
 async def convert(src: str, dst: str, **flags: Any) -> None:
     """Convert SRC to eStargz (or zstd:chunked) and write it to DST."""
-    zstd = flags["zstdchunked"]
-    if zstd and flags["estargz"]:
+    if flags["zstdchunked"] and flags["estargz"]:
         raise click.UsageError("--estargz and --zstdchunked cannot be used together")
-    if zstd and not flags["oci"]:
-        raise click.UsageError("option --zstdchunked must be used in conjunction with --oci")
+    image = conversion_settings(flags)
     if flags["record_in"] is not None and flags["prefetch_list"] is not None:
         raise click.UsageError("--record-in and --prefetch-list cannot be used together")
-    has_list = flags["record_in"] is not None or flags["prefetch_list"] is not None
-    image: dict[str, Any] = {
-        "format": "zstdchunked" if zstd else "estargz",
-        "oci": flags["oci"],
-        "compression_level": flags[
-            "zstdchunked_compression_level" if zstd else "estargz_compression_level"
-        ],
-        "chunk_size": flags["estargz_chunk_size"],
-        "reuse": flags["reuse"],
-        "platforms": list(flags["platforms"]),
-        "all_platforms": flags["all_platforms"],
-        "plain_http": flags["plain_http"],
-        "no_optimize": not has_list,
-    }
+    image["no_optimize"] = flags["record_in"] is None and flags["prefetch_list"] is None
     for key in ("record_in", "prefetch_list"):
         if flags[key] is not None:
             image[key] = str(flags[key])

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncclick as click
 
-from esgz.cli.build import build_config
+from esgz.cli.build import build_config, conversion_settings
 from esgz.cli.execute import execute
 from esgz.cli.options import (
     DIR,
@@ -181,32 +181,18 @@ async def optimize(src: str, dst: str, **flags: Any) -> None:
     """
     if flags["gpus"] is not None:
         raise click.UsageError("--gpus: GPU passthrough is not supported by esgz")
-    if flags["zstdchunked"] and not flags["oci"]:
-        raise click.UsageError("option --zstdchunked must be used in conjunction with --oci")
+    image = conversion_settings(flags)
     if flags["no_optimize"] and flags["prefetch_list"] is not None:
         raise click.UsageError("--no-optimize and --prefetch-list cannot be used together")
     if flags["no_optimize"] and flags["record_out"] is not None:
         raise click.UsageError(
             "--record-out needs the workload to run; it cannot be used with --no-optimize"
         )
-    zstd = flags["zstdchunked"]
-    image: dict[str, Any] = {
-        "format": "zstdchunked" if zstd else "estargz",
-        "oci": flags["oci"],
-        "compression_level": flags[
-            "zstdchunked_compression_level" if zstd else "estargz_compression_level"
-        ],
-        "chunk_size": flags["estargz_chunk_size"],
-        "reuse": flags["reuse"],
-        "platforms": list(flags["platforms"]),
-        "all_platforms": flags["all_platforms"],
-        "plain_http": flags["plain_http"],
-        "no_optimize": flags["no_optimize"],
-        "accept_failed_workload": flags["accept_failed_workload"],
-        "workload": {
-            name: list(flags[name]) if isinstance(flags[name], tuple) else flags[name]
-            for name in _WORKLOAD_FLAGS
-        },
+    image["no_optimize"] = flags["no_optimize"]
+    image["accept_failed_workload"] = flags["accept_failed_workload"]
+    image["workload"] = {
+        name: list(flags[name]) if isinstance(flags[name], tuple) else flags[name]
+        for name in _WORKLOAD_FLAGS
     }
     if flags["record_out"] is not None:
         image["record_out"] = str(flags["record_out"])
