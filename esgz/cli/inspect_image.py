@@ -8,12 +8,12 @@ from pathlib import Path
 
 import asyncclick as click
 
-from esgz.cli.options import DIR
+from esgz.cli.options import image_options
 from esgz.cli.refs import parse_cli_reference
 from esgz.pipeline.config import default_cache_dir
 from esgz.stages.inspection import ImageReport, inspect_image
 
-__all__ = ["inspect", "render_report"]
+__all__ = ["image_report", "inspect", "render_report"]
 
 
 def render_report(report: ImageReport, *, files: bool) -> list[str]:
@@ -44,36 +44,37 @@ def render_report(report: ImageReport, *, files: bool) -> list[str]:
     return lines
 
 
+async def image_report(
+    ref: str,
+    *,
+    plain_http: bool,
+    platforms: tuple[str, ...],
+    cache_dir: Path | None,
+    verify: bool = False,
+) -> ImageReport:
+    """The report on the image named ``ref`` (a command-line reference)."""
+    reference = parse_cli_reference(ref, plain_http=plain_http)
+    return await inspect_image(
+        reference, platforms=platforms, verify=verify, cache_dir=cache_dir or default_cache_dir()
+    )
+
+
 @click.command()
 @click.argument("ref")
-@click.option("--plain-http", is_flag=True, help="Allow an http:// registry reference.")
-@click.option(
-    "--platform",
-    "platforms",
-    multiple=True,
-    metavar="PLATFORM",
-    help="Only this platform's manifest (repeatable). Default: all.",
-)
+@image_options
 @click.option("--files", is_flag=True, help="List the prioritized files of each layer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--cache-dir",
-    type=DIR,
-    default=None,
-    help="Blob cache to fetch layers into. Default: $XDG_CACHE_HOME/esgz.",
-)
 async def inspect(
     ref: str,
     plain_http: bool,
     platforms: tuple[str, ...],
+    cache_dir: Path | None,
     files: bool,
     as_json: bool,
-    cache_dir: Path | None,
 ) -> None:
     """Show the layers of REF: formats, TOC digests, prefetch landmarks, prioritized files."""
-    reference = parse_cli_reference(ref, plain_http=plain_http)
-    report = await inspect_image(
-        reference, platforms=platforms, cache_dir=cache_dir or default_cache_dir()
+    report = await image_report(
+        ref, plain_http=plain_http, platforms=platforms, cache_dir=cache_dir
     )
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), indent=2))

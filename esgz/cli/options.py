@@ -12,6 +12,7 @@ __all__ = [
     "DIR",
     "FILE",
     "conversion_options",
+    "image_options",
     "output_options",
     "platform_options",
     "source_options",
@@ -170,6 +171,29 @@ def output_options(function: F) -> F:
                 "--quiet",
                 is_flag=True,
                 help="Print only errors and the resulting digests.",
+            ),
+        ],
+    )
+
+
+def image_options(function: F) -> F:
+    """``--plain-http``, ``--platform`` (repeatable) and ``--cache-dir`` of inspect and verify."""
+    return _apply(
+        function,
+        [
+            click.option("--plain-http", is_flag=True, help="Allow an http:// registry reference."),
+            click.option(
+                "--platform",
+                "platforms",
+                multiple=True,
+                metavar="PLATFORM",
+                help="Only this platform's manifest (repeatable). Default: all.",
+            ),
+            click.option(
+                "--cache-dir",
+                type=DIR,
+                default=None,
+                help="Blob cache to fetch layers into. Default: $XDG_CACHE_HOME/esgz.",
             ),
         ],
     )
