@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -230,13 +230,31 @@ class Runner:
                     final_send.clone(),
                 )
             for _ in range(limits.fetch):
-                tg.start_soon(self._fetch_worker, ctx, fetch_recv.clone(), reuse_send.clone())
+                tg.start_soon(
+                    self._layer_worker,
+                    self._fetch_one,
+                    ctx,
+                    fetch_recv.clone(),
+                    reuse_send.clone(),
+                )
             for _ in range(limits.reuse):
-                tg.start_soon(self._reuse_worker, ctx, reuse_recv.clone(), profile_send.clone())
+                tg.start_soon(
+                    self._layer_worker,
+                    self._reuse_one,
+                    ctx,
+                    reuse_recv.clone(),
+                    profile_send.clone(),
+                )
             for _ in range(limits.profile):
                 tg.start_soon(self._profile_worker, ctx, profile_recv.clone(), convert_send.clone())
             for _ in range(limits.convert):
-                tg.start_soon(self._convert_worker, ctx, convert_recv.clone(), upload_send.clone())
+                tg.start_soon(
+                    self._layer_worker,
+                    self._convert_guarded,
+                    ctx,
+                    convert_recv.clone(),
+                    upload_send.clone(),
+                )
             for _ in range(limits.upload):
                 tg.start_soon(self._upload_worker, ctx, upload_recv.clone(), final_send.clone())
             for _ in range(limits.finalize):
@@ -292,55 +310,46 @@ class Runner:
                     for layer in manifest.layers:
                         await layers_out.send(layer)
 
-    async def _fetch_worker(
+    async def _layer_worker(
         self,
+        step: Callable[[LayerJob, RunContext], Awaitable[None]],
         ctx: RunContext,
         receive: ObjectReceiveStream[LayerJob],
         send: ObjectSendStream[LayerJob],
     ) -> None:
+        """Run ``step`` on each layer, then pass the layer on (fetch, reuse, convert)."""
         async with receive, send:
             async for layer in receive:
-                digest = layer.source.digest
+                await step(layer, ctx)
+                await send.send(layer)
 
-                async def fetch(layer: LayerJob = layer) -> tuple[Path, bool]:
-                    return await self.stages.fetch(layer, ctx)
+    async def _fetch_one(self, layer: LayerJob, ctx: RunContext) -> None:
+        digest = layer.source.digest
 
-                (path, cached), shared = await self._guard(
-                    "fetch",
-                    layer.image.name,
-                    digest,
-                    self._fetches.get(digest, fetch),
+        async def fetch() -> tuple[Path, bool]:
+            return await self.stages.fetch(layer, ctx)
+
+        (path, cached), shared = await self._guard(
+            "fetch", layer.image.name, digest, self._fetches.get(digest, fetch)
+        )
+        layer.fetched_path = path
+        if not shared:
+            ctx.events.publish(
+                LayerFetched(
+                    image=layer.image.name,
+                    layer=digest,
+                    size=layer.source.size,
+                    cached=cached,
                 )
-                layer.fetched_path = path
-                if not shared:
-                    ctx.events.publish(
-                        LayerFetched(
-                            image=layer.image.name,
-                            layer=digest,
-                            size=layer.source.size,
-                            cached=cached,
-                        )
-                    )
-                await send.send(layer)
+            )
 
-    async def _reuse_worker(
-        self,
-        ctx: RunContext,
-        receive: ObjectReceiveStream[LayerJob],
-        send: ObjectSendStream[LayerJob],
-    ) -> None:
-        async with receive, send:
-            async for layer in receive:
-                if layer.image.settings.reuse:
-                    layer.reuse = await self._guard(
-                        "reuse",
-                        layer.image.name,
-                        layer.source.digest,
-                        self.stages.reuse(layer, ctx),
-                    )
-                else:
-                    layer.reuse = ReuseDecision(False, "reuse is off")
-                await send.send(layer)
+    async def _reuse_one(self, layer: LayerJob, ctx: RunContext) -> None:
+        if layer.image.settings.reuse:
+            layer.reuse = await self._guard(
+                "reuse", layer.image.name, layer.source.digest, self.stages.reuse(layer, ctx)
+            )
+        else:
+            layer.reuse = ReuseDecision(False, "reuse is off")
 
     async def _profile_worker(
         self,
@@ -365,21 +374,10 @@ class Runner:
                 for job in manifest.layers:
                     await send.send(job)
 
-    async def _convert_worker(
-        self,
-        ctx: RunContext,
-        receive: ObjectReceiveStream[LayerJob],
-        send: ObjectSendStream[LayerJob],
-    ) -> None:
-        async with receive, send:
-            async for layer in receive:
-                await self._guard(
-                    "convert",
-                    layer.image.name,
-                    layer.source.digest,
-                    self._convert_one(layer, ctx),
-                )
-                await send.send(layer)
+    async def _convert_guarded(self, layer: LayerJob, ctx: RunContext) -> None:
+        await self._guard(
+            "convert", layer.image.name, layer.source.digest, self._convert_one(layer, ctx)
+        )
 
     async def _convert_one(self, layer: LayerJob, ctx: RunContext) -> None:
         settings = layer.image.settings
