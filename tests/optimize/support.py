@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from esgz.runtime.record import RecordEntry, read_record_file
 from tests.cli.outputcheck import OutputManifest, blob_path, check_converted, manifests_of
+from tests.cli.process import default_sigint, esgz_command
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.gotools import go_check
 
@@ -53,11 +52,6 @@ class Run:
         return lines[-1] if lines else ""
 
 
-def esgz_command(*args: str) -> list[str]:
-    """The command line running the ``esgz`` CLI of this checkout."""
-    return [sys.executable, "-c", "from esgz.cli import main; main()", *args]
-
-
 #: Run a command as the ``nobody`` user that can still read and write every file (so it
 #: reaches the interpreter under root's home), but is not root.
 AS_NOBODY = (
@@ -81,8 +75,7 @@ def run_esgz(
         text=True,
         timeout=timeout,
         env=env,
-        # a non-interactive parent may have SIGINT ignored; give the child the default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     return Run(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 

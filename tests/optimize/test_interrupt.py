@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cache import REPO_ROOT
+from tests.cli.process import read_until, start_esgz
 from tests.fixtures.images import SampleImage
-from tests.optimize.support import esgz_command, read_layers, require_sandbox
+from tests.optimize.support import read_layers, require_sandbox
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -45,29 +45,18 @@ def test_ctrl_c_while_profiling(busybox_image: SampleImage, tmp_path: Path) -> N
     require_sandbox()
     cache = tmp_path / "cache"
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        esgz_command(
-            "optimize",
-            "--cache-dir",
-            str(cache),
-            "--period",
-            "120",
-            "--args",
-            f'["echo started; exec sleep {SLEEP}"]',
-            busybox_image.reference,
-            f"local://{out}:x",
-        ),
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    process = start_esgz(
+        "optimize",
+        "--cache-dir",
+        str(cache),
+        "--period",
+        "120",
+        "--args",
+        f'["echo started; exec sleep {SLEEP}"]',
+        busybox_image.reference,
+        f"local://{out}:x",
     )
-    assert process.stderr is not None
-    seen = []
-    while not any("workload stdout: started" in line for line in seen):
-        line = process.stderr.readline().decode()
-        assert line, f"esgz ended early: {''.join(seen)}"
-        seen.append(line)
+    read_until(process.stderr, "workload stdout: started")
     assert sleeping_workloads()
     assert mounts_below(cache)
     process.send_signal(signal.SIGINT)
@@ -89,30 +78,19 @@ def test_ctrl_c_with_wait_on_signal_ends_the_workload_only(
     """With --wait-on-signal, Ctrl-C stops the workload and the image is still written."""
     require_sandbox()
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        esgz_command(
-            "optimize",
-            "--no-cache",
-            "--oci",
-            "--wait-on-signal",
-            "--log-format",
-            "json",
-            "--args",
-            f'["cat /data/small.txt; echo started; exec sleep {SLEEP}"]',
-            busybox_image.reference,
-            f"local://{out}:x",
-        ),
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    process = start_esgz(
+        "optimize",
+        "--no-cache",
+        "--oci",
+        "--wait-on-signal",
+        "--log-format",
+        "json",
+        "--args",
+        f'["cat /data/small.txt; echo started; exec sleep {SLEEP}"]',
+        busybox_image.reference,
+        f"local://{out}:x",
     )
-    assert process.stdout is not None
-    seen = []
-    while not any('"line":"started"' in line for line in seen):
-        line = process.stdout.readline().decode()
-        assert line, f"esgz ended early: {''.join(seen)}"
-        seen.append(line)
+    seen = read_until(process.stdout, '"line":"started"')
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr.decode()
