@@ -202,10 +202,7 @@ class OCILayout:
         if not path.is_file():
             raise LayoutError(f"no image with digest {digest} in {self.root}")
         data = self.read_blob_sync(digest)
-        document = parse_manifest_or_index(data)
-        media_type = document.media_type or (
-            mediatypes.OCI_INDEX if isinstance(document, Index) else mediatypes.OCI_MANIFEST
-        )
+        media_type = _media_type_of(parse_manifest_or_index(data))
         return Descriptor(media_type=media_type, digest=digest, size=len(data))
 
     async def set_tag(self, tag: str | None, descriptor: Descriptor) -> None:
@@ -316,11 +313,16 @@ class OCILayout:
         else:
             data, parsed = to_bytes(document), document
         if media_type is None:
-            media_type = parsed.media_type or (
-                mediatypes.OCI_INDEX if isinstance(parsed, Index) else mediatypes.OCI_MANIFEST
-            )
+            media_type = _media_type_of(parsed)
         digest = await self.write_blob(data, sha256_of(data))
         return Descriptor(media_type=media_type, digest=digest, size=len(data))
+
+
+def _media_type_of(document: Manifest | Index) -> str:
+    """The document's own ``mediaType``, else the OCI type of its kind."""
+    if document.media_type:
+        return document.media_type
+    return mediatypes.OCI_INDEX if isinstance(document, Index) else mediatypes.OCI_MANIFEST
 
 
 def _tag_of(entry: Descriptor) -> str | None:
