@@ -109,12 +109,8 @@ class RegistryReference:
         return RegistryReference(self.registry, self.repository, self.tag, digest, self.plain_http)
 
     def __str__(self) -> str:
-        text = ("http://" if self.plain_http else "") + self.name
-        if self.tag is not None:
-            text += f":{self.tag}"
-        if self.digest is not None:
-            text += f"@{self.digest}"
-        return text
+        scheme = "http://" if self.plain_http else ""
+        return scheme + self.name + _tag_and_digest(self.tag, self.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +125,12 @@ class LayoutReference:
         text = LOCAL_PREFIX + str(self.path)
         if self.tag is None and ":" in self.path.name:
             text += "/"  # keeps a ':' in the directory name from reading as a tag
-        if self.tag is not None:
-            text += f":{self.tag}"
-        if self.digest is not None:
-            text += f"@{self.digest}"
-        return text
+        return text + _tag_and_digest(self.tag, self.digest)
+
+
+def _tag_and_digest(tag: str | None, digest: str | None) -> str:
+    """The ``:tag`` and ``@digest`` suffixes of a reference's text form."""
+    return (f":{tag}" if tag is not None else "") + (f"@{digest}" if digest is not None else "")
 
 
 def parse_reference(text: str) -> RegistryReference | LayoutReference:
