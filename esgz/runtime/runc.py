@@ -157,7 +157,7 @@ class OciRuntime:
         result = await self.run("delete", "--force", container_id, check=False)
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace")
-            if "does not exist" in message or "not exist" in message:
+            if "not exist" in message:
                 return
             raise SandboxError(f"{self.binary} delete {container_id} failed: {message.strip()}")
 
