@@ -40,7 +40,10 @@ __all__ = ["DefaultStages", "open_default_stages"]
 
 
 class DefaultStages:
-    """Each stage method delegates to its module in :mod:`esgz.stages`."""
+    """Each stage method delegates to its module in :mod:`esgz.stages`.
+
+    Made by :func:`open_default_stages`, which first checks that every workload can run.
+    """
 
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
