@@ -117,13 +117,6 @@ class Endpoints:
 
     # ------------------------------------------------------------------ writing
 
-    async def has_blob(self, ref: Reference, digest: str, size: int) -> bool:
-        """Whether the target already holds the blob."""
-        if isinstance(ref, LayoutReference):
-            layout = await self.layout(ref, create=True)
-            return await layout.has_blob(digest)
-        return await self.client.blob_size(ref, digest) == size
-
     async def push_blob(
         self,
         ref: Reference,
@@ -183,13 +176,9 @@ class Endpoints:
             if tag:
                 await layout.set_tag(ref.tag, descriptor)
             return descriptor
-        target = ref if tag else ref.with_digest(_digest_of(content))
+        target = ref if tag else ref.with_digest(sha256_of(content))
         digest = await self.client.push_manifest(target, content, media_type, references=references)
         return Descriptor(media_type=media_type, digest=digest, size=len(content))
-
-
-def _digest_of(content: bytes) -> str:
-    return sha256_of(content)
 
 
 def _copy_verified(source: Path, destination: Path, digest: str, size: int) -> None:
