@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncclick as click
 
 from esgz.cli.options import image_options
 from esgz.cli.refs import parse_cli_reference
 from esgz.pipeline.config import default_cache_dir
-from esgz.stages.inspection import ImageReport, inspect_image
+
+if TYPE_CHECKING:
+    from esgz.stages.inspection import ImageReport
 
 __all__ = ["image_report", "inspect", "render_report"]
 
@@ -53,6 +56,9 @@ async def image_report(
     verify: bool = False,
 ) -> ImageReport:
     """The report on the image named ``ref`` (a command-line reference)."""
+    # imported here: the registry client and format reader are not needed to start the CLI
+    from esgz.stages.inspection import inspect_image
+
     reference = parse_cli_reference(ref, plain_http=plain_http)
     return await inspect_image(
         reference, platforms=platforms, verify=verify, cache_dir=cache_dir or default_cache_dir()

@@ -15,18 +15,9 @@ import json
 import re
 import sys
 import time
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import asyncclick as click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from esgz.pipeline.events import (
     BytesFetched,
@@ -45,6 +36,10 @@ from esgz.pipeline.events import (
     WarningEvent,
     WorkloadOutput,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 __all__ = [
     "EventRenderer",
@@ -189,9 +184,14 @@ class JsonRenderer:
 
 
 class ProgressRenderer:
-    """rich progress bars on a terminal: one per image (layers done), one per transfer."""
+    """rich progress bars on a terminal: one per image (layers done), one per transfer.
+
+    (rich is imported only when this renderer is made: the other outputs do not need it.)
+    """
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+
         self.console = console or Console(stderr=True)
         self._images: dict[str, TaskID] = {}
         self._transfers: dict[tuple[str, str, str], TaskID] = {}
@@ -199,6 +199,14 @@ class ProgressRenderer:
 
     async def consume(self, events: Subscription) -> None:
         """Drive the progress display until the run ends."""
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
