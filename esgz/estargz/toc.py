@@ -45,6 +45,7 @@ from json.encoder import encode_basestring
 from typing import Any, Final, Literal
 
 from esgz.errors import FormatError
+from esgz.oci import gojson
 
 __all__ = [
     "ENTRY_TYPES",
@@ -139,35 +140,19 @@ def format_modtime(seconds: int, nanoseconds: int = 0) -> str:
 # Encoding
 
 _NEEDS_GO_ESCAPE: Final = re.compile("[<>&\b\f\u2028\u2029\ud800-\udfff]")
-_GO_ESCAPES: Final = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\b": "\\u0008",
-    "\f": "\\u000c",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
+"""Characters the C ``encode_basestring`` writes differently from Go 1.19."""
 
 
 def go_json_string(value: str) -> str:
-    """``value`` as a JSON string literal, escaped exactly like Go 1.19 ``encoding/json``."""
-    encoded: str = encode_basestring(value)
-    if _NEEDS_GO_ESCAPE.search(encoded) is None:
-        return encoded
-    # encode_basestring already escaped \\ " and control characters other than \b and \f
-    # (it writes those as the two-character escapes \b \f, which we must rewrite).
-    out: list[str] = ['"']
-    for char in value:
-        replacement = _GO_ESCAPES.get(char)
-        if replacement is not None:
-            out.append(replacement)
-        elif "\ud800" <= char <= "\udfff":
-            out.append("\\ufffd")
-        else:
-            out.append(encode_basestring(char)[1:-1])
-    out.append('"')
-    return "".join(out)
+    """``value`` as a JSON string literal, escaped exactly like Go 1.19 ``encoding/json``.
+
+    Most names need nothing beyond what the C-accelerated ``encode_basestring`` writes;
+    the rest go through :func:`esgz.oci.gojson.quote` (a lone surrogate, i.e. an invalid
+    UTF-8 byte of the tar name, becomes the escape ``\\ufffd``, as Go writes it).
+    """
+    if _NEEDS_GO_ESCAPE.search(value) is None:
+        return encode_basestring(value)
+    return gojson.quote(value, lone_surrogate="\\ufffd")
 
 
 def _entry_lines(entry: TOCEntry) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -225,3 +226,23 @@ def test_uncompressed_stream_equals_go(tmp_path: Path, tar_format: int, long_nam
     result = write_with_esgz(source, tmp_path / "ours", format="zstdchunked", chunk_size=CHUNK)
     built = go_build(source, tmp_path / "theirs", zstd=True, chunk_size=CHUNK, gomaxprocs=1)
     assert result.diff_id == built.diff_id
+
+
+def _toc_json_without_offsets(blob: Path) -> bytes:
+    """The TOC JSON bytes of an eStargz (gzip) blob as written, with offset values blanked."""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.read_bytes()))) as tar:
+        member = tar.extractfile("stargz.index.json")
+        assert member is not None
+        text = member.read()
+    return re.sub(rb'"offset": \d+', b'"offset": 0', text)
+
+
+@pytest.mark.parametrize("control", ["\b", "\f", "\x01"], ids=["backspace", "formfeed", "soh"])
+def test_control_characters_in_names_escape_like_go(tmp_path: Path, control: str) -> None:
+    """A name whose only special character is a control character: TOC text equals Go's."""
+    items = [TarItem(f"ctl/name{control}end", data=b"x"), TarItem("plain", data=b"y")]
+    source = write_tar(tmp_path / "in.tar", items)
+    write_with_esgz(source, tmp_path / "ours", format="estargz")
+    go_build(source, tmp_path / "theirs", gomaxprocs=1)
+    ours = _toc_json_without_offsets(tmp_path / "ours")
+    assert ours == _toc_json_without_offsets(tmp_path / "theirs")
