@@ -18,6 +18,9 @@ verifier), :mod:`esgz.oci` (references, manifests, platforms, OCI layouts),
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from esgz.errors import (
     AuthError,
     ConfigError,
@@ -34,38 +37,78 @@ from esgz.errors import (
     VerificationError,
     WorkloadError,
 )
-from esgz.pipeline import (
-    BytesFetched,
-    BytesUploaded,
-    CacheConfig,
-    ConcurrencyConfig,
-    DefaultsConfig,
-    Event,
-    ImageDone,
-    ImageProfiled,
-    ImagePushed,
-    ImageResolved,
-    ImageResult,
-    ImageSpec,
-    LayerConverted,
-    LayerFetched,
-    LayerReused,
-    LayerSummary,
-    LayerUploaded,
-    ManifestResult,
-    Pipeline,
-    PipelineConfig,
-    PipelineDone,
-    PipelineResult,
-    RegistryHostConfig,
-    WarningEvent,
-    WorkloadConfig,
-    WorkloadOutput,
-    convert,
-    load_config_file,
-    optimize,
-    parse_config_text,
-    run_pipeline,
+
+if TYPE_CHECKING:
+    from esgz.pipeline import (
+        BytesFetched,
+        BytesUploaded,
+        CacheConfig,
+        ConcurrencyConfig,
+        DefaultsConfig,
+        Event,
+        ImageDone,
+        ImageProfiled,
+        ImagePushed,
+        ImageResolved,
+        ImageResult,
+        ImageSpec,
+        LayerConverted,
+        LayerFetched,
+        LayerReused,
+        LayerSummary,
+        LayerUploaded,
+        ManifestResult,
+        Pipeline,
+        PipelineConfig,
+        PipelineDone,
+        PipelineResult,
+        RegistryHostConfig,
+        WarningEvent,
+        WorkloadConfig,
+        WorkloadOutput,
+        convert,
+        load_config_file,
+        optimize,
+        parse_config_text,
+        run_pipeline,
+    )
+
+# The pipeline (and pydantic behind it) is imported on first use, so that using only the
+# building blocks (e.g. ``esgz.estargz``) does not pay for it.
+_PIPELINE_NAMES = frozenset(
+    {
+        "BytesFetched",
+        "BytesUploaded",
+        "CacheConfig",
+        "ConcurrencyConfig",
+        "DefaultsConfig",
+        "Event",
+        "ImageDone",
+        "ImageProfiled",
+        "ImagePushed",
+        "ImageResolved",
+        "ImageResult",
+        "ImageSpec",
+        "LayerConverted",
+        "LayerFetched",
+        "LayerReused",
+        "LayerSummary",
+        "LayerUploaded",
+        "ManifestResult",
+        "Pipeline",
+        "PipelineConfig",
+        "PipelineDone",
+        "PipelineResult",
+        "RegistryHostConfig",
+        "WarningEvent",
+        "WorkloadConfig",
+        "WorkloadOutput",
+        "convert",
+        "load_config_file",
+        "optimize",
+        "parse_config_text",
+        "run_pipeline",
+    }
 )
 
 __version__ = "0.1.0.dev0"
@@ -118,3 +161,16 @@ __all__ = [
     "parse_config_text",
     "run_pipeline",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the pipeline API on first access (PEP 562)."""
+    if name in _PIPELINE_NAMES:
+        value = getattr(importlib.import_module("esgz.pipeline"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'esgz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

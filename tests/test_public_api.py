@@ -53,3 +53,19 @@ def test_all_is_exactly_the_public_api() -> None:
 def test_every_error_is_exported_from_the_top() -> None:
     for name in esgz.errors.__all__:
         assert getattr(esgz, name) is getattr(esgz.errors, name)
+
+
+def test_building_blocks_do_not_import_the_pipeline() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, esgz.estargz, esgz.oci; print('esgz.pipeline' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = esgz.no_such_name  # type: ignore[attr-defined]
