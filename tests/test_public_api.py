@@ -26,6 +26,7 @@ EXPECTED = {
     "LayerSummary",
     # events
     "Event",
+    "Subscription",
     "ImageResolved",
     "BytesFetched",
     "LayerFetched",
