@@ -27,9 +27,13 @@ __all__ = ["OrderResult", "clean_name", "parent_name", "prioritized_order"]
 
 
 def clean_name(name: str) -> str:
-    """Go's ``cleanEntryName``: the name as used for matching (no ``/`` or ``./`` prefix)."""
-    cleaned = posixpath.normpath("/" + name.lstrip("/"))
-    return cleaned[1:]
+    """Go's ``cleanEntryName``: the name as used for matching (no ``/`` or ``./`` prefix).
+
+    The writer cleans every tar name and the reader every TOC name with this one function.
+    """
+    if name and name[0] not in "./" and name[-1] != "/" and "//" not in name and "/." not in name:
+        return name  # already clean (the common case)
+    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def parent_name(cleaned: str) -> str:

@@ -19,12 +19,13 @@ order); hardlink cycles.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
+from esgz.estargz.ordering import clean_name as clean_entry_name
+from esgz.estargz.ordering import parent_name
 from esgz.estargz.toc import ENTRY_TYPES, TOC, TOCEntry
 
 __all__ = [
@@ -37,13 +38,6 @@ __all__ = [
 ]
 
 _LANDMARKS: Final = frozenset((PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK))
-
-
-def clean_entry_name(name: str) -> str:
-    """A TOC/tar name normalised like Go's ``cleanEntryName`` (``./a/`` → ``a``, root → "")."""
-    if name and name[0] not in "./" and name[-1] != "/" and "//" not in name and "/." not in name:
-        return name  # already clean (the common case)
-    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def _unsafe_name_reason(name: str) -> str | None:
@@ -307,10 +301,6 @@ def _attach_chunks(files: list[_ChunkList], data_end: int) -> None:
         chunks.entry.chunks = tuple(reversed(built))
 
 
-def _parent(name: str) -> str:
-    return name.rpartition("/")[0]
-
-
 def _link_tree(
     entries: list[LayerEntry], by_name: dict[str, LayerEntry]
 ) -> dict[str, dict[str, LayerEntry]]:
@@ -321,7 +311,7 @@ def _link_tree(
         if name not in by_name:
             by_name[name] = LayerEntry(name=name, type="dir", toc_index=-1, mode=0o755)
             if name != "":
-                directory(_parent(name))[name.rpartition("/")[2]] = by_name[name]
+                directory(parent_name(name))[name.rpartition("/")[2]] = by_name[name]
         return children.setdefault(name, {})
 
     directory("")
@@ -329,7 +319,7 @@ def _link_tree(
         if entry.name == "":
             continue
         target = resolve_hardlink(entry, by_name) if entry.type == "hardlink" else entry
-        directory(_parent(entry.name))[entry.name.rpartition("/")[2]] = target
+        directory(parent_name(entry.name))[entry.name.rpartition("/")[2]] = target
     return children
 
 
