@@ -1,73 +1,18 @@
-# ruff: noqa: E501
 """TOC model and its Go-compatible JSON encoding/decoding."""
 
 from __future__ import annotations
 
 import hashlib
-import textwrap
 
 import pytest
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import EMPTY_DIGEST, LANDMARK_DIGEST
 from esgz.estargz.toc import TOC, TOCEntry, format_modtime, go_json_string
+from tests.interop.spec_example import example_toc_json
 
-# The worked example of FORMAT.md §15: byte-exact output of Go's json.MarshalIndent.
-EXAMPLE_JSON = (
-    textwrap.dedent(
-        """\
-        {
-            "version": 1,
-            "entries": [
-                {
-                    "name": "dir/",
-                    "type": "dir",
-                    "modtime": "2024-01-02T03:04:05Z",
-                    "mode": 493,
-                    "userName": "root",
-                    "groupName": "root"
-                },
-                {
-                    "name": "dir/b.bin",
-                    "type": "reg",
-                    "size": 12,
-                    "modtime": "2024-01-02T03:04:05Z",
-                    "mode": 493,
-                    "offset": 123,
-                    "digest": "sha256:4e3f5a1d81582cf9c45c5b0f43e59793f58d060cc71e7667b5b2a09e37f602a2",
-                    "chunkDigest": "sha256:4e3f5a1d81582cf9c45c5b0f43e59793f58d060cc71e7667b5b2a09e37f602a2"
-                },
-                {
-                    "name": ".prefetch.landmark",
-                    "type": "reg",
-                    "size": 1,
-                    "offset": 227,
-                    "digest": "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8",
-                    "chunkDigest": "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
-                },
-                {
-                    "name": "a.txt",
-                    "type": "reg",
-                    "size": 6,
-                    "modtime": "2024-01-02T03:04:05Z",
-                    "mode": 420,
-                    "offset": 330,
-                    "digest": "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
-                    "chunkDigest": "sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-                },
-                {
-                    "name": "dir/c.txt",
-                    "type": "reg",
-                    "modtime": "2024-01-02T03:04:05Z",
-                    "mode": 420,
-                    "digest": "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-                }
-            ]
-        }"""
-    )
-    .replace("    ", "\t")
-    .encode()
-)
+# The worked example of FORMAT.md §15 with the offsets FORMAT.md prints (HEAD Go).
+EXAMPLE_JSON = example_toc_json(b_offset=123, landmark_offset=227, a_offset=330)
 EXAMPLE_TOC_DIGEST = "sha256:643a0ae6d9b564d70a295b87d1723b23a1c062696922c950d860d28062047631"
 
 
