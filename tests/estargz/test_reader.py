@@ -60,20 +60,24 @@ def test_clean_entry_name(raw: str, clean: str) -> None:
     assert clean_entry_name(raw) == clean
 
 
+ENTRY_NAMES = [
+    "",
+    "usr/bin",
+    "usr/bin/prog",
+    "usr/bin/again",
+    "etc/passwd",
+    "etc/link",
+    "etc/link2",
+    "etc/sym",
+    ".prefetch.landmark",
+    "var/empty",
+]
+"""The cleaned names of the reader fixture layer, in TOC order."""
+
+
 def test_entries_lookup_and_tree(layer: LayerReader) -> None:
     names = [e.name for e in layer.entries()]
-    assert names == [
-        "",
-        "usr/bin",
-        "usr/bin/prog",
-        "usr/bin/again",
-        "etc/passwd",
-        "etc/link",
-        "etc/link2",
-        "etc/sym",
-        ".prefetch.landmark",
-        "var/empty",
-    ]
+    assert names == ENTRY_NAMES
     for spelling in ("usr/bin/prog", "/usr/bin/prog", "./usr/bin/prog", "usr//bin/prog"):
         entry = layer.lookup(spelling)
         assert entry is not None
@@ -144,16 +148,8 @@ def test_prefetch_landmark_and_prioritized(layer: LayerReader, tmp_path: Path) -
     landmark = layer.prefetch_landmark()
     assert landmark is not None
     assert landmark.name == ".prefetch.landmark"
-    assert layer.prioritized_names() == [
-        "",
-        "usr/bin",
-        "usr/bin/prog",
-        "usr/bin/again",
-        "etc/passwd",
-        "etc/link",
-        "etc/link2",
-        "etc/sym",
-    ]
+    # Everything before the landmark is prioritized.
+    assert layer.prioritized_names() == ENTRY_NAMES[: ENTRY_NAMES.index(".prefetch.landmark")]
     assert not layer.has_no_prefetch_landmark
     plain = craft_blob(tmp_path / "plain", [CraftFile("a", data=b"a")])
     with open_layer(plain.path) as no_landmark:
