@@ -251,15 +251,11 @@ def stop_signal(image: Mapping[str, Any]) -> signal.Signals:
     text = str(image.get("StopSignal") or "").strip().upper()
     if not text:
         return signal.SIGKILL
-    if text.isdigit():
-        try:
-            return signal.Signals(int(text))
-        except ValueError:
-            raise WorkloadError(f"image StopSignal {text!r} is not a signal") from None
-    name = text if text.startswith("SIG") else "SIG" + text
     try:
-        return signal.Signals[name]
-    except KeyError:
+        if text.isdigit():
+            return signal.Signals(int(text))
+        return signal.Signals[text if text.startswith("SIG") else "SIG" + text]
+    except (ValueError, KeyError):
         raise WorkloadError(f"image StopSignal {text!r} is not a signal") from None
 
 

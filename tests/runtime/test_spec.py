@@ -121,9 +121,10 @@ def test_stop_signal(value: str | None, expected: signal.Signals) -> None:
     assert stop_signal({"StopSignal": value} if value else {}) == expected
 
 
-def test_bad_stop_signal() -> None:
-    with pytest.raises(WorkloadError, match="not a signal"):
-        stop_signal({"StopSignal": "SIGNOPE"})
+@pytest.mark.parametrize("value", ["SIGNOPE", "999"])
+def test_bad_stop_signal(value: str) -> None:
+    with pytest.raises(WorkloadError, match=f"StopSignal '{value}' is not a signal"):
+        stop_signal({"StopSignal": value})
 
 
 def test_generated_files() -> None:
