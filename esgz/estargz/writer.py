@@ -115,7 +115,6 @@ class _Spool:
         self.fd = self._file.fileno()
         self._buffer = bytearray()
         self.size = 0
-        self._flushed = 0
 
     def append(self, data: bytes) -> int:
         """Append ``data``; returns its offset."""
@@ -135,7 +134,6 @@ class _Spool:
         while view:
             written = os.write(self.fd, view)
             view = view[written:]
-        self._flushed += len(data)
 
     def flush(self) -> None:
         if self._buffer:
@@ -436,9 +434,7 @@ class _Ingest:
         return text
 
     def item(self, entry: TarEntry) -> _Item | None:
-        cleaned = clean_name(entry.name)
-        if cleaned == entry.name:
-            cleaned = entry.name  # share the string
+        cleaned = clean_name(entry.name)  # the same str object when already clean
         if "/" not in cleaned and cleaned in _DROPPED_NAMES:
             self._drop(entry, cleaned)
             return None
