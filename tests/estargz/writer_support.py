@@ -1,4 +1,4 @@
-"""Helpers for the writer tests: build input tars, convert, take blobs apart.
+"""Support for the writer tests: build input tars, convert, take blobs apart.
 
 Blobs are taken apart with the standard library only (zlib, tarfile, json), independently
 of the writer's own code.
