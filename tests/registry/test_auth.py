@@ -62,21 +62,32 @@ async def test_pull_from_tls_registry_pushed_by_skopeo(
     assert dest.read_bytes() == oci_image.blobs[layer["digest"]].path.read_bytes()
 
 
-async def test_wrong_password_is_one_line_auth_error(tls_registry: RegistryServer) -> None:
-    ref = server_ref(tls_registry, unique_repo("wrong"))
-    async with client_for(tls_registry, password="not-the-password") as client:
+#: The registries with authentication: basic over TLS, and bearer tokens.
+AUTH_REGISTRIES = pytest.mark.parametrize("server_fixture", ["tls_registry", "token_registry"])
+
+
+@AUTH_REGISTRIES
+async def test_wrong_password_is_one_line_auth_error(
+    server_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    server: RegistryServer = request.getfixturevalue(server_fixture)
+    ref = server_ref(server, unique_repo("wrong"))
+    async with client_for(server, password="not-the-password") as client:
         with pytest.raises(AuthError) as caught:
             await client.resolve(ref)
     assert str(caught.value) == (
-        f"registry {tls_registry.host}: authentication failed for user"
-        f" {tls_registry.username} (401)"
+        f"registry {server.host}: authentication failed for user {server.username} (401)"
     )
     assert caught.value.status_code == 401
 
 
-async def test_missing_credentials_is_auth_error(tls_registry: RegistryServer) -> None:
-    ref = server_ref(tls_registry, unique_repo("anon"))
-    async with client_for(tls_registry, anonymous=True) as client:
+@AUTH_REGISTRIES
+async def test_missing_credentials_is_auth_error(
+    server_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    server: RegistryServer = request.getfixturevalue(server_fixture)
+    ref = server_ref(server, unique_repo("anon"))
+    async with client_for(server, anonymous=True) as client:
         with pytest.raises(AuthError, match=r"authentication required .*no credentials"):
             await client.resolve(ref)
 
@@ -186,24 +197,6 @@ async def test_refused_token_is_refreshed(
     assert issuer.stingy_tokens == 0
     granted = [r.granted for r in issuer.requests if any(ref.repository in s for s in r.scopes)]
     assert ["pull"] in [[a for g in grant for a in g["actions"]] for grant in granted]  # type: ignore[attr-defined]
-
-
-async def test_token_wrong_password_is_one_line(token_registry: RegistryServer) -> None:
-    ref = server_ref(token_registry, unique_repo("token-wrong"))
-    async with client_for(token_registry, password="nope") as client:
-        with pytest.raises(AuthError) as caught:
-            await client.resolve(ref)
-    assert str(caught.value) == (
-        f"registry {token_registry.host}: authentication failed for user"
-        f" {token_registry.username} (401)"
-    )
-
-
-async def test_token_anonymous_is_refused(token_registry: RegistryServer) -> None:
-    ref = server_ref(token_registry, unique_repo("token-anon"))
-    async with client_for(token_registry, anonymous=True) as client:
-        with pytest.raises(AuthError, match="authentication required"):
-            await client.resolve(ref)
 
 
 def _password_grant(url: str, service: str, server: RegistryServer) -> dict[str, str]:
