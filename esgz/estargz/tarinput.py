@@ -35,7 +35,7 @@ from typing import Final
 from esgz.errors import FormatError
 from esgz.estargz.source import TarStream
 
-__all__ = ["TarEntry", "TarReader"]
+__all__ = ["TarEntry", "TarReader", "header_checksum_matches"]
 
 BLOCK: Final = 512
 ZERO_BLOCK: Final = bytes(BLOCK)
@@ -75,6 +75,19 @@ class TarEntry:
     stored_size: int = 0
     """Bytes of archive data after the header (padding excluded)."""
     sparse_map_size: int = 0
+
+
+def header_checksum_matches(block: bytes, stored: int) -> bool:
+    """Whether ``stored`` is the checksum of the 512-byte header ``block``.
+
+    The checksum field counts as eight spaces; both the unsigned sum and the signed one
+    (bytes above 127 taken as negative, as some old writers did) are accepted, as in Go.
+    """
+    unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
+    if stored == unsigned:
+        return True
+    high = sum(1 for b in block[:148] if b > 127) + sum(1 for b in block[156:] if b > 127)
+    return stored == unsigned - 256 * high
 
 
 def _cstring(field_bytes: bytes) -> bytes:
@@ -290,12 +303,7 @@ class TarReader:
     @staticmethod
     def _check_sum(block: bytes, name: str) -> None:
         stored = _parse_number(block[148:156], "checksum", name)
-        unsigned = sum(block[:148]) + 256 + sum(block[156:])
-        if stored == unsigned:
-            return
-        signed = unsigned - sum(b for b in block[:148] if b > 127) * 2
-        signed -= sum(b for b in block[156:] if b > 127) * 2
-        if stored != signed:
+        if not header_checksum_matches(block, stored):
             raise FormatError(f"tar entry {name!r}: header checksum mismatch (not a tar?)")
 
     def _build(

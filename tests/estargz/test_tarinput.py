@@ -238,3 +238,16 @@ def test_a_clean_end_of_stream_without_zero_blocks_ends_the_archive() -> None:
     source = make_tar([Spec("a", data=b"1"), Spec("b", data=b"2")])
     end = 4 * 512  # 2 × (header + data block), no end-of-archive marker
     assert [e.name for e, _ in read_all(source[:end])] == ["a", "b"]
+
+
+def test_signed_header_checksum_is_accepted() -> None:
+    """Old writers summed header bytes as signed chars; readers (Go, tarfile) accept both."""
+    data = bytearray(make_tar([Spec("caf\u00e9-\u00fc.txt", data=b"x")], fmt=tarfile.GNU_FORMAT))
+    header = data[:512]
+    assert any(byte > 127 for byte in header)
+    signed = sum(b - 256 if b > 127 else b for b in header[:148] + b" " * 8 + header[156:])
+    data[148:156] = b"%06o\0 " % signed
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as reference:
+        assert reference.getnames() == ["caf\u00e9-\u00fc.txt"]  # tarfile takes it as valid
+    [(entry, payload)] = read_all(bytes(data))
+    assert (entry.name, payload) == ("caf\u00e9-\u00fc.txt", b"x")
