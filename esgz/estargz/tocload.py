@@ -25,6 +25,7 @@ from esgz.estargz.footer import (
     parse_legacy_footer,
     parse_zstd_chunked_footer,
 )
+from esgz.estargz.tarinput import header_checksum_matches
 from esgz.estargz.toc import TOC
 
 __all__ = [
@@ -136,10 +137,7 @@ def _parse_number(field: bytes, what: str) -> int:
 
 
 def _check_header_checksum(block: bytes) -> None:
-    stored = _parse_number(block[148:156], "checksum")
-    unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
-    signed = sum(b - 256 if b > 127 else b for b in block[:148] + b" " * 8 + block[156:])
-    if stored not in (unsigned, signed):
+    if not header_checksum_matches(block, _parse_number(block[148:156], "checksum")):
         raise FormatError("TOC tar header has a bad checksum")
 
 
