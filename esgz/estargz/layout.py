@@ -52,6 +52,7 @@ class Member:
     """Length of that chunk: sha256 of the first ``digest_length`` bytes is its digest."""
 
     def add(self, piece: Piece) -> None:
+        """Append ``piece`` (empty ones are ignored; adjacent spool ranges are merged)."""
         length = piece_length(piece)
         if not length:
             return
