@@ -133,5 +133,15 @@ def test_record_matches_ctr_remote(
             work_dir=tmp_path / "work",
         )
     )
-    assert result.records(image.manifest_digest) == reference
+    ours = result.records(image.manifest_digest)
+    # Every access ctr-remote records is ours too, in the same order and layer. ctr-remote
+    # 0.12 stops its fanotify helper as soon as the task exits, so on a loaded machine it
+    # can lose the last events; esgz drains the monitor first and may record more.
     assert len(reference) >= 3
+    assert is_subsequence(reference, ours), (reference, ours)
+
+
+def is_subsequence(short: list[RecordEntry], long: list[RecordEntry]) -> bool:
+    """Whether ``short`` appears in ``long`` in order (not necessarily contiguously)."""
+    remaining = iter(long)
+    return all(entry in remaining for entry in short)
