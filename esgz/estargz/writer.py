@@ -323,7 +323,11 @@ class _Output:
             for piece in buffers:
                 diff_hash.update(piece)
                 if self._chunk_left > 0:
-                    part = piece if len(piece) <= self._chunk_left else piece[: self._chunk_left]
+                    part = (
+                        piece
+                        if len(piece) <= self._chunk_left
+                        else memoryview(piece)[: self._chunk_left]  # no copy
+                    )
                     self._chunk_hash.update(part)
                     self._chunk_left -= len(part)
             if result.crcs:
