@@ -31,11 +31,19 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from esgz.errors import ConfigError
 from esgz.oci.blobstore import BlobStore
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
 
-__all__ = ["CONVERSION_SCHEME", "ConversionCache", "ConversionKey", "LocalStore", "open_store"]
+__all__ = [
+    "CONVERSION_SCHEME",
+    "ConversionCache",
+    "ConversionKey",
+    "LocalStore",
+    "open_local_store",
+    "open_store",
+]
 
 #: Bumped when the format engine changes the bytes it writes for the same inputs.
 CONVERSION_SCHEME = "esgz-conversion-1"
@@ -83,7 +91,10 @@ class LocalStore:
 
     @classmethod
     async def open(cls, root: Path) -> LocalStore:
-        """Create the directories under ``root`` and a fresh scratch directory."""
+        """Create the directories under ``root`` and a fresh scratch directory.
+
+        ConfigError if ``root`` cannot hold them (not a directory, not writable).
+        """
 
         def prepare() -> Path:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
@@ -92,7 +103,10 @@ class LocalStore:
             _remove_stale_scratch(root / "tmp")
             return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
 
-        scratch = await anyio.to_thread.run_sync(prepare)
+        try:
+            scratch = await anyio.to_thread.run_sync(prepare)
+        except OSError as exc:
+            raise ConfigError(f"cannot use cache directory {root}: {exc.strerror or exc}") from None
         return cls(root, scratch)
 
     async def close(self) -> None:
@@ -204,15 +218,20 @@ class ConversionCache:
 
 @asynccontextmanager
 async def open_store(config: PipelineConfig) -> AsyncIterator[LocalStore]:
-    """The run's blob store: the configured cache, or a temporary one if disabled.
+    """The run's blob store: the configured cache, or a temporary one if disabled."""
+    async with open_local_store(config.cache_dir() if config.cache.enabled else None) as store:
+        yield store
 
-    On exit (also when cancelled) the run's scratch directory is removed, and a temporary
+
+@asynccontextmanager
+async def open_local_store(root: Path | None) -> AsyncIterator[LocalStore]:
+    """A blob store under ``root``, or in a temporary directory if ``root`` is None.
+
+    On exit (also when cancelled) the scratch directory is removed, and a temporary
     store entirely.
     """
     private_root: Path | None = None
-    if config.cache.enabled:
-        root = config.cache_dir()
-    else:
+    if root is None:
         private_root = Path(
             await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-"))
         )

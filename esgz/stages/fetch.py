@@ -4,26 +4,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from esgz.pipeline.cache import LocalStore
 from esgz.pipeline.events import BytesFetched
 from esgz.pipeline.jobs import LayerJob
 from esgz.pipeline.runner import RunContext
-from esgz.stages.endpoints import Endpoints
+from esgz.stages.endpoints import Endpoints, ProgressFn, Reference
 
-__all__ = ["fetch_layer"]
+__all__ = ["fetch_blob", "fetch_layer"]
 
 
 async def fetch_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -> tuple[Path, bool]:
     """The local path of the layer's blob and whether it was already in the store."""
     digest = layer.source.digest
-    if await ctx.store.has(digest):
-        return ctx.store.blob_path(digest), True
     image = layer.image.name
 
     def progress(done: int, total: int) -> None:
         ctx.events.publish(BytesFetched(image=image, layer=digest, done=done, total=total))
 
-    temp = ctx.store.temp_path("fetch")
-    await endpoints.pull_blob(
-        layer.image.settings.source_ref, digest, layer.source.size, temp, progress
+    return await fetch_blob(
+        ctx.store, endpoints, layer.image.settings.source_ref, digest, layer.source.size, progress
     )
-    return await ctx.store.commit(temp, digest), False
+
+
+async def fetch_blob(
+    store: LocalStore,
+    endpoints: Endpoints,
+    ref: Reference,
+    digest: str,
+    size: int,
+    progress: ProgressFn | None = None,
+) -> tuple[Path, bool]:
+    """Blob ``digest`` of ``ref`` in ``store`` (pulled and verified once, then renamed in).
+
+    Returns its path and whether it was already there.
+    """
+    if await store.has(digest):
+        return store.blob_path(digest), True
+    temp = store.temp_path("fetch")
+    await endpoints.pull_blob(ref, digest, size, temp, progress)
+    return await store.commit(temp, digest), False

@@ -7,8 +7,6 @@ are plain data for the caller to render.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,6 @@ from esgz.errors import EsgzError, FormatError, ImageError
 from esgz.estargz.constants import TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION
 from esgz.estargz.reader import open_layer, sniff_layer_format
 from esgz.oci import mediatypes
-from esgz.oci.blobstore import BlobStore
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest, parse_manifest_or_index
 from esgz.oci.platform import (
     ALL_PLATFORMS,
@@ -30,8 +27,10 @@ from esgz.oci.platform import (
     select_manifests,
 )
 from esgz.oci.reference import LayoutReference, RegistryReference
+from esgz.pipeline.cache import LocalStore, open_local_store
 from esgz.registry.options import RegistryOptions
 from esgz.stages.endpoints import Endpoints, open_endpoints
+from esgz.stages.fetch import fetch_blob
 from esgz.stages.resolve import is_attestation
 
 __all__ = ["ImageReport", "LayerReport", "ManifestReport", "inspect_image"]
@@ -132,33 +131,13 @@ def _examine(path: Path, layer: LayerReport, verify: bool) -> None:
         layer.problems.append(exc.message)
 
 
-async def _fetch_blob(
-    endpoints: Endpoints,
-    ref: RegistryReference | LayoutReference,
-    descriptor: Descriptor,
-    store: BlobStore,
-    scratch: Path,
-) -> Path:
-    path = await store.get(descriptor.digest)
-    if path is not None:
-        return path
-    temp = scratch / descriptor.digest.replace(":", "-")
-    await endpoints.pull_blob(ref, descriptor.digest, descriptor.size, temp)
-    await store.put_file(temp, descriptor.digest, descriptor.size)
-    await anyio.Path(temp).unlink()
-    path = await store.get(descriptor.digest)
-    assert path is not None
-    return path
-
-
 async def _manifest_report(
     endpoints: Endpoints,
     ref: RegistryReference | LayoutReference,
     descriptor: Descriptor,
     manifest: Manifest,
     platform: str | None,
-    store: BlobStore,
-    scratch: Path,
+    store: LocalStore,
     verify: bool,
 ) -> ManifestReport:
     config = ImageConfig.parse(await endpoints.read_small_blob(ref, manifest.config.digest))
@@ -176,7 +155,7 @@ async def _manifest_report(
             annotated_toc_digest=layer.annotations.get(TOC_DIGEST_ANNOTATION),
             uncompressed_size=int(size_text) if size_text and size_text.isdigit() else None,
         )
-        path = await _fetch_blob(endpoints, ref, layer, store, scratch)
+        path, _ = await fetch_blob(store, endpoints, ref, layer.digest, layer.size)
         await anyio.to_thread.run_sync(_examine, path, report, verify)
         layers.append(report)
     if len(diff_ids) != len(manifest.layers):
@@ -185,6 +164,36 @@ async def _manifest_report(
             f" lists {len(diff_ids)} diff_ids"
         )
     return ManifestReport(platform, descriptor.digest, descriptor.media_type, layers)
+
+
+async def _manifest_reports(
+    endpoints: Endpoints,
+    reference: RegistryReference | LayoutReference,
+    matcher: PlatformMatcher,
+    store: LocalStore,
+    verify: bool,
+) -> tuple[Descriptor, list[ManifestReport]]:
+    """The image's descriptor and a report per selected manifest."""
+    descriptor, content = await endpoints.resolve(reference)
+    document = parse_manifest_or_index(content, descriptor.media_type)
+    if not isinstance(document, Index):
+        report = await _manifest_report(
+            endpoints, reference, descriptor, document, None, store, verify
+        )
+        return descriptor, [report]
+    manifests: list[ManifestReport] = []
+    for entry in select_manifests(document, matcher):
+        if not mediatypes.is_manifest(entry.media_type) or is_attestation(entry):
+            continue
+        body = await endpoints.read_document(reference, entry)
+        manifest = parse_manifest_or_index(body, entry.media_type)
+        if not isinstance(manifest, Manifest):
+            raise ImageError(f"index entry {entry.digest} is not an image manifest")
+        platform = str(entry.platform) if entry.platform else None
+        manifests.append(
+            await _manifest_report(endpoints, reference, entry, manifest, platform, store, verify)
+        )
+    return descriptor, manifests
 
 
 async def inspect_image(
@@ -204,38 +213,14 @@ async def inspect_image(
     matcher: PlatformMatcher = (
         OrderedMatcher(parse_platforms(platforms)) if platforms else ALL_PLATFORMS
     )
-    scratch = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-")))
-    store = BlobStore((cache_dir if cache_dir is not None else scratch / "cache") / "blobs")
-    try:
-        async with open_endpoints(registries or {}) as endpoints:
-            descriptor, content = await endpoints.resolve(reference)
-            document = parse_manifest_or_index(content, descriptor.media_type)
-            manifests: list[ManifestReport] = []
-            if isinstance(document, Index):
-                for entry in select_manifests(document, matcher):
-                    if not mediatypes.is_manifest(entry.media_type) or is_attestation(entry):
-                        continue
-                    body = await endpoints.read_document(reference, entry)
-                    manifest = parse_manifest_or_index(body, entry.media_type)
-                    if not isinstance(manifest, Manifest):
-                        raise ImageError(f"index entry {entry.digest} is not an image manifest")
-                    platform = str(entry.platform) if entry.platform else None
-                    manifests.append(
-                        await _manifest_report(
-                            endpoints, reference, entry, manifest, platform, store, scratch, verify
-                        )
-                    )
-            else:
-                manifests.append(
-                    await _manifest_report(
-                        endpoints, reference, descriptor, document, None, store, scratch, verify
-                    )
+    async with open_local_store(cache_dir) as store:
+        try:
+            async with open_endpoints(registries or {}) as endpoints:
+                descriptor, manifests = await _manifest_reports(
+                    endpoints, reference, matcher, store, verify
                 )
-    except EsgzError as exc:
-        if exc.image is None:
-            exc.image = str(reference)
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        except EsgzError as exc:
+            if exc.image is None:
+                exc.image = str(reference)
+            raise
     return ImageReport(str(reference), descriptor.digest, descriptor.media_type, manifests)

@@ -193,6 +193,20 @@ async def test_missing_layout_is_a_one_line_error(tmp_path: Path) -> None:
     assert "nothing-here" in message
 
 
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+async def test_unusable_cache_dir_is_a_one_line_error(
+    command: str, busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    out = tmp_path / "out"
+    targets = [f"local://{out}:x"] if command == "convert" else []
+    result = await invoke(command, "--cache-dir", str(not_a_dir), busybox_image.reference, *targets)
+    assert result.exit_code == 1
+    assert one_line_error(result).startswith(f"cannot use cache directory {not_a_dir}: ")
+    assert not out.exists()
+
+
 async def test_inspect_reports_layers_of_a_layout(
     busybox_image: SampleImage,
     tmp_path: Path,
