@@ -101,10 +101,6 @@ class LayerJob:
         """The image this layer belongs to."""
         return self.manifest.image
 
-    def describe(self) -> str:
-        """``sha256:… (layer 2 of linux/amd64)`` for messages."""
-        return self.source.digest
-
 
 @dataclass(eq=False)
 class ManifestJob:
