@@ -52,6 +52,10 @@ class Run:
         return lines[-1] if lines else ""
 
 
+#: ``esgz optimize`` to OCI media types, without the shared cache, events as JSON lines.
+OPTIMIZE_JSON = ("optimize", "--oci", "--no-cache", "--log-format", "json")
+
+
 #: Run a command as the ``nobody`` user that can still read and write every file (so it
 #: reaches the interpreter under root's home), but is not root.
 AS_NOBODY = (

@@ -14,6 +14,7 @@ from tests.fixtures.images import HOST_PLATFORM, OTHER_ARCH, SMALL_TEXT, SampleI
 from tests.optimize.support import (
     AS_NOBODY,
     NO_PREFETCH,
+    OPTIMIZE_JSON,
     PREFETCH,
     LayerReport,
     Run,
@@ -49,11 +50,7 @@ def cat_run(busybox_image: SampleImage, tmp_path_factory: pytest.TempPathFactory
     out = tmp / "out"
     record = tmp / "record.json"
     run = run_esgz(
-        "optimize",
-        "--oci",
-        "--no-cache",
-        "--log-format",
-        "json",
+        *OPTIMIZE_JSON,
         "--record-out",
         str(record),
         "--entrypoint",
@@ -124,11 +121,7 @@ def test_user_nobody_and_period_cut(busybox_image: SampleImage, tmp_path: Path) 
     require_sandbox()
     out = tmp_path / "out"
     run = run_esgz(
-        "optimize",
-        "--oci",
-        "--no-cache",
-        "--log-format",
-        "json",
+        *OPTIMIZE_JSON,
         "--user",
         "nobody",
         "--period",
@@ -270,11 +263,7 @@ def test_other_platform_only_is_not_profiled(
     out = tmp_path / "out"
     record = tmp_path / "record.json"
     run = run_esgz(
-        "optimize",
-        "--oci",
-        "--no-cache",
-        "--log-format",
-        "json",
+        *OPTIMIZE_JSON,
         "--platform",
         f"linux/{OTHER_ARCH}",
         "--record-out",

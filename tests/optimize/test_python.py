@@ -10,6 +10,7 @@ import pytest
 from tests.fixtures.images import SampleImage
 from tests.optimize.support import (
     NO_PREFETCH,
+    OPTIMIZE_JSON,
     PREFETCH,
     prioritized_files,
     read_layers,
@@ -28,11 +29,7 @@ def test_python_import_json(python_image: SampleImage, tmp_path: Path) -> None:
     out = tmp_path / "out"
     record = tmp_path / "record.json"
     run = run_esgz(
-        "optimize",
-        "--oci",
-        "--no-cache",
-        "--log-format",
-        "json",
+        *OPTIMIZE_JSON,
         "--record-out",
         str(record),
         python_image.reference,
