@@ -1,4 +1,4 @@
-"""Helpers of the optimize tests: run ``esgz`` as a process, read what it wrote."""
+"""Shared code of the optimize tests: run ``esgz`` as a process, read what it wrote."""
 
 from __future__ import annotations
 
