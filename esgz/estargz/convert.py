@@ -64,8 +64,17 @@ async def convert_layer_file(
     """
     cancel = threading.Event()
     finished = threading.Event()
+    # Whether the worker thread began converting: a cancellation that arrives while the
+    # call still waits for a thread must not wait for a conversion that never starts.
+    state_lock = threading.Lock()
+    started = False
 
     def run() -> LayerResult:
+        nonlocal started
+        with state_lock:
+            if cancel.is_set():
+                raise ConversionCancelled("cancelled before it started")
+            started = True
         try:
             return _convert_file(Path(src), Path(dst), options, cancel)
         finally:
@@ -74,9 +83,12 @@ async def convert_layer_file(
     try:
         return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
-        cancel.set()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(finished.wait)
+        with state_lock:
+            cancel.set()
+            must_wait = started
+        if must_wait:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(finished.wait)
         raise
     except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
         raise

@@ -49,3 +49,27 @@ async def test_cancellation_stops_the_work_and_removes_the_temporary_file(
         await convert_layer_file(src, dst, ConvertOptions(workers=1))
     assert scope.cancelled_caught
     assert sorted(os.listdir(tmp_path)) == ["big.tar"]
+
+
+async def test_cancellation_before_a_worker_thread_is_free_returns_at_once(
+    tmp_path: Path,
+) -> None:
+    # Every worker-thread token is taken, so the conversion is still waiting for a thread
+    # when it is cancelled: the cancellation must not wait for a conversion that never ran.
+    src = tmp_path / "layer.tar.gz"
+    src.write_bytes(gzip.compress(make_tar([Spec("a", data=b"hello")])))
+    dst = tmp_path / "blob"
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    borrowers = [object() for _ in range(int(limiter.total_tokens))]
+    for borrower in borrowers:
+        await limiter.acquire_on_behalf_of(borrower)
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(convert_layer_file, src, dst)
+                await anyio.sleep(0.1)
+                tg.cancel_scope.cancel()
+    finally:
+        for borrower in borrowers:
+            limiter.release_on_behalf_of(borrower)
+    assert os.listdir(tmp_path) == ["layer.tar.gz"]
