@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from esgz import errors as _errors
 from esgz.errors import (
     AuthError,
     ConfigError,
@@ -74,44 +75,6 @@ if TYPE_CHECKING:
         run_pipeline,
     )
 
-# The pipeline (and pydantic behind it) is imported on first use, so that using only the
-# building blocks (e.g. ``esgz.estargz``) does not pay for it.
-_PIPELINE_NAMES = frozenset(
-    {
-        "BytesFetched",
-        "BytesUploaded",
-        "CacheConfig",
-        "ConcurrencyConfig",
-        "DefaultsConfig",
-        "Event",
-        "ImageDone",
-        "ImageProfiled",
-        "ImagePushed",
-        "ImageResolved",
-        "ImageResult",
-        "ImageSpec",
-        "LayerConverted",
-        "LayerFetched",
-        "LayerReused",
-        "LayerSummary",
-        "LayerUploaded",
-        "ManifestResult",
-        "Pipeline",
-        "PipelineConfig",
-        "PipelineDone",
-        "PipelineResult",
-        "RegistryHostConfig",
-        "Subscription",
-        "WarningEvent",
-        "WorkloadConfig",
-        "WorkloadOutput",
-        "convert",
-        "load_config_file",
-        "optimize",
-        "parse_config_text",
-        "run_pipeline",
-    }
-)
 
 __version__ = "0.1.0.dev0"
 
@@ -164,6 +127,11 @@ __all__ = [
     "parse_config_text",
     "run_pipeline",
 ]
+
+# Everything else in __all__ comes from the pipeline (and pydantic behind it); it is
+# imported on first use, so that using only the building blocks (e.g. ``esgz.estargz``)
+# does not pay for it.
+_PIPELINE_NAMES = frozenset(__all__) - frozenset(_errors.__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> Any:
