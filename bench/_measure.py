@@ -1,13 +1,17 @@
 """Run a converter as a child process and measure it: wall time, CPU time, peak RSS.
 
-Each converter runs in its own process so that ``ru_maxrss`` (from ``os.wait4``) is the peak
-resident set of that converter alone, and ``ru_utime + ru_stime`` its CPU time over all of
-its threads.
+Each converter runs in its own process so that ``ru_utime + ru_stime`` (from ``os.wait4``)
+is its CPU time over all of its threads. Its peak resident set comes from GNU ``time``
+(``/usr/bin/time -f %M``) when installed: Linux carries a process's peak RSS across
+``exec``, so a child forked straight from this (large) Python process would report at least
+this process's own RSS; forked from the small ``time`` process it reports its own peak.
+Without ``time``, ``ru_maxrss`` is used and is only an upper bound.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -50,13 +54,24 @@ def run_measured(
     env: Mapping[str, str] | None = None,
 ) -> Sample:
     """Run ``argv`` to completion and return its measurements; raise :class:`RunFailed`."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as rss_file,
+    ):
+        command = list(argv)
+        if gnu_time is not None:
+            command = [gnu_time, "-q", "-f", "%M", "-o", rss_file.name, *command]
         busy_before = machine_busy_seconds()
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=None if env is None else dict(env), stdout=out, stderr=err
+            command, cwd=cwd, env=None if env is None else dict(env), stdout=out, stderr=err
         )
         _, status, usage = os.wait4(proc.pid, 0)
+        max_rss_kib = usage.ru_maxrss  # Linux reports KiB
+        if gnu_time is not None:
+            max_rss_kib = int(rss_file.read().split()[-1])
         wall = time.perf_counter() - start
         busy = machine_busy_seconds() - busy_before
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -71,7 +86,7 @@ def run_measured(
         wall_s=wall,
         user_s=usage.ru_utime,
         sys_s=usage.ru_stime,
-        max_rss=usage.ru_maxrss * 1024,  # Linux reports KiB
+        max_rss=max_rss_kib * 1024,
         stdout=stdout,
         other_cpu_s=max(0.0, busy - usage.ru_utime - usage.ru_stime),
     )
