@@ -63,30 +63,25 @@ async def test_rerun_uses_the_cache_and_reuse_passes_layers_through(
 ) -> None:
     cache = str(tmp_path / "cache")
     out = tmp_path / "out"
-    first = await esgz(
-        "convert",
-        "--oci",
-        "--log-format",
-        "json",
-        "--cache-dir",
-        cache,
-        busybox_image.reference,
-        f"local://{out}:v1",
-    )
+
+    async def convert_cached(tag: str) -> Result:
+        return await esgz(
+            "convert",
+            "--oci",
+            "--log-format",
+            "json",
+            "--cache-dir",
+            cache,
+            busybox_image.reference,
+            f"local://{out}:{tag}",
+        )
+
+    first = await convert_cached("v1")
     assert first.exit_code == 0, first.output
     converted = [e for e in events_of(first) if e["event"] == "layer_converted"]
     assert [e["cached"] for e in converted] == [False, False]
 
-    again = await esgz(
-        "convert",
-        "--oci",
-        "--log-format",
-        "json",
-        "--cache-dir",
-        cache,
-        busybox_image.reference,
-        f"local://{out}:v2",
-    )
+    again = await convert_cached("v2")
     assert again.exit_code == 0, again.output
     events = events_of(again)
     assert [e["cached"] for e in events if e["event"] == "layer_converted"] == [True, True]
