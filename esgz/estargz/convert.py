@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import anyio
 import anyio.to_thread
@@ -20,7 +21,11 @@ import anyio.to_thread
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.writer import ConversionCancelled, write_layer
 
-__all__ = ["convert_layer", "convert_layer_file"]
+__all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
+
+#: ``progress(read, written)``: bytes read from the source file and written to the output
+#: so far; called from the conversion's threads, so it must be cheap and thread-safe.
+ConvertProgress = Callable[[int, int], None]
 
 _DEFAULT_OPTIONS = ConvertOptions()
 
@@ -37,13 +42,45 @@ def convert_layer(
     return write_layer(src, dst, options)
 
 
+class _Counted:
+    """A file whose reads and writes are reported to a :data:`ConvertProgress` callback."""
+
+    def __init__(self, file: BinaryIO, progress: ConvertProgress, counts: list[int]) -> None:
+        self._file = file
+        self._progress = progress
+        self._counts = counts  # [read, written], shared by the source and the target
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._counts[0] += len(data)
+        self._progress(self._counts[0], self._counts[1])
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        written = self._file.write(data)
+        self._counts[1] += written
+        self._progress(self._counts[0], self._counts[1])
+        return written
+
+
 def _convert_file(
-    src: Path, dst: Path, options: ConvertOptions, cancel: threading.Event
+    src: Path,
+    dst: Path,
+    options: ConvertOptions,
+    cancel: threading.Event,
+    progress: ConvertProgress | None = None,
 ) -> LayerResult:
     temp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(src, "rb") as source, open(temp, "wb") as target:
-            result = write_layer(source, target, options, cancel)
+            if progress is None:
+                result = write_layer(source, target, options, cancel)
+            else:
+                counts = [0, 0]
+                # write_layer only calls read() on its source and write() on its target
+                reader = cast(BinaryIO, _Counted(source, progress, counts))
+                writer = cast(BinaryIO, _Counted(target, progress, counts))
+                result = write_layer(reader, writer, options, cancel)
             target.flush()
             os.fsync(target.fileno())
         os.replace(temp, dst)
@@ -55,12 +92,17 @@ def _convert_file(
 
 
 async def convert_layer_file(
-    src: Path, dst: Path, options: ConvertOptions = _DEFAULT_OPTIONS
+    src: Path,
+    dst: Path,
+    options: ConvertOptions = _DEFAULT_OPTIONS,
+    *,
+    progress: ConvertProgress | None = None,
 ) -> LayerResult:
     """Convert the layer file ``src`` into ``dst`` (atomically) without blocking the loop.
 
     Cancelling the caller stops the conversion at the next entry or compression batch and
-    removes the temporary output before the cancellation propagates.
+    removes the temporary output before the cancellation propagates. ``progress`` is
+    called (from worker threads) after every read of ``src`` and write of the output.
     """
     cancel = threading.Event()
     finished = threading.Event()
@@ -76,7 +118,7 @@ async def convert_layer_file(
                 raise ConversionCancelled("cancelled before it started")
             started = True
         try:
-            return _convert_file(Path(src), Path(dst), options, cancel)
+            return _convert_file(Path(src), Path(dst), options, cancel, progress)
         finally:
             finished.set()
 

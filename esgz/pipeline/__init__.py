@@ -17,6 +17,7 @@ from esgz.pipeline.config import (
     parse_config_text,
 )
 from esgz.pipeline.events import (
+    BytesConverted,
     BytesFetched,
     BytesUploaded,
     Event,
@@ -27,9 +28,11 @@ from esgz.pipeline.events import (
     ImageResolved,
     LayerConverted,
     LayerFetched,
+    LayerPhase,
     LayerReused,
     LayerUploaded,
     PipelineDone,
+    ProfileProgress,
     ProgressEvent,
     Subscription,
     WarningEvent,
@@ -39,6 +42,7 @@ from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, Pip
 from esgz.pipeline.runner import RunContext, Stages
 
 __all__ = [
+    "BytesConverted",
     "BytesFetched",
     "BytesUploaded",
     "CacheConfig",
@@ -54,6 +58,7 @@ __all__ = [
     "ImageSpec",
     "LayerConverted",
     "LayerFetched",
+    "LayerPhase",
     "LayerReused",
     "LayerSummary",
     "LayerUploaded",
@@ -62,6 +67,7 @@ __all__ = [
     "PipelineConfig",
     "PipelineDone",
     "PipelineResult",
+    "ProfileProgress",
     "ProgressEvent",
     "RegistryHostConfig",
     "RunContext",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from esgz.pipeline.cache import LocalStore
-from esgz.pipeline.events import BytesFetched
+from esgz.pipeline.events import BytesFetched, LayerPhase, ProgressThrottle
 from esgz.pipeline.jobs import LayerJob
 from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Endpoints, ProgressFn, Reference
@@ -17,13 +17,17 @@ async def fetch_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) ->
     """The local path of the layer's blob and whether it was already in the store."""
     digest = layer.source.digest
     image = layer.image.name
-
-    def progress(done: int, total: int) -> None:
-        ctx.events.publish(BytesFetched(image=image, layer=digest, done=done, total=total))
-
-    return await fetch_blob(
-        ctx.store, endpoints, layer.image.settings.source_ref, digest, layer.source.size, progress
+    size = layer.source.size
+    ctx.events.publish(LayerPhase(image=image, layer=digest, phase="fetch", total=size))
+    progress = ProgressThrottle(
+        ctx.events,
+        lambda done, total: BytesFetched(image=image, layer=digest, done=done, total=total),
     )
+    fetched = await fetch_blob(
+        ctx.store, endpoints, layer.image.settings.source_ref, digest, size, progress
+    )
+    ctx.events.publish(LayerPhase(image=image, layer=digest, phase="wait"))
+    return fetched
 
 
 async def fetch_blob(

@@ -36,7 +36,14 @@ import anyio.to_thread
 
 from esgz.errors import ConfigError, ImageError
 from esgz.pipeline.config import ResolvedImage
-from esgz.pipeline.events import ImageProfiled, WarningEvent, WorkloadOutput
+from esgz.pipeline.events import (
+    PROFILE_TICK,
+    ImageProfiled,
+    ProfileProgress,
+    WarningEvent,
+    WorkloadOutput,
+    publish_progress_while,
+)
 from esgz.pipeline.jobs import ManifestJob
 from esgz.pipeline.runner import RunContext
 from esgz.runtime.layermap import prioritized_by_layer
@@ -163,14 +170,28 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     def on_output(stream: str, line: str) -> None:
         ctx.events.publish(WorkloadOutput(image=image.name, stream=stream, line=line))
 
+    workload = settings.workload_options()
     started = time.monotonic()
-    result = await profile_workload(
-        layers,
-        _image_config(manifest),
-        settings.workload_options(),
-        work_dir=ctx.store.scratch / "profile",
-        on_output=on_output,
-        runtime=OCI_RUNTIME,
+
+    def clock() -> ProfileProgress:
+        elapsed = round(time.monotonic() - started, 1)
+        return ProfileProgress(
+            image=image.name, platform=manifest.platform, elapsed=elapsed, period=workload.period
+        )
+
+    ctx.events.publish(clock())
+    result = await publish_progress_while(
+        ctx.events,
+        lambda: profile_workload(
+            layers,
+            _image_config(manifest),
+            workload,
+            work_dir=ctx.store.scratch / "profile",
+            on_output=on_output,
+            runtime=OCI_RUNTIME,
+        ),
+        clock,
+        PROFILE_TICK,
     )
     seconds = time.monotonic() - started
     _publish_summary(manifest, result, seconds, ctx)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from esgz.oci.reference import RegistryReference
-from esgz.pipeline.events import BytesUploaded
+from esgz.pipeline.events import BytesUploaded, LayerPhase, ProgressThrottle
 from esgz.pipeline.jobs import LayerJob, UploadOutcome
 from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Endpoints
@@ -23,8 +23,13 @@ async def upload_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -
     settings = layer.image.settings
     image = layer.image.name
 
-    def progress(done: int, total: int) -> None:
-        ctx.events.publish(BytesUploaded(image=image, layer=output.digest, done=done, total=total))
+    ctx.events.publish(
+        LayerPhase(image=image, layer=layer.source.digest, phase="upload", total=output.size)
+    )
+    progress = ProgressThrottle(
+        ctx.events,
+        lambda done, total: BytesUploaded(image=image, layer=output.digest, done=done, total=total),
+    )
 
     mount_from = endpoints.mount_source(output.digest, settings.target_ref)
     if mount_from is None and output.digest == layer.source.digest:
