@@ -113,10 +113,7 @@ def describe(event: Event) -> str | None:
         return f"{verb} {_short(event.layer)}{size}"
     if isinstance(event, ProfileProgress):
         on = f" ({event.platform})" if event.platform else ""
-        return (
-            f"profiling {event.image}{on}: workload running for up to {event.period:g}s"
-            f" ({event.elapsed:.1f}s elapsed)"
-        )
+        return f"profiling {event.image}{on}: running the workload for up to {event.period:g}s"
     if isinstance(event, WorkloadOutput):
         return f"workload {event.stream}: {event.line}"
     if isinstance(event, ImageProfiled):
@@ -387,10 +384,13 @@ class ProgressBoard:
             phase = "fetch" if isinstance(event, BytesFetched) else "convert"
             if layer.phase != phase:
                 layer.enter(phase, event.total)
+            was_read = layer.total is not None and layer.done >= layer.total
             layer.done, layer.total = event.done, event.total
             if isinstance(event, BytesConverted):
-                layer.written = event.written
                 input_read = event.total is not None and event.done >= event.total
+                if input_read and not was_read:
+                    layer.rate.reset()  # from now on the rate is of the output written
+                layer.written = event.written
                 layer.rate.add(now, event.written if input_read else event.done)
             else:
                 layer.rate.add(now, event.done)
@@ -524,18 +524,18 @@ class ProgressRenderer:
     (fetch, waiting / wait for profile, convert, converted, upload, done) with bytes
     done/total and rate. Notable events (warnings, workload output, profile summaries,
     images done) are printed above the display; the display is redrawn a few times a
-    second and removed at the end.
+    second (every ``refresh`` seconds at least) and removed at the end.
 
     (rich is imported only when this renderer is made: the other outputs do not need it.)
     """
 
-    REFRESH = 0.25
     BAR = 16
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, refresh: float = 0.25) -> None:
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
+        self.refresh = refresh
         self.board = ProgressBoard()
         self._summary: list[str] = []
 
@@ -566,7 +566,7 @@ class ProgressRenderer:
             last_draw = 0.0
             while True:
                 event: Event | None = None
-                with anyio.move_on_after(self.REFRESH):
+                with anyio.move_on_after(self.refresh):
                     try:
                         event = await events.receive()
                     except anyio.EndOfStream:
@@ -574,7 +574,7 @@ class ProgressRenderer:
                 if event is not None:
                     self._note(live, event)
                 now = time.monotonic()
-                if event is None or now - last_draw >= self.REFRESH / 2:
+                if event is None or now - last_draw >= self.refresh / 2:
                     live.update(self._table(), refresh=True)
                     last_draw = now
         for line in self._summary:
