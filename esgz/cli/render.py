@@ -47,7 +47,7 @@ from esgz.pipeline.events import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.live import Live
     from rich.table import Table
 
@@ -441,8 +441,8 @@ class ProgressBoard:
         """
         rows: list[Row] = []
         for image in self.images.values():
-            target = f" → {_tail(image.target, 40)}" if image.target else ""
-            label = f"{_tail(image.image, 40)}{target}"
+            target = f" → {_tail(image.target, 24)}" if image.target else ""
+            label = f"{_tail(image.image, 24)}{target}"
             count = image.layer_count if image.layer_count is not None else len(image.layers)
             elapsed = _clock(now - image.started)
             if image.done is not None:
@@ -543,19 +543,22 @@ class ProgressRenderer:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
+        width = self.console.width
+        bars = width >= 110  # on a narrow terminal the numbers matter more than bars
         table = Table.grid(padding=(0, 2))
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=84)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True, width=self.BAR)
-        table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True, justify="right")
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=max(24, min(52, width // 3)))
+        table.add_column(no_wrap=True, min_width=len("wait for profile"))
+        if bars:
+            table.add_column(no_wrap=True, width=self.BAR)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        table.add_column(no_wrap=True, justify="right", min_width=10)
         for row in self.board.lines(time.monotonic()):
-            bar = (
-                ""
-                if row.fraction is None
-                else ProgressBar(total=1.0, completed=row.fraction, width=self.BAR)
-            )
-            table.add_row(row.label, row.phase, bar, row.amount, row.rate)
+            cells: list[RenderableType] = [row.label, row.phase]
+            if bars:
+                bar = ProgressBar(total=1.0, completed=row.fraction or 0.0, width=self.BAR)
+                cells.append("" if row.fraction is None else bar)
+            cells += [row.amount, row.rate]
+            table.add_row(*cells)
         return table
 
     async def consume(self, events: Subscription) -> None:
