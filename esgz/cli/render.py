@@ -305,7 +305,7 @@ class LayerState:
             return Row(label, "compress", None, amount, rate_text)
         amount = _ratio(self.done, self.total)
         if self.phase == "convert" and self.written:
-            amount += f" → {_size(self.written)}"
+            amount += f" read, {_size(self.written)} written"
         return Row(label, phase, fraction, amount, rate_text)
 
 
