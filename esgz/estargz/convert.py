@@ -24,7 +24,8 @@ from esgz.estargz.writer import ConversionCancelled, write_layer
 __all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
 
 #: ``progress(read, written)``: bytes read from the source file and written to the output
-#: so far; called from the conversion's threads, so it must be cheap and thread-safe.
+#: so far, never decreasing; called from the conversion's threads (one at a time), so it
+#: must be cheap and must not touch the event loop.
 ConvertProgress = Callable[[int, int], None]
 
 _DEFAULT_OPTIONS = ConvertOptions()
@@ -42,24 +43,45 @@ def convert_layer(
     return write_layer(src, dst, options)
 
 
-class _Counted:
-    """A file whose reads and writes are reported to a :data:`ConvertProgress` callback."""
+class _Counter:
+    """Bytes read and written by one conversion, reported in order to a callback.
 
-    def __init__(self, file: BinaryIO, progress: ConvertProgress, counts: list[int]) -> None:
-        self._file = file
+    The source is read by the decompressing thread and the output written by the
+    converting one; the lock keeps the reported pairs from ever going backwards.
+    """
+
+    def __init__(self, progress: ConvertProgress) -> None:
         self._progress = progress
-        self._counts = counts  # [read, written], shared by the source and the target
+        self._lock = threading.Lock()
+        self._read = 0
+        self._written = 0
+
+    def add(self, read: int, written: int) -> None:
+        with self._lock:
+            self._read += read
+            self._written += written
+            self._progress(self._read, self._written)
+
+
+class _CountedReader:
+    def __init__(self, file: BinaryIO, counter: _Counter) -> None:
+        self._file = file
+        self._counter = counter
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._file.read(size)
-        self._counts[0] += len(data)
-        self._progress(self._counts[0], self._counts[1])
+        self._counter.add(len(data), 0)
         return data
+
+
+class _CountedWriter:
+    def __init__(self, file: BinaryIO, counter: _Counter) -> None:
+        self._file = file
+        self._counter = counter
 
     def write(self, data: bytes | bytearray | memoryview, /) -> int:
         written = self._file.write(data)
-        self._counts[1] += written
-        self._progress(self._counts[0], self._counts[1])
+        self._counter.add(0, written)
         return written
 
 
@@ -76,10 +98,10 @@ def _convert_file(
             if progress is None:
                 result = write_layer(source, target, options, cancel)
             else:
-                counts = [0, 0]
+                counter = _Counter(progress)
                 # write_layer only calls read() on its source and write() on its target
-                reader = cast(BinaryIO, _Counted(source, progress, counts))
-                writer = cast(BinaryIO, _Counted(target, progress, counts))
+                reader = cast(BinaryIO, _CountedReader(source, counter))
+                writer = cast(BinaryIO, _CountedWriter(target, counter))
                 result = write_layer(reader, writer, options, cancel)
             target.flush()
             os.fsync(target.fileno())
