@@ -454,9 +454,8 @@ class ProgressBoard:
                     label,
                     _image_phase(image),
                     finished / count if count else None,
-                    f"layers: {image.count('fetched')}/{count} fetched,"
-                    f" {image.count('converted')}/{count} converted,"
-                    f" {finished}/{count} done",
+                    f"{finished}/{count} layers done ({image.count('fetched')}/{count}"
+                    f" fetched, {image.count('converted')}/{count} converted)",
                     elapsed,
                 )
             )
@@ -546,7 +545,9 @@ class ProgressRenderer:
         width = self.console.width
         bars = width >= 110  # on a narrow terminal the numbers matter more than bars
         table = Table.grid(padding=(0, 2))
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=max(24, min(52, width // 3)))
+        # the label column fits at least a layer's "  sha256:<12 hex>"
+        label_width = max(len("  sha256:") + 12, min(52, width // 3))
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=label_width)
         table.add_column(no_wrap=True, min_width=len("wait for profile"))
         if bars:
             table.add_column(no_wrap=True, width=self.BAR)
@@ -588,6 +589,7 @@ class ProgressRenderer:
         line = describe(event)
         notable = WarningEvent | ImageDone | LayerReused | WorkloadOutput | ImageProfiled
         if isinstance(event, notable) and line is not None:
+            live.update(self._table())  # redrawn below the line with this event applied
             live.console.print(line, highlight=False)
         if isinstance(event, PipelineDone) and line is not None:
             self._summary = [line]

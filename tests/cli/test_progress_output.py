@@ -197,7 +197,7 @@ def test_a_terminal_shows_a_row_per_layer_with_phase_and_bytes(
     rows_text = "\n".join(tmux.screen())
     for layer in busybox_image.layers:
         assert layer.digest[:19] in rows_text, rows_text
-    assert re.search(r"layers: \d/2 fetched, \d/2 converted, \d/2 done", rows_text), rows_text
+    assert re.search(r"\d/2 layers done \(\d/2 fetched, \d/2 converted\)", rows_text), rows_text
 
     # the end: the display is gone, the summary and the result are printed
     final = poll(tmux, EXITED, 90)

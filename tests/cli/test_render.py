@@ -239,7 +239,7 @@ def test_board_while_fetching() -> None:
     lines = rows(1.0)
     assert lines["src → dst"] == (
         "fetching",
-        "layers: 1/2 fetched, 0/2 converted, 0/2 done",
+        "0/2 layers done (1/2 fetched, 0/2 converted)",
         "0:01",
     )
     assert lines[SHORT_BIG] == ("fetch", "31.5/214.0 MiB", "31.5 MiB/s")
@@ -260,7 +260,7 @@ def test_board_while_converting_uploading_and_compressing() -> None:
     lines = rows(16.5)
     assert lines["src → dst"] == (
         "converting",
-        "layers: 2/2 fetched, 1/2 converted, 0/2 done",
+        "0/2 layers done (2/2 fetched, 1/2 converted)",
         "0:16",
     )
     assert lines["profile linux/amd64"] == ("done", "ran 10.5s, 42 files accessed", "")
@@ -274,7 +274,7 @@ def test_board_while_uploading_and_when_done() -> None:
     lines = rows(28.6)
     assert lines[SHORT_SMALL] == ("done", "uploaded (2.0 MiB)", "")
     assert lines[SHORT_BIG] == ("upload", "100.0/200.0 MiB", "100.0 MiB/s")
-    assert lines["src → dst"][1] == "layers: 2/2 fetched, 2/2 converted, 1/2 done"
+    assert lines["src → dst"][1] == "1/2 layers done (2/2 fetched, 2/2 converted)"
     assert [tuple(row) for row in board_at(29.8)] == [
         ("src → dst", "done", 1.0, "2/2 layers", "0:29")
     ]
