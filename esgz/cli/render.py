@@ -546,8 +546,13 @@ class ProgressRenderer:
         bars = width >= 110  # on a narrow terminal the numbers matter more than bars
         table = Table.grid(padding=(0, 2))
         # the label column fits at least a layer's "  sha256:<12 hex>"
-        label_width = max(len("  sha256:") + 12, min(52, width // 3))
-        table.add_column(no_wrap=True, overflow="ellipsis", max_width=label_width)
+        least = len("  sha256:") + 12
+        table.add_column(
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=least,
+            max_width=max(least, min(52, width // 3)),
+        )
         table.add_column(no_wrap=True, min_width=len("wait for profile"))
         if bars:
             table.add_column(no_wrap=True, width=self.BAR)
