@@ -248,14 +248,17 @@ class _Rate:
         self._samples: deque[tuple[float, int]] = deque()
 
     def reset(self) -> None:
+        """Forget the samples (a new phase, or a new quantity, starts)."""
         self._samples.clear()
 
     def add(self, now: float, count: int) -> None:
+        """Record the cumulative ``count`` at time ``now``."""
         self._samples.append((now, count))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.WINDOW:
             self._samples.popleft()
 
     def per_second(self) -> float | None:
+        """The rate over the window, or None before there are 0.2 s of samples."""
         if len(self._samples) < 2:
             return None
         (first_time, first), (last_time, last) = self._samples[0], self._samples[-1]
@@ -274,7 +277,6 @@ class LayerState:
     total: int | None = None
     written: int = 0
     note: str = ""
-    output: str | None = None
     rate: _Rate = dataclasses.field(default_factory=_Rate)
 
     def enter(self, phase: str, total: int | None = None, note: str = "") -> None:
@@ -300,7 +302,8 @@ class LayerState:
         if self.total:
             fraction = min(1.0, self.done / self.total)
         if self.phase == "convert" and self.total is not None and self.done >= self.total:
-            # with prioritized files the input is read first, then compressed
+            # the whole input is read (with prioritized files, before anything is
+            # compressed): what moves now is the output
             amount = f"{_size(self.done)} read, {_size(self.written)} written"
             return Row(label, "compress", None, amount, rate_text)
         amount = _ratio(self.done, self.total)
