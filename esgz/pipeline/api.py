@@ -44,13 +44,13 @@ __all__ = ["Pipeline", "convert", "optimize", "run_pipeline"]
 ConfigSource = PipelineConfig | Mapping[str, Any] | str | Path
 
 
-def _validated(config: PipelineConfig | Mapping[str, Any], what: str) -> PipelineConfig:
+def _validated(config: PipelineConfig | Mapping[str, Any]) -> PipelineConfig:
     if isinstance(config, PipelineConfig):
         return config
     if isinstance(config, Mapping):
         return config_from_data(dict(config), source="config")
     raise ConfigError(
-        f"{what}: config must be a PipelineConfig, a mapping or the path of a YAML file,"
+        "config must be a PipelineConfig, a mapping or the path of a YAML file,"
         f" not {type(config).__name__}"
     )
 
@@ -74,7 +74,7 @@ class Pipeline:
         if isinstance(config, str | Path):
             self._path = Path(config)
         else:
-            self._config = _validated(config, "Pipeline()")
+            self._config = _validated(config)
         self._next_events = EventBus()
         self._running: EventBus | None = None
 
