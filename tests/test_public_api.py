@@ -149,3 +149,20 @@ def test_the_signature_walk_sees_the_embedding_api() -> None:
     assert {esgz.Subscription, esgz.PipelineResult, esgz.PipelineConfig} <= seen
     hints = typing.get_type_hints(esgz.convert)
     assert esgz.EventBus in set(_leaf_types(hints["events"]))
+
+
+def test_no_module_of_esgz_imports_trio_or_aiofiles() -> None:
+    """trio is an extra (esgz runs under it through anyio); aiofiles is asyncio-only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, pkgutil, sys, esgz\n"
+        "for module in pkgutil.walk_packages(esgz.__path__, 'esgz.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print(len(sys.modules), 'trio' in sys.modules, 'aiofiles' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules, trio, aiofiles = out.stdout.split()
+    assert int(modules) > 100  # the walk imported the package
+    assert (trio, aiofiles) == ("False", "False")
