@@ -6,8 +6,10 @@ Layout under the cache directory::
     conversions/<hex>.json     conversion records: key fingerprint → output facts
     tmp/run-*/                 per-run scratch space, removed when the run ends
 
-Blobs are written to the run's scratch directory and renamed into ``blobs/`` once
-complete, so a blob path always holds a whole, verified blob. A conversion is keyed by
+Blobs enter ``blobs/`` once, complete: a fetched blob is pulled straight into the store
+(verified while written, renamed into place), a converted one is written in the run's
+scratch directory by the format engine and moved in under the digest it computed. So a
+blob path always holds a whole blob, and a fetched one is verified. A conversion is keyed by
 the source digest, the prioritized files and the options that shape the output bytes
 (format, compression level, chunk size), so a re-run with the same inputs reuses it.
 The cache is bounded: :meth:`LocalStore.evict` removes the least recently used blobs
@@ -27,14 +29,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 import anyio
 import anyio.to_thread
 
 from esgz.errors import ConfigError
 from esgz.oci.blobstore import BlobStore
-from esgz.pipeline.config import PipelineConfig
+from esgz.pipeline.config import Format, PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
+
+if TYPE_CHECKING:
+    from esgz.estargz.options import LayerFormat
 
 __all__ = [
     "CONVERSION_SCHEME",
@@ -57,7 +63,7 @@ class ConversionKey:
 
     source_digest: str
     prioritized: tuple[str, ...]
-    format: str
+    format: LayerFormat
     compression_level: int
     chunk_size: int
 
@@ -101,6 +107,7 @@ class LocalStore:
             (root / "conversions").mkdir(parents=True, exist_ok=True)
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             _remove_stale_scratch(root / "tmp")
+            _remove_stale_partials(root / "blobs" / "sha256")
             return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
 
         try:
@@ -129,21 +136,18 @@ class LocalStore:
         """A fresh, not yet existing file name in the scratch directory."""
         return self.scratch / f"{hint}-{uuid.uuid4().hex}"
 
-    async def commit(self, temp: Path, digest: str) -> Path:
-        """Move the complete, already verified blob ``temp`` into the store as ``digest``."""
-        target = self.blob_path(digest)
-
-        def move() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_file():
-                temp.unlink()
-                os.utime(target)
-            else:
-                os.replace(temp, target)
-
-        await anyio.to_thread.run_sync(move)
+    def mark_used(self, digest: str) -> None:
+        """Keep blob ``digest`` at this run's eviction (it was just stored or read)."""
         self.used.add(digest)
-        return target
+
+    async def move_in(self, temp: Path, digest: str) -> Path:
+        """Move the complete file ``temp`` (a converter's output) in as ``digest``; its path.
+
+        See :meth:`esgz.oci.blobstore.BlobStore.move_in`.
+        """
+        path = await self.blobs.move_in(temp, digest)
+        self.mark_used(digest)
+        return path
 
     async def evict(self, max_size: int) -> int:
         """Delete least recently used blobs until at most ``max_size`` bytes remain.
@@ -164,6 +168,17 @@ def _remove_stale_scratch(directory: Path) -> None:
             continue
 
 
+def _remove_stale_partials(directory: Path) -> None:
+    """Remove partial blobs (``.*.partial``) a killed run left, a day or more ago."""
+    limit = time.time() - STALE_SCRATCH_SECONDS
+    for entry in directory.glob(".*.partial"):
+        try:
+            if entry.stat().st_mtime < limit:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
+
+
 class ConversionCache:
     """Records of finished conversions, stored next to the blobs they produced."""
 
@@ -179,14 +194,15 @@ class ConversionCache:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         digest = str(record["digest"])
-        if not await self.store.has(digest):
+        layer_format = record["format"]
+        if layer_format not in get_args(Format) or not await self.store.has(digest):
             return None
         return LayerOutput(
             path=self.store.blob_path(digest),
             digest=digest,
             size=int(record["size"]),
             diff_id=str(record["diff_id"]),
-            format=str(record["format"]),
+            format=layer_format,
             annotations={str(k): str(v) for k, v in record["annotations"].items()},
             toc_digest=record["toc_digest"],
             uncompressed_size=record["uncompressed_size"],

@@ -8,38 +8,37 @@ from esgz.pipeline.cache import LocalStore
 from esgz.pipeline.events import BytesFetched
 from esgz.pipeline.jobs import LayerJob
 from esgz.pipeline.runner import RunContext
-from esgz.stages.endpoints import Endpoints, ProgressFn, Reference
+from esgz.registry.client import ProgressCallback
+from esgz.stages.endpoints import Source
 
-__all__ = ["fetch_blob", "fetch_layer"]
+__all__ = ["fetch_layer", "pull_into_store"]
 
 
-async def fetch_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -> tuple[Path, bool]:
+async def fetch_layer(layer: LayerJob, ctx: RunContext, source: Source) -> tuple[Path, bool]:
     """The local path of the layer's blob and whether it was already in the store."""
-    digest = layer.source.digest
     image = layer.image.name
 
-    def progress(done: int, total: int) -> None:
+    def progress(digest: str, done: int, total: int) -> None:
         ctx.events.publish(BytesFetched(image=image, layer=digest, done=done, total=total))
 
-    return await fetch_blob(
-        ctx.store, endpoints, layer.image.settings.source_ref, digest, layer.source.size, progress
+    return await pull_into_store(
+        ctx.store, source, layer.source.digest, layer.source.size, progress
     )
 
 
-async def fetch_blob(
+async def pull_into_store(
     store: LocalStore,
-    endpoints: Endpoints,
-    ref: Reference,
+    source: Source,
     digest: str,
     size: int,
-    progress: ProgressFn | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[Path, bool]:
-    """Blob ``digest`` of ``ref`` in ``store`` (pulled and verified once, then renamed in).
+    """Blob ``digest`` of ``source`` in ``store``: pulled straight in (verified) if missing.
 
     Returns its path and whether it was already there.
     """
     if await store.has(digest):
         return store.blob_path(digest), True
-    temp = store.temp_path("fetch")
-    await endpoints.pull_blob(ref, digest, size, temp, progress)
-    return await store.commit(temp, digest), False
+    path = await source.pull_blob(digest, size, store.blobs, progress)
+    store.mark_used(digest)
+    return path, False
