@@ -3,6 +3,7 @@
 Layout under the cache directory::
 
     blobs/sha256/<hex>         content-addressed blobs (fetched sources, converted outputs)
+    diff_ids/sha256-<hex>      a fetched blob's uncompressed digest, as hashed
     conversions/<hex>.json     conversion records: key fingerprint → output facts
     tmp/run-*/                 per-run scratch space, removed when the run ends
 
@@ -36,6 +37,7 @@ import anyio.to_thread
 
 from esgz.errors import ConfigError
 from esgz.oci.blobstore import BlobStore
+from esgz.oci.digest import is_digest, parse_digest
 from esgz.pipeline.config import Format, PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
 
@@ -105,6 +107,7 @@ class LocalStore:
         def prepare() -> Path:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             (root / "conversions").mkdir(parents=True, exist_ok=True)
+            (root / "diff_ids").mkdir(parents=True, exist_ok=True)
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             _remove_stale_scratch(root / "tmp")
             _remove_stale_partials(root / "blobs" / "sha256")
@@ -135,6 +138,30 @@ class LocalStore:
     def temp_path(self, hint: str = "blob") -> Path:
         """A fresh, not yet existing file name in the scratch directory."""
         return self.scratch / f"{hint}-{uuid.uuid4().hex}"
+
+    def _diff_id_path(self, digest: str, algorithm: str) -> Path:
+        parsed = parse_digest(digest)
+        return self.root / "diff_ids" / f"{parsed.algorithm}-{parsed.hex}.{algorithm}"
+
+    async def diff_id_of(self, digest: str, algorithm: str = "sha256") -> str | None:
+        """The uncompressed digest recorded for blob ``digest`` by :meth:`record_diff_id`."""
+        path = anyio.Path(self._diff_id_path(digest, algorithm))
+        try:
+            text = (await path.read_text(encoding="ascii")).strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return text if is_digest(text) else None
+
+    async def record_diff_id(self, digest: str, diff_id: str) -> None:
+        """Remember that blob ``digest`` (in the store) decompresses to ``diff_id``.
+
+        Only for a digest the caller just hashed: a fact about the blob's bytes, so the
+        record never goes stale.
+        """
+        final = self._diff_id_path(digest, parse_digest(diff_id).algorithm)
+        temp = self.temp_path("diff-id")
+        await anyio.Path(temp).write_text(diff_id, encoding="ascii")
+        await anyio.to_thread.run_sync(os.replace, temp, final)
 
     def mark_used(self, digest: str) -> None:
         """Keep blob ``digest`` at this run's eviction (it was just stored or read)."""

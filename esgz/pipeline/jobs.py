@@ -3,8 +3,8 @@
 An :class:`ImageJob` is one configured image. Resolving it yields one
 :class:`ManifestJob` per selected platform, each holding a :class:`LayerJob` per layer.
 Layer jobs travel through the stages one by one; each stage fills in its own slot
-(``fetched_path``, ``reuse_check``, ``prioritized``, ``output`` and ``action``,
-``uploaded``) and the runner joins them again per manifest before finalize.
+(``fetched``, ``reuse_check``, ``prioritized``, ``output`` and ``action``, ``uploaded``)
+and the runner joins them again per manifest before finalize.
 
 What resolve read from the source is kept parsed, once: :class:`SourceImage` (the
 index, if any) on the image and :class:`SourceManifest` (its descriptor, manifest and
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from esgz.estargz.options import LayerFormat
 
 __all__ = [
+    "FetchedBlob",
     "ImageJob",
     "LayerAction",
     "LayerInput",
@@ -51,6 +52,20 @@ class LayerInput:
     size: int
     media_type: str
     annotations: Mapping[str, str] = field(default_factory=dict)
+    diff_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBlob:
+    """A source layer blob in the local store, verified against its digest.
+
+    ``diff_id`` is the digest of its uncompressed stream as hashed (None if the stages
+    do not hash it); the runner checks the config's claim against it. ``cached``: the
+    blob was in the store already.
+    """
+
+    path: Path
+    cached: bool
     diff_id: str | None = None
 
 
@@ -111,7 +126,7 @@ class LayerJob:
     manifest: ManifestJob
     index: int
     source: LayerInput
-    fetched_path: Path | None = None
+    fetched: FetchedBlob | None = None
     reuse_check: ReuseCheck | None = None
     #: Whether profile-map chose this layer's files (a workload, a list or a record ran).
     profiled: bool = False
@@ -124,6 +139,19 @@ class LayerJob:
     def image(self) -> ImageJob:
         """The image this layer belongs to."""
         return self.manifest.image
+
+    @property
+    def fetched_path(self) -> Path:
+        """The fetched blob's path; only valid after the fetch stage."""
+        assert self.fetched is not None, "layer not fetched yet"
+        return self.fetched.path
+
+    @property
+    def diff_id(self) -> str | None:
+        """The layer's uncompressed digest: as hashed at fetch, else the config's claim."""
+        if self.fetched is not None and self.fetched.diff_id is not None:
+            return self.fetched.diff_id
+        return self.source.diff_id
 
     def reusable_output(self) -> tuple[LayerOutput, str] | None:
         """The layer as it is and why, if it passes through unchanged; else None.

@@ -33,14 +33,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from esgz.errors import EsgzError, PipelineError
+from esgz.errors import EsgzError, ImageError, PipelineError
 from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore, open_store
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.dedup import OnceMap
@@ -56,6 +55,7 @@ from esgz.pipeline.events import (
     PipelineDone,
 )
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
     LayerJob,
     LayerOutput,
@@ -91,8 +91,12 @@ class Stages(Protocol):
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         """Fill ``image.manifests`` (and their layers) from the source."""
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
-        """Make the source blob available locally: its path, and whether it already was."""
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
+        """Make the source blob available locally, verified; hash its uncompressed stream.
+
+        Called once per source digest; the runner checks each layer's diff_id against
+        the result.
+        """
 
     async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseCheck:
         """Whether the (fetched) layer is valid as it is (only called with ``reuse``).
@@ -127,7 +131,7 @@ class Runner:
         self.stages = stages
         self.events = events if events is not None else EventBus()
         self._failure: Exception | None = None
-        self._fetches: OnceMap[str, tuple[Path, bool]] = OnceMap()
+        self._fetches: OnceMap[str, FetchedBlob] = OnceMap()
         self._conversions: OnceMap[ConversionKey, tuple[LayerOutput, bool]] = OnceMap()
         self._uploads: OnceMap[tuple[str, str], PushOutcome] = OnceMap()
         self._images: list[ImageJob] = []
@@ -343,20 +347,29 @@ class Runner:
     async def _fetch_one(self, layer: LayerJob, ctx: RunContext) -> None:
         digest = layer.source.digest
 
-        async def fetch() -> tuple[Path, bool]:
+        async def fetch() -> FetchedBlob:
             return await self.stages.fetch(layer, ctx)
 
-        (path, cached), shared = await self._guard(
+        fetched, shared = await self._guard(
             "fetch", layer.image.name, digest, self._fetches.get(digest, fetch)
         )
-        layer.fetched_path = path
+        claimed = layer.source.diff_id
+        if fetched.diff_id is not None and claimed is not None and fetched.diff_id != claimed:
+            error = ImageError(
+                f"the uncompressed layer is {fetched.diff_id}, but the config's diff_id is"
+                f" {claimed}",
+                image=layer.image.name,
+                layer=digest,
+            )
+            raise self._fail("fetch", layer.image.name, digest, error)
+        layer.fetched = fetched
         if not shared:
             ctx.events.publish(
                 LayerFetched(
                     image=layer.image.name,
                     layer=digest,
                     size=layer.source.size,
-                    cached=cached,
+                    cached=fetched.cached,
                 )
             )
 

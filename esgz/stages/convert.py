@@ -43,7 +43,6 @@ def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
 
 async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
     """Convert ``layer.fetched_path`` and move the output into the blob store."""
-    assert layer.fetched_path is not None
     temp = ctx.store.temp_path("convert")
     result = await convert_layer_file(layer.fetched_path, temp, options_for(layer, ctx))
     # A record file's paths are applied to every layer; most layers lack most of them.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -19,6 +18,7 @@ import anyio.to_thread
 from esgz.errors import EsgzError, SandboxError
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
     LayerJob,
     LayerOutput,
@@ -56,7 +56,7 @@ class DefaultStages:
         """See :func:`esgz.stages.resolve.resolve_image`."""
         await resolve_image(image, ctx, self.endpoints.source(image.settings.source_ref))
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
         """See :func:`esgz.stages.fetch.fetch_layer`."""
         return await fetch_layer(layer, ctx, self.endpoints.source(layer.image.settings.source_ref))
 

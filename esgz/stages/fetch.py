@@ -1,29 +1,65 @@
-"""Fetch stage: a source layer blob → a verified file in the local blob store."""
+"""Fetch stage: a source layer blob → a verified file in the local blob store.
+
+The blob is pulled straight into the store (verified while written). Its uncompressed
+stream is hashed once per blob (the result is kept in the store, so a re-run does not
+decompress it again); the runner checks each layer's config diff_id against it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import anyio.to_thread
+
+from esgz.estargz.source import open_tar_stream
+from esgz.oci.digest import is_digest, parse_digest
 from esgz.pipeline.cache import LocalStore
 from esgz.pipeline.events import BytesFetched
-from esgz.pipeline.jobs import LayerJob
+from esgz.pipeline.jobs import FetchedBlob, LayerJob
 from esgz.pipeline.runner import RunContext
 from esgz.registry.client import ProgressCallback
 from esgz.stages.endpoints import Source
 
-__all__ = ["fetch_layer", "pull_into_store"]
+__all__ = ["fetch_layer", "pull_into_store", "uncompressed_digest_sync"]
+
+_READ = 1 << 20
 
 
-async def fetch_layer(layer: LayerJob, ctx: RunContext, source: Source) -> tuple[Path, bool]:
-    """The local path of the layer's blob and whether it was already in the store."""
+async def fetch_layer(layer: LayerJob, ctx: RunContext, source: Source) -> FetchedBlob:
+    """The layer's blob in the store, whether it was there already, and its diff_id."""
     image = layer.image.name
+    digest = layer.source.digest
 
     def progress(digest: str, done: int, total: int) -> None:
         ctx.events.publish(BytesFetched(image=image, layer=digest, done=done, total=total))
 
-    return await pull_into_store(
-        ctx.store, source, layer.source.digest, layer.source.size, progress
-    )
+    path, cached = await pull_into_store(ctx.store, source, digest, layer.source.size, progress)
+    claimed = layer.source.diff_id
+    algorithm = parse_digest(claimed).algorithm if claimed and is_digest(claimed) else "sha256"
+    diff_id = await ctx.store.diff_id_of(digest, algorithm)
+    if diff_id is None:
+        diff_id = await anyio.to_thread.run_sync(
+            uncompressed_digest_sync, path, algorithm, abandon_on_cancel=True
+        )
+        await ctx.store.record_diff_id(digest, diff_id)
+    return FetchedBlob(path, cached, diff_id)
+
+
+def uncompressed_digest_sync(path: Path, algorithm: str = "sha256") -> str:
+    """The digest of the blob's uncompressed stream (gzip, zstd or plain tar). Blocking.
+
+    FormatError if the blob cannot be decompressed.
+    """
+    hasher = hashlib.new(algorithm)
+    with path.open("rb") as file:
+        stream = open_tar_stream(file)
+        try:
+            while chunk := stream.read(_READ):
+                hasher.update(chunk)
+        finally:
+            stream.close()
+    return f"{algorithm}:{hasher.hexdigest()}"
 
 
 async def pull_into_store(

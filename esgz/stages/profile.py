@@ -126,7 +126,6 @@ async def _from_prefetch_list(
         return {}
     indexes = []
     for layer in manifest.layers:
-        assert layer.fetched_path is not None
         indexes.append(await anyio.to_thread.run_sync(index_layer_file, layer.fetched_path))
     names = set().union(*(index.entries for index in indexes))
     paths = expand_prefetch_list(lines, names)
@@ -142,7 +141,6 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     settings = image.settings
     layers = []
     for job in manifest.layers:
-        assert job.fetched_path is not None
         layers.append(LayerSource(job.source.digest, job.fetched_path))
 
     def on_output(stream: str, line: str) -> None:

@@ -22,7 +22,6 @@ async def check_reuse(layer: LayerJob, ctx: RunContext) -> ReuseCheck:
     toc_digest = source.annotations.get(TOC_DIGEST_ANNOTATION)
     if not toc_digest:
         return ReuseCheck("no TOC digest annotation")
-    assert layer.fetched_path is not None
     path = layer.fetched_path
     if not await is_reusable_layer_async(path, toc_digest):
         return ReuseCheck("not a valid eStargz / zstd:chunked layer")
@@ -34,7 +33,7 @@ async def check_reuse(layer: LayerJob, ctx: RunContext) -> ReuseCheck:
         path=path,
         digest=source.digest,
         size=source.size,
-        diff_id=source.diff_id or "",
+        diff_id=layer.diff_id or "",
         format=layer_format,
         annotations=dict(source.annotations),
         toc_digest=toc_digest,

@@ -24,6 +24,7 @@ import anyio.to_thread
 from esgz.errors import FormatError
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
     LayerInput,
     LayerJob,
@@ -102,7 +103,7 @@ class ToyStages:
             for data in layers:
                 manifest.add_layer(LayerInput(digest_of(data), len(data), "tar"))
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
         self.tracker.enter("fetch", layer.source.digest)
         try:
             await anyio.sleep(self.delays.get("fetch", 0))
@@ -118,13 +119,12 @@ class ToyStages:
             async with ctx.store.blobs.ingest(layer.source.digest, len(data)) as blob:
                 await blob.write(data)
             ctx.store.mark_used(layer.source.digest)
-            return ctx.store.blob_path(layer.source.digest), False
+            return FetchedBlob(ctx.store.blob_path(layer.source.digest), cached=False)
         finally:
             self.tracker.leave("fetch")
 
     async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseCheck:
         await self._step("reuse", layer.source.digest)
-        assert layer.fetched_path is not None
         head = await anyio.Path(layer.fetched_path).read_bytes()
         if head[:2] == b"\x1f\x8b":
             output = LayerOutput(
@@ -139,7 +139,7 @@ class ToyStages:
 
     async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
         await self._step("profile", manifest.image.name)
-        assert all(layer.fetched_path is not None for layer in manifest.layers)
+        assert all(layer.fetched is not None for layer in manifest.layers)
         return self.prioritized if self.prioritized is not None else {}
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
@@ -151,7 +151,6 @@ class ToyStages:
             await anyio.sleep(self.delays.get("convert", 0))
             if self.fail_at == ("convert", layer.source.digest):
                 raise self.error("broken layer in convert")
-            assert layer.fetched_path is not None
             source = layer.fetched_path
             temp = ctx.store.temp_path("convert")
 
