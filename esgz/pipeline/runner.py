@@ -109,7 +109,7 @@ class Stages(Protocol):
         """Prioritized files per layer index of a complete manifest."""
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
-        """Convert the fetched layer; the output must be committed to ``ctx.store``."""
+        """Convert the fetched layer; the output must be moved into ``ctx.store``."""
 
     async def upload(self, layer: LayerJob, ctx: RunContext) -> PushOutcome:
         """Put ``layer.output`` at the target; say how it got there."""
