@@ -8,8 +8,10 @@ decompress it again); the runner checks each layer's config diff_id against it.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from esgz.estargz.source import open_tar_stream
@@ -21,7 +23,7 @@ from esgz.pipeline.runner import RunContext
 from esgz.registry.client import ProgressCallback
 from esgz.stages.endpoints import Source
 
-__all__ = ["fetch_layer", "pull_into_store", "uncompressed_digest_sync"]
+__all__ = ["fetch_layer", "pull_into_store", "uncompressed_digest", "uncompressed_digest_sync"]
 
 _READ = 1 << 20
 
@@ -39,23 +41,62 @@ async def fetch_layer(layer: LayerJob, ctx: RunContext, source: Source) -> Fetch
     algorithm = parse_digest(claimed).algorithm if claimed and is_digest(claimed) else "sha256"
     diff_id = await ctx.store.diff_id_of(digest, algorithm)
     if diff_id is None:
-        diff_id = await anyio.to_thread.run_sync(
-            uncompressed_digest_sync, path, algorithm, abandon_on_cancel=True
-        )
+        diff_id = await uncompressed_digest(path, algorithm)
         await ctx.store.record_diff_id(digest, diff_id)
     return FetchedBlob(path, cached, diff_id)
 
 
-def uncompressed_digest_sync(path: Path, algorithm: str = "sha256") -> str:
+async def uncompressed_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The digest of the blob's uncompressed stream, hashed in a worker thread.
+
+    Cancelling the caller stops the thread at its next read (and waits for that).
+    """
+    stop = threading.Event()
+    finished = threading.Event()
+    state = threading.Lock()
+    started = False
+
+    def run() -> str:
+        nonlocal started
+        with state:
+            if stop.is_set():
+                raise _Stopped
+            started = True
+        try:
+            return uncompressed_digest_sync(path, algorithm, stop)
+        finally:
+            finished.set()
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        with state:
+            stop.set()
+            must_wait = started
+        if must_wait:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(finished.wait)
+        raise
+
+
+class _Stopped(Exception):
+    """The hashing was cancelled."""
+
+
+def uncompressed_digest_sync(
+    path: Path, algorithm: str = "sha256", stop: threading.Event | None = None
+) -> str:
     """The digest of the blob's uncompressed stream (gzip, zstd or plain tar). Blocking.
 
-    FormatError if the blob cannot be decompressed.
+    FormatError if the blob cannot be decompressed; stops early once ``stop`` is set.
     """
     hasher = hashlib.new(algorithm)
     with path.open("rb") as file:
         stream = open_tar_stream(file)
         try:
             while chunk := stream.read(_READ):
+                if stop is not None and stop.is_set():
+                    raise _Stopped
                 hasher.update(chunk)
         finally:
             stream.close()
