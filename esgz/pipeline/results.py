@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from esgz.pipeline.jobs import LayerAction
 
 __all__ = ["ImageResult", "LayerSummary", "ManifestResult", "PipelineResult"]
 
 
 @dataclass(frozen=True, slots=True)
 class LayerSummary:
-    """What happened to one layer."""
+    """What happened to one layer: ``converted``, ``cached`` or ``reused``."""
 
     source_digest: str
     digest: str
     size: int
-    action: str
+    action: LayerAction
     toc_digest: str | None
 
 
