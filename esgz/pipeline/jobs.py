@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.config import ResolvedImage
+from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
     from esgz.estargz.options import LayerFormat
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FetchedBlob",
     "ImageJob",
-    "LayerAction",
     "LayerInput",
     "LayerJob",
     "LayerOutput",
@@ -36,9 +36,6 @@ __all__ = [
     "ReuseCheck",
     "SourceManifest",
 ]
-
-#: What happened to a layer: converted now, taken from the cache, or passed through.
-LayerAction = Literal["converted", "cached", "reused"]
 
 
 @dataclass(frozen=True, slots=True)

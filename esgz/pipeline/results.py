@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Literal
 
-if TYPE_CHECKING:
-    from esgz.pipeline.jobs import LayerAction
+__all__ = ["ImageResult", "LayerAction", "LayerSummary", "ManifestResult", "PipelineResult"]
 
-__all__ = ["ImageResult", "LayerSummary", "ManifestResult", "PipelineResult"]
+#: What happened to a layer: converted now, taken from the cache, or passed through.
+LayerAction = Literal["converted", "cached", "reused"]
 
 
 @dataclass(frozen=True, slots=True)
