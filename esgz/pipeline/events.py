@@ -28,9 +28,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import anyio
+
+if TYPE_CHECKING:
+    from esgz.registry.client import PushOutcome
 
 __all__ = [
     "PROFILE_TICK",
@@ -214,7 +217,7 @@ class LayerUploaded(Event):
 
     layer: str
     size: int
-    outcome: str
+    outcome: PushOutcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,7 @@
 The conversion itself (tar parsing, chunking, compression, TOC) is the format engine's
 (:func:`esgz.estargz.convert.convert_layer_file`, which works in a worker thread); this
 stage picks the options from the image's settings and the layer's prioritized files and
-commits the result to the blob store.
+moves the result into the blob store under the digest the engine computed while writing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from esgz.pipeline.events import (
 from esgz.pipeline.jobs import LayerJob, LayerOutput
 from esgz.pipeline.runner import RunContext
 
-__all__ = ["convert_layer", "options_for"]
+__all__ = ["convert_into_store", "options_for"]
 
 
 def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
@@ -46,10 +46,9 @@ def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
     return options
 
 
-async def convert_layer(layer: LayerJob, ctx: RunContext) -> LayerOutput:
-    """Convert ``layer.fetched_path`` and commit the output to the blob store."""
+async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
+    """Convert ``layer.fetched_path`` and move the output into the blob store."""
     source = layer.fetched_path
-    assert source is not None
     temp = ctx.store.temp_path("convert")
     image, digest, size = layer.image.name, layer.source.digest, layer.source.size
     ctx.events.publish(LayerPhase(image=image, layer=digest, phase="convert", total=size))
@@ -79,7 +78,7 @@ async def convert_layer(layer: LayerJob, ctx: RunContext) -> LayerOutput:
                 f" {result.missing_prioritized[0]})",
             )
         )
-    path = await ctx.store.commit(temp, result.digest)
+    path = await ctx.store.move_in(temp, result.digest)
     return LayerOutput(
         path=path,
         digest=result.digest,
