@@ -45,6 +45,7 @@ from esgz.errors import (
 
 if TYPE_CHECKING:
     from esgz.pipeline import (
+        BytesConverted,
         BytesFetched,
         BytesUploaded,
         CacheConfig,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         ImageSpec,
         LayerConverted,
         LayerFetched,
+        LayerPhase,
         LayerReused,
         LayerSummary,
         LayerUploaded,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         PipelineConfig,
         PipelineDone,
         PipelineResult,
+        ProfileProgress,
         ProgressEvent,
         RegistryHostConfig,
         Subscription,
@@ -86,6 +89,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuthError",
+    "BytesConverted",
     "BytesFetched",
     "BytesUploaded",
     "CacheConfig",
@@ -106,6 +110,7 @@ __all__ = [
     "ImageSpec",
     "LayerConverted",
     "LayerFetched",
+    "LayerPhase",
     "LayerReused",
     "LayerSummary",
     "LayerUploaded",
@@ -118,6 +123,7 @@ __all__ = [
     "PipelineError",
     "PipelineResult",
     "PlatformError",
+    "ProfileProgress",
     "ProgressEvent",
     "RegistryError",
     "RegistryHostConfig",

@@ -28,12 +28,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 import anyio
 
-if TYPE_CHECKING:
-    from esgz.registry.client import PushOutcome
+from esgz.registry.client import PushOutcome  # at run time too: get_type_hints resolves it
 
 __all__ = [
     "PROFILE_TICK",
