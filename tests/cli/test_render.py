@@ -290,7 +290,11 @@ async def test_progress_renderer_draws_layer_rows_while_events_arrive() -> None:
         previous = 0.0
         for at, event in RECORDED:
             if at > previous:
-                await anyio.sleep(0.03)  # 30 ms for each step of the recording
+                # each step of the recording is read, then drawn (the renderer's 10 ms
+                # timer fires before this 30 ms one), before the next one comes
+                while subscription.pending():
+                    await anyio.sleep(0.001)
+                await anyio.sleep(0.03)
                 previous = at
             bus.publish(event)
         bus.close()
