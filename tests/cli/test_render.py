@@ -290,10 +290,10 @@ async def test_progress_renderer_draws_layer_rows_while_events_arrive() -> None:
         previous = 0.0
         for at, event in RECORDED:
             if at > previous:
-                # each step of the recording is read, then drawn (the renderer's 10 ms
-                # timer fires before this 30 ms one), before the next one comes
-                while subscription.pending():
-                    await anyio.sleep(0.001)
+                # each step of the recording is read (the renderer then waits for more),
+                # then drawn (its 10 ms timer fires before this 30 ms one) before the next
+                await anyio.wait_all_tasks_blocked()
+                assert subscription.pending() == 0
                 await anyio.sleep(0.03)
                 previous = at
             bus.publish(event)
