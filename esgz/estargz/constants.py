@@ -31,6 +31,12 @@ DEFAULT_GZIP_LEVEL: Final = 9
 DEFAULT_ZSTD_LEVEL: Final = 3
 """zstd level of the reference converter (klauspost ``SpeedDefault``)."""
 
+GZIP_LEVEL_RANGE: Final = (-2, 9)
+"""Valid gzip levels, inclusive: -2 Huffman only, -1 zlib's default, 0 stored .. 9 best."""
+
+ZSTD_LEVEL_RANGE: Final = (-7, 22)
+"""Valid zstd levels, inclusive: negative levels trade ratio for speed (as ``zstd --fast``)."""
+
 GZIP_FOOTER_SIZE: Final = 51
 LEGACY_FOOTER_SIZE: Final = 47
 EXTERNAL_TOC_FOOTER_SIZE: Final = 46
