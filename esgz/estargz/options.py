@@ -68,8 +68,7 @@ class ConvertOptions:
             low, high = LEVEL_RANGES[self.format]
             if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
                 raise ConfigError(
-                    f"compression level {level!r} is out of range for {self.format} "
-                    f"({low}..{high})"
+                    f"compression level {level!r} is out of range for {self.format} ({low}..{high})"
                 )
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
             raise ConfigError(f"chunk size must be an integer, got {self.chunk_size!r}")

@@ -128,12 +128,12 @@ class ImageSettings(_Strict):
         description="Pass layers that are already valid eStargz / zstd:chunked (and were not"
         " accessed by the workload) through without converting them.",
     )
-    platforms: Annotated[
-        list[str], Flag(("--platform",), metavar="PLATFORM", multiple=True)
-    ] = Field(
-        default_factory=list,
-        description="Convert the image of this platform (<os>|<arch>|<os>/<arch>[/<variant>]);"
-        " repeatable. Default: the host platform.",
+    platforms: Annotated[list[str], Flag(("--platform",), metavar="PLATFORM", multiple=True)] = (
+        Field(
+            default_factory=list,
+            description="Convert the image of this platform (<os>|<arch>|<os>/<arch>[/<variant>]);"
+            " repeatable. Default: the host platform.",
+        )
     )
     all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
         False, description="Convert the images of all platforms (only the host's is optimized)."
@@ -422,9 +422,7 @@ def _rule_issues(config: PipelineConfig, index: int, resolved: ResolvedImage) ->
             )
         )
     if resolved.prefetch_list is not None and resolved.record_in is not None:
-        issues.append(
-            _Issue(("images", index, "prefetch_list"), "cannot be used with {record_in}")
-        )
+        issues.append(_Issue(("images", index, "prefetch_list"), "cannot be used with {record_in}"))
     for name, template in resolved.workload.rule_violations():
         issues.append(_Issue(_workload_path(config, index, name), template))
     return issues

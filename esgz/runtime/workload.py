@@ -174,8 +174,6 @@ def parse_env_file(text: str, *, source: str = "--env-file") -> list[str]:
     return entries
 
 
-
-
 def _checked(parse: Callable[[str], _T], text: str) -> _T:
     """Run a parser of a flag's string form; its WorkloadError becomes a ValueError (which
     pydantic reports at the field)."""
@@ -251,7 +249,7 @@ class WorkloadOptions(BaseModel):
     )
     entrypoint: Annotated[list[str] | None, Flag(metavar="JSON")] = Field(
         None,
-        description="Entrypoint of the workload as a JSON array, e.g. '[\"/bin/sh\", \"-c\"]'"
+        description='Entrypoint of the workload as a JSON array, e.g. \'["/bin/sh", "-c"]\''
         " (the image's Cmd is still appended unless args).",
     )
     args: Annotated[list[str] | None, Flag(metavar="JSON")] = Field(
@@ -308,20 +306,6 @@ class WorkloadOptions(BaseModel):
     accept_failed_workload: bool = Field(
         False, description="Keep the profile of a workload that failed or exited non-zero."
     )
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _one_line_errors(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
-    ) -> Self:
-        """Built on its own, bad options are a WorkloadError naming the fields; inside the
-        pipeline config, pydantic's errors go on to be located in the file."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            if _is_partial(info):
-                raise
-            raise WorkloadError(validation_message(exc)) from None
 
     @field_validator("entrypoint", "args", mode="before")
     @classmethod
@@ -398,6 +382,21 @@ class WorkloadOptions(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_errors(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Built on its own, bad options are a WorkloadError naming the fields; inside the
+        pipeline config, pydantic's errors go on to be located in the file. (Declared
+        after the other validators, so that it wraps them all.)"""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if _is_partial(info):
+                raise
+            raise WorkloadError(validation_message(exc)) from None
 
     def rule_violations(self) -> list[tuple[str, str]]:
         """The cross-field rules these options break, as (setting, message template) pairs.
