@@ -3,7 +3,7 @@
 The flags come from the settings models (see :mod:`esgz.cli.options`); the only ones
 spelled here are those that do not map one to one onto a field: ``--zstdchunked`` /
 ``--estargz`` (the ``format`` field) and the two level flags (``compression_level``, with
-the ranges and defaults of :data:`esgz.estargz.options.LEVEL_RANGES`). The config model
+the ranges and defaults of :data:`esgz.levels.LEVEL_RANGES`). The config model
 checks everything, cross-field rules included; its errors name the flags and become
 usage errors (exit 2) before any network or disk work.
 """
@@ -18,8 +18,8 @@ import asyncclick as click
 
 from esgz.cli.options import SettingFlag, given_settings, setting_flags, was_given, with_flags
 from esgz.errors import ConfigError
-from esgz.estargz.options import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
-from esgz.pipeline.config import ImageSpec, PipelineConfig, config_from_data
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.pipeline.config import Format, ImageSpec, PipelineConfig, config_from_data
 from esgz.runtime.workload import WorkloadOptions
 from esgz.spelling import Vocabulary, cli_vocabulary, flag_of
 
@@ -47,11 +47,11 @@ WORKLOAD_FIELDS = tuple(
     name for name, info in WorkloadOptions.model_fields.items() if flag_of(info.metadata).cli
 )
 #: The compression level flag of each format.
-LEVEL_FLAGS: dict[LayerFormat, str] = {
+LEVEL_FLAGS: dict[Format, str] = {
     "estargz": "--estargz-compression-level",
     "zstdchunked": "--zstdchunked-compression-level",
 }
-_FORMAT_NAMES: dict[LayerFormat, str] = {"estargz": "eStargz (gzip)", "zstdchunked": "zstd:chunked"}
+_FORMAT_NAMES: dict[Format, str] = {"estargz": "eStargz (gzip)", "zstdchunked": "zstd:chunked"}
 
 
 def format_options(*, estargz_flag: bool) -> Callable[[F], F]:
@@ -111,7 +111,7 @@ class CommandFlags:
     def image_settings(self, flags: Mapping[str, Any]) -> dict[str, Any]:
         """The image settings (workload included) of the given flag values."""
         image = given_settings(self.image, flags)
-        fmt: LayerFormat = "zstdchunked" if flags["zstdchunked"] else "estargz"
+        fmt: Format = "zstdchunked" if flags["zstdchunked"] else "estargz"
         if flags["zstdchunked"]:
             image["format"] = fmt
         level = LEVEL_FLAGS[fmt].removeprefix("--").replace("-", "_")
@@ -124,7 +124,7 @@ class CommandFlags:
 
     def vocabulary(self, flags: Mapping[str, Any]) -> Vocabulary:
         """Settings spelled as this command's flags."""
-        fmt: LayerFormat = "zstdchunked" if flags["zstdchunked"] else "estargz"
+        fmt: Format = "zstdchunked" if flags["zstdchunked"] else "estargz"
         names = {flag.field: flag.label for flag in self.all}
         names |= {
             "source": "SRC",

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Literal
 
 from esgz.errors import ConfigError
-from esgz.estargz.constants import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_GZIP_LEVEL,
-    DEFAULT_ZSTD_LEVEL,
-    GZIP_LEVEL_RANGE,
-    ZSTD_LEVEL_RANGE,
-)
+from esgz.estargz.constants import DEFAULT_CHUNK_SIZE
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 
 __all__ = ["DEFAULT_LEVELS", "LEVEL_RANGES", "ConvertOptions", "LayerFormat", "LayerResult"]
 
 LayerFormat = Literal["estargz", "zstdchunked"]
-
-#: The valid compression levels (inclusive) of each layer format; the pipeline config and
-#: the command line take their ranges from here.
-LEVEL_RANGES: Mapping[LayerFormat, tuple[int, int]] = MappingProxyType(
-    {"estargz": GZIP_LEVEL_RANGE, "zstdchunked": ZSTD_LEVEL_RANGE}
-)
-#: The compression level of each layer format when none is given.
-DEFAULT_LEVELS: Mapping[LayerFormat, int] = MappingProxyType(
-    {"estargz": DEFAULT_GZIP_LEVEL, "zstdchunked": DEFAULT_ZSTD_LEVEL}
-)
 
 
 @dataclass(frozen=True)
@@ -41,7 +24,7 @@ class ConvertOptions:
     * ``format``: ``"estargz"`` (gzip members) or ``"zstdchunked"`` (zstd frames).
     * ``compression_level``: gzip -2..9 (default 9, -1 = library default, -2 = Huffman
       only) or zstd -7..22 (default 3; negative levels are faster), see
-      :data:`LEVEL_RANGES`.
+      :data:`esgz.levels.LEVEL_RANGES`.
     * ``chunk_size``: files larger than this are split into chunks of this size (> 0).
     * ``prioritized_files``: paths (``a/b``, ``/a/b`` or ``./a/b``) written first, in
       this order, with their parent directories and hardlink targets, followed by

@@ -50,7 +50,7 @@ from pydantic import (
 )
 
 from esgz.errors import ConfigError, EsgzError
-from esgz.estargz.options import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (

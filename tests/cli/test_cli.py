@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from esgz.cli.convert import convert
 from esgz.cli.main import cli
 from esgz.cli.optimize import optimize
-from esgz.estargz.options import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 from esgz.pipeline.config import ImageSpec
 from esgz.runtime.workload import WorkloadOptions
 from esgz.spelling import flag_of
