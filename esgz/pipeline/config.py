@@ -26,9 +26,17 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
         workload: {args: ["--version"]}
         record_out: app.record.json
 
-Validation errors become one :class:`~esgz.errors.ConfigError` whose message names the
-file, the line and the key path of every problem, e.g.
-``pipeline.yaml:12: images[1].target: field required``.
+Each setting is declared once, as a field with its type, default, range and description:
+the image settings in :class:`ImageSettings`, the workload in
+:class:`~esgz.runtime.workload.WorkloadOptions`, the level ranges in :mod:`esgz.levels`.
+The ``optimize`` / ``convert`` flags are built from these fields (:mod:`esgz.cli.options`)
+and the cross-field rules are checked here only, after the defaults are merged.
+
+Validation errors become one :class:`~esgz.errors.ConfigError` naming every problem in
+its reader's words (:mod:`esgz.spelling`): for a YAML file the file, the line and the key
+path (``pipeline.yaml:12: images[1].target: field required``), for Python data the
+Python names (``images[0].format: the zstd:chunked format requires oci=True``), for the
+command line the flags.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 from esgz.errors import ConfigError
 from esgz.estargz.options import ConvertOptions
 from esgz.pipeline.config import config_from_data, load_config_file, parse_config_text
+from esgz.spelling import KEYWORDS, YAML, cli_vocabulary, render
 
 GOOD = """\
 defaults:
@@ -239,3 +240,19 @@ async def test_load_config_file(tmp_path: Path) -> None:
         await load_config_file(bad)
     with pytest.raises(ConfigError, match="cannot read pipeline config"):
         await load_config_file(tmp_path / "missing.yaml")
+
+
+def test_rule_messages_in_each_vocabulary() -> None:
+    template = "cannot be used with {no_optimize=true} or {record_in} {{as written}}"
+    assert render(template, YAML) == (
+        "cannot be used with no_optimize: true or record_in {as written}"
+    )
+    assert render(template, KEYWORDS) == (
+        "cannot be used with no_optimize=True or record_in {as written}"
+    )
+    flags = cli_vocabulary({"record_in": "--record-in"}, {("format", "zstdchunked"): "--zstd"})
+    assert (
+        render(template, flags) == "cannot be used with --no-optimize or --record-in {as written}"
+    )
+    assert render("{format=zstdchunked} and {level=3}", flags) == "--zstd and --level 3"
+    assert flags.label(("images", 0, "record_in")) == "--record-in"
