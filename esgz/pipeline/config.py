@@ -419,7 +419,7 @@ def _rule_issues(config: PipelineConfig, index: int, resolved: ResolvedImage) ->
         issues.append(
             _Issue(
                 ("images", index, "record_out"),
-                "needs a workload run; it cannot be used with {no_optimize=true}",
+                "needs the workload to run; it cannot be used with {no_optimize=true}",
             )
         )
     if resolved.prefetch_list is not None and resolved.no_optimize:

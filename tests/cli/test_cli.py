@@ -227,7 +227,7 @@ async def test_version() -> None:
         ),
         (
             ["optimize", "a", "b", "--no-optimize", "--record-out", "r.json"],
-            "--record-out: needs a workload run; it cannot be used with --no-optimize",
+            "--record-out: needs the workload to run; it cannot be used with --no-optimize",
         ),
         (
             ["convert", "a", "b", "--record-in", "r.json", "--prefetch-list", "x"],

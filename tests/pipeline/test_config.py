@@ -146,7 +146,7 @@ def test_python_data_errors_name_python_fields() -> None:
     assert message == "options: images[0].workload.terminal: requires interactive=True"
     message = error({"images": [{**image, "no_optimize": True, "record_out": "r"}]})
     assert message == (
-        "options: images[0].record_out: needs a workload run;"
+        "options: images[0].record_out: needs the workload to run;"
         " it cannot be used with no_optimize=True"
     )
     message = error({"images": [{**image, "target": "http://localhost:5000/x:1"}]})
@@ -199,7 +199,7 @@ def test_workload_rules() -> None:
     assert "cannot parse 'nohost' as extra host; must be \"host:IP\"" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    no_optimize: true\n    record_out: r\n"
     assert (
-        "images[0].record_out: needs a workload run; it cannot be used with no_optimize: true"
+        "images[0].record_out: needs the workload to run; it cannot be used with no_optimize: true"
         in (error_of(text))
     )
 
