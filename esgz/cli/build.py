@@ -16,12 +16,19 @@ from typing import Any, TypeVar
 
 import asyncclick as click
 
-from esgz.cli.options import SettingFlag, given_settings, setting_flags, was_given, with_flags
+from esgz.cli.options import (
+    SettingFlag,
+    flag_fields,
+    given_settings,
+    setting_flags,
+    was_given,
+    with_flags,
+)
 from esgz.errors import ConfigError
 from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 from esgz.pipeline.config import Format, ImageSpec, PipelineConfig, config_from_data
 from esgz.runtime.workload import WorkloadOptions
-from esgz.spelling import Vocabulary, cli_vocabulary, flag_of
+from esgz.spelling import Vocabulary, cli_vocabulary
 
 __all__ = [
     "COMMON_FIELDS",
@@ -43,9 +50,7 @@ OPTIMIZE_FIELDS = ("no_optimize", "record_out", "prefetch_list")
 #: Image settings with a flag on ``convert`` only.
 CONVERT_FIELDS = ("record_in", "prefetch_list")
 #: Workload settings (flags of ``optimize``).
-WORKLOAD_FIELDS = tuple(
-    name for name, info in WorkloadOptions.model_fields.items() if flag_of(info.metadata).cli
-)
+WORKLOAD_FIELDS = tuple(flag_fields(WorkloadOptions))
 #: The compression level flag of each format.
 LEVEL_FLAGS: dict[Format, str] = {
     "estargz": "--estargz-compression-level",

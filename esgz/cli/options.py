@@ -92,15 +92,9 @@ def _bounds(info: FieldInfo) -> tuple[Any, Any]:
     return low, high
 
 
-def _default_of(info: FieldInfo) -> Any:
-    if info.default_factory is not None:
-        return info.default_factory()  # type: ignore[call-arg]
-    return info.default
-
-
 def _shown_default(info: FieldInfo, flag: Flag) -> str | None:
     """The model's default as the help shows it (None: nothing to show)."""
-    default = _default_of(info)
+    default = info.get_default(call_default_factory=True)
     if default is None or isinstance(default, bool):
         return None
     if isinstance(default, list):
@@ -163,6 +157,8 @@ def setting_flag(model: type[BaseModel], name: str) -> SettingFlag:
     origin = get_origin(annotation)
     param_type: click.ParamType[Any] | None = None
     is_flag = annotation is bool
+    if is_flag and info.default is not False:
+        raise ValueError(f"{model.__name__}.{name}: an on/off flag needs the default False")
     if annotation is int:
         low, high = _bounds(info)
         param_type = click.IntRange(low, high)
