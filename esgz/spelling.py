@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "IMAGE_KEYWORDS",
     "KEYWORDS",
     "NO_FLAG",
     "YAML",
@@ -103,10 +104,23 @@ def _keyword_setting(name: str, value: str | None) -> str:
     return name if value is None else f"{name}={_python_value(value)}"
 
 
+def _image_keyword_label(path: tuple[str | int, ...]) -> str | None:
+    if path[:2] != ("images", 0) or len(path) < 3:
+        return None
+    text = ""
+    for part in path[2:]:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
 #: Settings as YAML keys: ``oci: true``.
 YAML = Vocabulary(_yaml_setting)
 #: Settings as Python keyword arguments: ``oci=True``.
 KEYWORDS = Vocabulary(_keyword_setting)
+#: As :data:`KEYWORDS`, for a one-image config built from keyword arguments (such as
+#: ``esgz.convert(...)``): the settings of ``images[0]`` are named without that prefix
+#: (``format``, ``workload.period``).
+IMAGE_KEYWORDS = Vocabulary(_keyword_setting, _image_keyword_label)
 
 
 def render(template: str, vocabulary: Vocabulary) -> str:

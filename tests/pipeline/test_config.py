@@ -9,7 +9,7 @@ import pytest
 from esgz.errors import ConfigError
 from esgz.estargz.options import ConvertOptions
 from esgz.pipeline.config import config_from_data, load_config_file, parse_config_text
-from esgz.spelling import KEYWORDS, YAML, cli_vocabulary, render
+from esgz.spelling import IMAGE_KEYWORDS, KEYWORDS, YAML, cli_vocabulary, render
 
 GOOD = """\
 defaults:
@@ -151,6 +151,10 @@ def test_python_data_errors_name_python_fields() -> None:
     )
     message = error({"images": [{**image, "target": "http://localhost:5000/x:1"}]})
     assert message.startswith("options: images[0].target: plain_http=True is needed")
+    data = {"images": [{**image, "workload": {"period": float("nan")}}]}
+    with pytest.raises(ConfigError) as caught:
+        config_from_data(data, source="options", vocabulary=IMAGE_KEYWORDS)
+    assert str(caught.value) == "options: workload.period: input should be a finite number"
     for message in (
         error({"images": [{**image, "workload": {"period": float("nan")}}]}),
         error({"images": [{**image, "compression_level": 30}]}),
