@@ -68,7 +68,7 @@ from esgz.pipeline.yamlfile import (
     format_key_path,
     load_yaml_with_lines,
 )
-from esgz.runtime.workload import _PARTIAL, WorkloadOptions
+from esgz.runtime.workload import PARTIAL, WorkloadOptions
 from esgz.spelling import KEYWORDS, NO_FLAG, YAML, Flag, Vocabulary, render
 
 __all__ = [
@@ -507,7 +507,7 @@ def config_from_data(
         where = f"{source}:1" if lines is not None else source
         raise ConfigError(f"{where}: a pipeline config must be a mapping")
     try:
-        config = PipelineConfig.model_validate(data, context={_PARTIAL: True})
+        config = PipelineConfig.model_validate(data, context=dict(PARTIAL))
     except ValidationError as exc:
         _raise_issues(_pydantic_issues(exc), source, lines, vocabulary)
         raise AssertionError("unreachable") from exc

@@ -22,6 +22,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_CNI_CONF_DIR",
     "DEFAULT_CNI_PLUGIN_DIRS",
     "DEFAULT_PERIOD",
+    "PARTIAL",
     "HostEntry",
     "MountSpec",
     "WorkloadOptions",
@@ -204,13 +206,15 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-_PARTIAL = "partial"
-"""Validation context key: the model is one layer of a merge (the pipeline config's
-defaults or an image's own keys), so the cross-field rules are checked after merging."""
+#: Validation context for options that are one layer of a merge (the pipeline config's
+#: ``defaults.workload`` or an image's own workload keys): the cross-field rules are left
+#: to whoever merges them (:meth:`WorkloadOptions.rule_violations`), and errors stay
+#: pydantic's, to be located in the file.
+PARTIAL: Mapping[str, bool] = MappingProxyType({"esgz_partial_settings": True})
 
 
 def _is_partial(info: ValidationInfo) -> bool:
-    return isinstance(info.context, Mapping) and bool(info.context.get(_PARTIAL))
+    return isinstance(info.context, Mapping) and bool(info.context.get("esgz_partial_settings"))
 
 
 class WorkloadOptions(BaseModel):
