@@ -27,8 +27,9 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
         record_out: app.record.json
 
 Each setting is declared once, as a field with its type, default, range and description:
-the image settings in :class:`ImageSettings`, the workload in
-:class:`~esgz.runtime.workload.WorkloadOptions`, the level ranges in :mod:`esgz.levels`.
+the image settings in the base of :class:`DefaultsConfig` and :class:`ImageSpec`, the
+workload in :class:`~esgz.runtime.workload.WorkloadOptions`, the level ranges in
+:mod:`esgz.levels`.
 The ``optimize`` / ``convert`` flags are built from these fields (:mod:`esgz.cli.options`)
 and the cross-field rules are checked here only, after the defaults are merged.
 
@@ -76,7 +77,6 @@ __all__ = [
     "ConcurrencyConfig",
     "DefaultsConfig",
     "Format",
-    "ImageSettings",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -110,7 +110,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class ImageSettings(_Strict):
+class _ImageSettings(_Strict):
     """The settings of one image's conversion, each declared once with its default.
 
     ``defaults`` holds them for every image and each image may set any of them again
@@ -171,7 +171,7 @@ class ImageSettings(_Strict):
         return value
 
 
-class DefaultsConfig(ImageSettings):
+class DefaultsConfig(_ImageSettings):
     """Settings applied to every image unless the image sets them too."""
 
     workload: WorkloadOptions = Field(
@@ -179,7 +179,7 @@ class DefaultsConfig(ImageSettings):
     )
 
 
-class ImageSpec(ImageSettings):
+class ImageSpec(_ImageSettings):
     """One image to convert: where from, where to, and the settings it sets itself."""
 
     source: Annotated[str, NO_FLAG] = Field(description="Source reference (registry or local://).")
