@@ -392,7 +392,8 @@ def test_compression_level_sets_the_gzip_header_and_stays_readable() -> None:
     [
         {"compression_level": 10},
         {"compression_level": -3},
-        {"format": "zstdchunked", "compression_level": 0},
+        {"format": "zstdchunked", "compression_level": -8},
+        {"format": "zstdchunked", "compression_level": 23},
         {"chunk_size": 0},
         {"workers": 0},
         {"format": "lz4"},
