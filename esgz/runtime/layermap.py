@@ -14,7 +14,8 @@ import logging
 import posixpath
 from collections.abc import Iterable, Sequence
 
-from esgz.runtime.unpack import LayerIndex, clean_entry_name
+from esgz.errors import FormatError
+from esgz.estargz.layerindex import LayerIndex, entry_path
 
 __all__ = ["cleaned_names", "layer_of", "prioritized_by_layer"]
 
@@ -33,13 +34,14 @@ def _ancestors(path: str) -> list[str]:
 def cleaned_names(paths: Iterable[str]) -> list[str]:
     """``paths`` as entry names (no leading ``/``), each once, first one first.
 
-    The root itself and paths that climb out of it are dropped.
+    The root itself and paths no layer entry can have (a ``..`` component, a NUL byte)
+    are dropped; names are cleaned as tar names are (:func:`entry_path`).
     """
     names: dict[str, None] = {}
     for path in paths:
         try:
-            name = clean_entry_name(path)
-        except ValueError:
+            name = entry_path(path)
+        except FormatError:
             continue
         if name:
             names[name] = None
@@ -49,8 +51,8 @@ def cleaned_names(paths: Iterable[str]) -> list[str]:
 def layer_of(path: str, layers: Sequence[LayerIndex]) -> int | None:
     """Index (bottom = 0) of the layer serving ``path``, or None if no layer does."""
     try:
-        name = clean_entry_name(path)
-    except ValueError:
+        name = entry_path(path)
+    except FormatError:
         return None
     return _serving_layer(name, layers) if name else None
 

@@ -12,13 +12,14 @@ import pytest
 
 from esgz.errors import FormatError
 from esgz.runtime.layermap import layer_of
+from esgz.estargz.layerindex import entry_path
 from esgz.runtime.unpack import (
     LayerSource,
     clean_entry_name,
-    read_layer_index_sync,
     unpack_layer,
     unpack_layer_sync,
 )
+from esgz.stages.layerindex import index_layer_file
 from tests.runtime.conftest import make_layer, tar_member
 
 ROOT = os.geteuid() == 0
@@ -27,10 +28,13 @@ ROOT = os.geteuid() == 0
 def test_clean_entry_name() -> None:
     assert clean_entry_name("./usr/bin/") == "usr/bin"
     assert clean_entry_name("/etc//passwd") == "etc/passwd"
-    assert clean_entry_name("a/./b/../c") == "a/c"
+    assert clean_entry_name("a/./b/c") == "a/b/c"
     assert clean_entry_name("./") == ""
-    with pytest.raises(ValueError, match="outside"):
-        clean_entry_name("a/../../etc/passwd")
+    for name in ("a/../../etc/passwd", "a/b/../c"):  # no layer entry has a '..' component
+        with pytest.raises(ValueError, match="outside"):
+            clean_entry_name(name)
+        with pytest.raises(FormatError, match="'..' component"):
+            entry_path(name)
 
 
 def test_backslash_is_part_of_a_name(tmp_path: Path) -> None:
@@ -135,7 +139,7 @@ def test_later_entry_replaces_earlier(tmp_path: Path) -> None:
 def _assert_refused(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
     source = make_layer(tmp_path / "blob", members)
     cache = tmp_path / "cache"
-    with pytest.raises(FormatError, match="hostile") as caught:
+    with pytest.raises(FormatError) as caught:
         unpack_layer_sync(source, cache)
     assert caught.value.layer == source.digest
     # Neither the cache entry nor a temp dir is left.
@@ -210,4 +214,4 @@ def test_whiteout_of_an_entry_of_the_same_layer(tmp_path: Path) -> None:
     assert (layer.root / "back").read_bytes() == b"2"
     if ROOT:
         assert stat.S_ISCHR((layer.root / "d").lstat().st_mode)
-    assert read_layer_index_sync(source) == layer.index
+    assert index_layer_file(source.path) == layer.index
