@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from esgz.runtime.layermap import cleaned_names, layer_of, prioritized_by_layer
 from esgz.estargz.layerindex import LayerIndex
+from esgz.runtime.layermap import cleaned_names, layer_of, prioritized_by_layer
 from esgz.runtime.unpack import unpack_layer_sync
 from esgz.stages.layerindex import index_layer_file
 from tests.fixtures.images import SampleImage
