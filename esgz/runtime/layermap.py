@@ -59,11 +59,15 @@ def layer_of(path: str, layers: Sequence[LayerIndex]) -> int | None:
 
 def _serving_layer(name: str, layers: Sequence[LayerIndex]) -> int | None:
     """:func:`layer_of` for a cleaned, non-empty entry name."""
-    ancestors = _ancestors(name)
+    ancestors: list[str] | None = None  # computed once, and only if a layer deletes things
     for index in range(len(layers) - 1, -1, -1):
         layer = layers[index]
         if name in layer.entries:
             return index
+        if not layer.whiteouts and not layer.opaque_dirs:
+            continue
+        if ancestors is None:
+            ancestors = _ancestors(name)
         if name in layer.whiteouts or any(a in layer.whiteouts for a in ancestors if a):
             log.debug("%s: deleted in layer %d", name, index)
             return None

@@ -253,6 +253,27 @@ def _extract(source: LayerSource, root: Path, max_bytes: int) -> LayerIndex:
         return extractor.finish()
 
 
+def _common_dir(a: str, b: str) -> str:
+    """The deepest directory that is ``a`` or an ancestor of it and the same for ``b``."""
+    if b.startswith(a) and (not a or b[len(a) : len(a) + 1] == "/"):
+        return a  # b is below a: the usual step from a directory to its child
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # the longest common prefix, compared in C, in log steps
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    if (low == len(a) or a[low] == "/") and (low == len(b) or b[low] == "/"):
+        return a[:low]
+    cut = a.rfind("/", 0, low)
+    return a[:cut] if cut > 0 else ""
+
+
+def _depth(path: str) -> int:
+    return path.count("/") + 1 if path else 0
+
+
 class _DirCursor:
     """One fd that walks the layer's directories without following symlinks.
 
@@ -264,7 +285,7 @@ class _DirCursor:
     def __init__(self, root_fd: int) -> None:
         self._root_fd = root_fd
         self._fd = os.dup(root_fd)
-        self._parts: list[str] = []
+        self._path = ""
 
     def close(self) -> None:
         os.close(self._fd)
@@ -279,37 +300,42 @@ class _DirCursor:
         Missing directories are created (mode 0755) unless ``create`` is false. A
         component that is a symlink or not a directory is a FormatError.
         """
-        parts = path.split("/") if path else []
-        current = self._parts
-        common = 0
-        limit = min(len(current), len(parts))
-        while common < limit and current[common] == parts[common]:
-            common += 1
-        climb = len(current) - common
-        if climb > common:
-            self._step(os.dup(self._root_fd))
-            del current[:]
-        else:
-            for _ in range(climb):
-                self._step(os.open("..", _DIR_FLAGS, dir_fd=self._fd))
-                current.pop()
-        for part in parts[len(current) :]:
-            try:
-                fd = os.open(part, _DIR_FLAGS, dir_fd=self._fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=self._fd)
-                fd = os.open(part, _DIR_FLAGS, dir_fd=self._fd)
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise FormatError(
-                        f"directory {path!r}: {part!r} is a symlink or not a directory"
-                    ) from None
-                raise
-            self._step(fd)
-            current.append(part)
+        current = self._path
+        if path == current:
+            return self._fd
+        common = _common_dir(current, path)
+        climb = _depth(current) - _depth(common)
+        try:
+            if climb > _depth(common):
+                self._step(os.dup(self._root_fd))
+                common = ""
+            else:
+                for _ in range(climb):
+                    self._step(os.open("..", _DIR_FLAGS, dir_fd=self._fd))
+            rest = path[len(common) :].lstrip("/")
+            for part in rest.split("/") if rest else ():
+                self._step(self._enter(part, path, create))
+        except BaseException:
+            self._step(os.dup(self._root_fd))  # where the cursor is, is known again
+            self._path = ""
+            raise
+        self._path = path
         return self._fd
+
+    def _enter(self, part: str, path: str, create: bool) -> int:
+        try:
+            return os.open(part, _DIR_FLAGS, dir_fd=self._fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(part, 0o755, dir_fd=self._fd)
+            return os.open(part, _DIR_FLAGS, dir_fd=self._fd)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise FormatError(
+                    f"directory {path!r}: {part!r} is a symlink or not a directory"
+                ) from None
+            raise
 
 
 class _Extractor:
