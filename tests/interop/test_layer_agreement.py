@@ -218,6 +218,13 @@ REFUSED = [
     ),
     Case("root-as-a-file", [Spec("./", data=b"root")], refused="root must be a directory"),
     Case(
+        "pax-uid-beyond-int64",
+        [Spec("f", data=b"x", pax={"uid": "99999999999999999999"})],
+        refused="'f'.*uid.*out of range",
+    ),
+    Case("pax-uid-as-float", [Spec("f", pax={"uid": "1e20"})], refused="'f'.*bad PAX uid"),
+    Case("pax-mtime-as-float", [Spec("f", pax={"mtime": "1e300"})], refused="'f'.*bad PAX time"),
+    Case(
         "nul-in-a-pax-path",
         [Spec("x", data=b"x", pax={"path": "a\0b"})],
         refused="NUL",
@@ -332,6 +339,22 @@ def test_all_accept_and_agree(tmp_path: Path, case: Case) -> None:
 
     # Mapping the converted blob gives the same index (landmark and TOC aside).
     assert _index_without_eStargz_names(index_layer_file(blob_path)) == index
+
+
+def test_the_largest_numbers_go_reads_are_written_readably(tmp_path: Path) -> None:
+    """Ids and sizes up to int64 are converted, and esgz and Go read the blob back."""
+    largest = str((1 << 63) - 1)
+    source = make_tar([Spec("f", data=b"x", pax={"uid": largest, "gid": largest})])
+    blob, result = convert(source)
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+    with open_layer(path) as layer:
+        layer.verify(result.toc_digest, check_data=True)
+        entry = layer.lookup("f")
+        assert entry is not None
+        assert (entry.uid, entry.gid) == ((1 << 63) - 1, (1 << 63) - 1)
+    check = go_check(path, result.toc_digest)
+    assert check.ok, check.errors
 
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -16,10 +18,13 @@ from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
     LayerSource,
     clean_entry_name,
+    remove_tree,
     unpack_layer,
     unpack_layer_sync,
 )
 from esgz.stages.layerindex import index_layer_file
+from tests.estargz.test_tarinput import gnu_tar, make_sparse_file
+from tests.estargz.writer_support import MTIME, Spec, make_tar
 from tests.runtime.conftest import make_layer, tar_member
 
 ROOT = os.geteuid() == 0
@@ -215,3 +220,97 @@ def test_whiteout_of_an_entry_of_the_same_layer(tmp_path: Path) -> None:
     if ROOT:
         assert stat.S_ISCHR((layer.root / "d").lstat().st_mode)
     assert index_layer_file(source.path) == layer.index
+
+
+# --- hardening ---------------------------------------------------------------------------
+
+
+def _raw_layer(path: Path, data: bytes) -> LayerSource:
+    path.write_bytes(data)
+    return LayerSource("sha256:" + hashlib.sha256(data).hexdigest(), path)
+
+
+def test_sparse_bomb_keeps_its_holes(tmp_path: Path) -> None:
+    """A PAX 0.1 sparse entry of 2 GiB with no data: a hole, not 2 GiB of zeros."""
+    pax = {"GNU.sparse.size": str(2 << 30), "GNU.sparse.numblocks": "1", "GNU.sparse.map": "0,0"}
+    source = _raw_layer(tmp_path / "blob", make_tar([Spec("bomb", pax=pax)]))
+    layer = unpack_layer_sync(source, tmp_path / "cache")
+    bomb = (layer.root / "bomb").stat()
+    assert bomb.st_size == 2 << 30
+    assert bomb.st_blocks * 512 < 1 << 20
+
+
+@pytest.mark.parametrize("tar_args", [["--format=gnu"], ["--format=pax", "--sparse-version=1.0"]])
+def test_sparse_files_unpack_with_their_data_and_holes(tmp_path: Path, tar_args: list[str]) -> None:
+    tar = gnu_tar()
+    content = make_sparse_file(tmp_path / "holes.bin")
+    archive = tmp_path / "a.tar"
+    subprocess.run(
+        [tar, "-c", "--sparse", *tar_args, "-f", str(archive), "-C", str(tmp_path), "holes.bin"],
+        check=True,
+    )
+    source = _raw_layer(tmp_path / "blob", archive.read_bytes())
+    layer = unpack_layer_sync(source, tmp_path / "cache")
+    unpacked = layer.root / "holes.bin"
+    assert unpacked.read_bytes() == content
+    assert unpacked.stat().st_blocks * 512 < len(content) // 2
+
+
+def test_data_beyond_the_unpack_limit_is_refused(tmp_path: Path) -> None:
+    members = [(tar_member("small"), b"x" * 1000), (tar_member("big"), b"y" * 5000)]
+    source = make_layer(tmp_path / "blob", members)
+    with pytest.raises(FormatError, match=r"'big'.*more than 4096 bytes") as caught:
+        unpack_layer_sync(source, tmp_path / "cache", max_bytes=4096)
+    assert caught.value.layer == source.digest
+    assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize(
+    ("pax", "message"),
+    [
+        ({"uid": "99999999999999999999"}, "uid.*out of range"),
+        ({"uid": "1e20"}, "bad PAX uid"),
+        ({"mtime": "1e300"}, "bad PAX time"),
+        ({"uid": str(1 << 40)}, "uid 1099511627776 is out of range"),  # Go reads it; chown cannot
+        ({"mtime": str(1 << 60)}, "mtime .* is out of range"),  # beyond 64-bit nanoseconds
+    ],
+)
+def test_out_of_range_numbers_are_one_line_format_errors(
+    tmp_path: Path, pax: dict[str, str], message: str
+) -> None:
+    source = _raw_layer(tmp_path / "blob", make_tar([Spec("f", data=b"x", pax=pax)]))
+    with pytest.raises(FormatError, match=f"'f'.*{message}") as caught:
+        unpack_layer_sync(source, tmp_path / "cache")
+    assert caught.value.layer == source.digest
+    assert "\n" not in str(caught.value)
+
+
+def test_a_deep_tree_unpacks_and_is_removed_without_recursion(tmp_path: Path) -> None:
+    """1,200 nested directories (deeper than Python's recursion limit) and one file."""
+    names = ["/".join(["d"] * n) for n in range(1, 1201)]
+    specs = [*(Spec(n, tarfile.DIRTYPE, mode=0o755) for n in names), Spec(names[-1] + "/f")]
+    source = _raw_layer(tmp_path / "blob", make_tar(specs))
+    layer = unpack_layer_sync(source, tmp_path / "cache")
+    assert len(layer.index.entries) == 1201
+    assert index_layer_file(source.path) == layer.index
+    fd = os.open(layer.root, os.O_RDONLY)
+    try:  # the path is longer than PATH_MAX: walk it
+        for _ in range(1200):
+            next_fd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        assert os.stat("f", dir_fd=fd).st_mtime == MTIME
+        assert os.stat(".", dir_fd=fd).st_mtime == MTIME  # directory times set last
+    finally:
+        os.close(fd)
+    remove_tree(tmp_path, "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_deep_tree_left_by_a_failed_unpack_is_removed(tmp_path: Path) -> None:
+    names = ["/".join(["d"] * n) for n in range(1, 1201)]
+    specs = [*(Spec(n, tarfile.DIRTYPE, mode=0o755) for n in names), Spec("../escape")]
+    source = _raw_layer(tmp_path / "blob", make_tar(specs))
+    with pytest.raises(FormatError, match=r"'\.\.' component"):
+        unpack_layer_sync(source, tmp_path / "cache")
+    assert os.listdir(tmp_path / "cache") == []
