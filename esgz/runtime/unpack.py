@@ -366,14 +366,20 @@ class _Extractor:
             os.close(self._root_fd)
 
     def finish(self) -> LayerIndex:
-        return self._tree.finish()
+        try:
+            return self._tree.finish()
+        except FormatError as err:
+            raise _hostile(err) from None
 
     def _dir(self, path: str) -> int:
         assert self._cursor is not None
         return self._cursor.at(path)
 
     def add(self, entry: TarEntry, reader: TarReader) -> None:
-        change = self._tree.add(entry)
+        try:
+            change = self._tree.add(entry)
+        except FormatError as err:
+            raise _hostile(err) from None
         if change.kind == "skip":
             return
         if change.kind == "opaque":
@@ -530,6 +536,11 @@ class _Extractor:
 
 
 _NS_LIMIT: Final = 1 << 63
+
+
+def _hostile(err: FormatError) -> FormatError:
+    """A refusal of the layer's tree (names, whiteouts, links), said as such."""
+    return FormatError(f"refusing hostile layer: {err.message}")
 
 
 def _times_ns(entry: TarEntry) -> tuple[int, int]:
