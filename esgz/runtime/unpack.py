@@ -66,8 +66,8 @@ __all__ = [
     "MAX_UNPACKED_BYTES",
     "OPAQUE_MARKER",
     "WHITEOUT_PREFIX",
+    "LayerFile",
     "LayerIndex",
-    "LayerSource",
     "UnpackedLayer",
     "clean_entry_name",
     "remove_tree",
@@ -92,7 +92,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
-class LayerSource:
+class LayerFile:
     """A layer blob on disk: its digest, optional diff ID, and the file holding it."""
 
     digest: str
@@ -106,11 +106,16 @@ class LayerSource:
         return f"{parsed.algorithm}-{parsed.hex}"
 
 
+LayerSource = LayerFile
+"""The former name of :class:`LayerFile` (``esgz.pipeline.jobs.LayerSource`` is another
+thing: a layer of a manifest); kept until its last callers move to ``LayerFile``."""
+
+
 @dataclass(frozen=True, slots=True)
 class UnpackedLayer:
     """A layer unpacked in the cache: its overlayfs lower directory and its index."""
 
-    source: LayerSource
+    source: LayerFile
     root: Path
     index: LayerIndex = field(default_factory=LayerIndex)
 
@@ -128,7 +133,7 @@ def clean_entry_name(name: str) -> str:
 
 
 async def unpack_layer(
-    source: LayerSource, cache_root: Path, *, max_bytes: int = MAX_UNPACKED_BYTES
+    source: LayerFile, cache_root: Path, *, max_bytes: int = MAX_UNPACKED_BYTES
 ) -> UnpackedLayer:
     """Unpack ``source`` into the cache (once) in a worker thread; see :func:`unpack_layer_sync`."""
     return await anyio.to_thread.run_sync(
@@ -137,7 +142,7 @@ async def unpack_layer(
 
 
 def unpack_layer_sync(
-    source: LayerSource, cache_root: Path, *, max_bytes: int = MAX_UNPACKED_BYTES
+    source: LayerFile, cache_root: Path, *, max_bytes: int = MAX_UNPACKED_BYTES
 ) -> UnpackedLayer:
     """Unpack ``source`` into ``cache_root`` unless already there; return where it is.
 
@@ -233,7 +238,7 @@ def remove_tree(parent: Path | int, name: str) -> None:
         os.close(parent_fd)
 
 
-def _load_cached(source: LayerSource, final: Path) -> UnpackedLayer | None:
+def _load_cached(source: LayerFile, final: Path) -> UnpackedLayer | None:
     try:
         index = LayerIndex.from_json((final / _INDEX_NAME).read_text())
     except (OSError, ValueError, KeyError):
@@ -241,7 +246,7 @@ def _load_cached(source: LayerSource, final: Path) -> UnpackedLayer | None:
     return UnpackedLayer(source=source, root=final / _ROOT_NAME, index=index)
 
 
-def _extract(source: LayerSource, root: Path, max_bytes: int) -> LayerIndex:
+def _extract(source: LayerFile, root: Path, max_bytes: int) -> LayerIndex:
     with source.path.open("rb") as file, _Extractor(root, max_bytes) as extractor:
         stream = open_tar_stream(file)
         try:

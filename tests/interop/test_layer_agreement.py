@@ -24,7 +24,7 @@ from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, TOC_TAR_NAME
 from esgz.estargz.layerindex import LayerIndex, entry_path
 from esgz.estargz.reader import open_layer
-from esgz.runtime.unpack import LayerSource, unpack_layer_sync
+from esgz.runtime.unpack import LayerFile, unpack_layer_sync
 from esgz.stages.layerindex import index_layer_file
 from tests.estargz.writer_support import Spec, convert, make_tar
 from tests.fixtures.gotools import go_check
@@ -232,11 +232,11 @@ REFUSED = [
 ]
 
 
-def _layer(tmp_path: Path, case: Case) -> LayerSource:
+def _layer(tmp_path: Path, case: Case) -> LayerFile:
     data = make_tar(case.specs, case.fmt)
     path = tmp_path / "layer.tar"
     path.write_bytes(data)
-    return LayerSource("sha256:" + hashlib.sha256(data).hexdigest(), path)
+    return LayerFile("sha256:" + hashlib.sha256(data).hexdigest(), path)
 
 
 def _require_root() -> None:

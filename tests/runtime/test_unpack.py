@@ -16,7 +16,7 @@ from esgz.errors import FormatError
 from esgz.estargz.layerindex import entry_path
 from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
-    LayerSource,
+    LayerFile,
     clean_entry_name,
     remove_tree,
     unpack_layer,
@@ -198,7 +198,7 @@ def test_hardlink_outside_is_refused(tmp_path: Path, target: str) -> None:
 def test_corrupt_blob_is_a_format_error(tmp_path: Path) -> None:
     blob = tmp_path / "blob"
     blob.write_bytes(gzip.compress(b"this is not a tar archive" * 40)[:-10])
-    source = LayerSource("sha256:" + "0" * 64, blob)
+    source = LayerFile("sha256:" + "0" * 64, blob)
     with pytest.raises(FormatError):
         unpack_layer_sync(source, tmp_path / "cache")
 
@@ -225,9 +225,9 @@ def test_whiteout_of_an_entry_of_the_same_layer(tmp_path: Path) -> None:
 # --- hardening ---------------------------------------------------------------------------
 
 
-def _raw_layer(path: Path, data: bytes) -> LayerSource:
+def _raw_layer(path: Path, data: bytes) -> LayerFile:
     path.write_bytes(data)
-    return LayerSource("sha256:" + hashlib.sha256(data).hexdigest(), path)
+    return LayerFile("sha256:" + hashlib.sha256(data).hexdigest(), path)
 
 
 def test_sparse_bomb_keeps_its_holes(tmp_path: Path) -> None:
