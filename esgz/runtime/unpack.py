@@ -198,12 +198,7 @@ def remove_tree(parent: Path | int, name: str) -> None:
     parent_fd = os.open(parent, _DIR_FLAGS) if isinstance(parent, Path) else os.dup(parent)
     fd = parent_fd
     try:
-        try:
-            st = os.lstat(name, dir_fd=parent_fd)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=parent_fd)
+        if not _unlink_unless_dir(parent_fd, name):
             return
         pending: list[list[str]] = [[name]]  # per level: subdirectories still to remove
         path: list[str] = []  # the directories entered below parent
@@ -236,6 +231,18 @@ def remove_tree(parent: Path | int, name: str) -> None:
         if fd != parent_fd:
             os.close(fd)
         os.close(parent_fd)
+
+
+def _unlink_unless_dir(parent_fd: int, name: str) -> bool:
+    """Remove ``name`` unless it is a directory; whether it is one (False if missing)."""
+    try:
+        st = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        return True
+    os.unlink(name, dir_fd=parent_fd)
+    return False
 
 
 def _load_cached(source: LayerFile, final: Path) -> UnpackedLayer | None:
@@ -408,7 +415,7 @@ class _Extractor:
             return
         parent_fd = self._dir(parent)
         if flag == "5":
-            self._remove_unless_dir(parent_fd, base)
+            _unlink_unless_dir(parent_fd, base)
             self._make_dir(parent_fd, base, entry)
             self._dir_times[name] = entry
             return
@@ -421,15 +428,6 @@ class _Extractor:
             self._set_time(parent_fd, base, entry)
         else:
             self._make_node(parent_fd, base, entry)
-
-    @staticmethod
-    def _remove_unless_dir(parent_fd: int, base: str) -> None:
-        try:
-            st = os.lstat(base, dir_fd=parent_fd)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(base, dir_fd=parent_fd)
 
     def _make_dir(self, parent_fd: int, base: str, entry: TarEntry) -> None:
         with contextlib.suppress(FileExistsError):
