@@ -12,11 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from esgz.errors import FormatError
 from esgz.estargz.layerindex import LayerIndex, read_layer_index
 
 __all__ = ["index_layer_file"]
 
 
-def index_layer_file(path: Path) -> LayerIndex:
-    """Index the layer blob at ``path`` (gzip, zstd or plain tar). Blocking."""
-    return read_layer_index(path)
+def index_layer_file(path: Path, digest: str | None = None) -> LayerIndex:
+    """Index the layer blob at ``path`` (gzip, zstd or plain tar). Blocking.
+
+    A FormatError names the entry, and the layer when its ``digest`` is given.
+    """
+    try:
+        return read_layer_index(path)
+    except FormatError as err:
+        if err.layer is None:
+            err.layer = digest
+        raise

@@ -252,8 +252,9 @@ def test_all_refuse(tmp_path: Path, case: Case) -> None:
     assert unpacking.value.layer == source.digest
     assert "\n" not in str(unpacking.value)
     assert os.listdir(tmp_path / "cache") == []  # nothing half-written is left
-    with pytest.raises(FormatError, match=case.refused):
-        index_layer_file(source.path)
+    with pytest.raises(FormatError, match=case.refused) as mapping:
+        index_layer_file(source.path, source.digest)
+    assert mapping.value.layer == source.digest
     with pytest.raises(FormatError, match=case.refused):
         convert(source.path.read_bytes())
     with pytest.raises(FormatError, match=case.refused):
