@@ -51,6 +51,7 @@ from typing import Final
 import anyio
 
 from esgz.errors import FormatError
+from esgz.estargz.dirfd import DIR_FLAGS, DirCursor, remove_tree, unlink_unless_dir
 from esgz.estargz.layerindex import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
@@ -70,7 +71,6 @@ __all__ = [
     "LayerIndex",
     "UnpackedLayer",
     "clean_entry_name",
-    "remove_tree",
     "unpack_layer",
     "unpack_layer_sync",
 ]
@@ -88,7 +88,6 @@ _ROOT_NAME = "root"
 _PIECE = 1 << 20
 _ID_LIMIT = (1 << 32) - 1
 """uid_t / gid_t are 32 bits; -1 (4294967295) means "unchanged" to chown."""
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,63 +187,6 @@ def unpack_layer_sync(
                 log.warning("cannot remove %s: %s", temp, err)
 
 
-def remove_tree(parent: Path | int, name: str) -> None:
-    """Remove ``name`` (a directory tree, or anything else) from directory ``parent``.
-
-    ``parent`` is a path or a directory fd. Symlinks are removed, never followed. Unlike
-    ``shutil.rmtree`` nothing is recursive (any depth works) and at most two directory
-    fds are open at a time: the walk climbs back up with ``..``.
-    """
-    parent_fd = os.open(parent, _DIR_FLAGS) if isinstance(parent, Path) else os.dup(parent)
-    fd = parent_fd
-    try:
-        if not _unlink_unless_dir(parent_fd, name):
-            return
-        pending: list[list[str]] = [[name]]  # per level: subdirectories still to remove
-        path: list[str] = []  # the directories entered below parent
-        while pending:
-            if pending[-1]:
-                sub = pending[-1].pop()
-                child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
-                if fd != parent_fd:
-                    os.close(fd)
-                fd = child
-                path.append(sub)
-                subdirs: list[str] = []
-                with os.scandir(fd) as entries:
-                    for item in entries:
-                        if item.is_dir(follow_symlinks=False):
-                            subdirs.append(item.name)
-                        else:
-                            os.unlink(item.name, dir_fd=fd)
-                pending.append(subdirs)
-                continue
-            pending.pop()
-            if not path:
-                break
-            done = path.pop()
-            up = os.open("..", _DIR_FLAGS, dir_fd=fd) if path else parent_fd
-            os.close(fd)
-            fd = up
-            os.rmdir(done, dir_fd=fd)
-    finally:
-        if fd != parent_fd:
-            os.close(fd)
-        os.close(parent_fd)
-
-
-def _unlink_unless_dir(parent_fd: int, name: str) -> bool:
-    """Remove ``name`` unless it is a directory; whether it is one (False if missing)."""
-    try:
-        st = os.lstat(name, dir_fd=parent_fd)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        return True
-    os.unlink(name, dir_fd=parent_fd)
-    return False
-
-
 def _load_cached(source: LayerFile, final: Path) -> UnpackedLayer | None:
     try:
         index = LayerIndex.from_json((final / _INDEX_NAME).read_text())
@@ -265,91 +207,6 @@ def _extract(source: LayerFile, root: Path, max_bytes: int) -> LayerIndex:
         return extractor.finish()
 
 
-def _common_dir(a: str, b: str) -> str:
-    """The deepest directory that is ``a`` or an ancestor of it and the same for ``b``."""
-    if b.startswith(a) and (not a or b[len(a) : len(a) + 1] == "/"):
-        return a  # b is below a: the usual step from a directory to its child
-    low, high = 0, min(len(a), len(b))
-    while low < high:  # the longest common prefix, compared in C, in log steps
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    if (low == len(a) or a[low] == "/") and (low == len(b) or b[low] == "/"):
-        return a[:low]
-    cut = a.rfind("/", 0, low)
-    return a[:cut] if cut > 0 else ""
-
-
-def _depth(path: str) -> int:
-    return path.count("/") + 1 if path else 0
-
-
-class _DirCursor:
-    """One fd that walks the layer's directories without following symlinks.
-
-    Moving from one directory to the next costs the components that differ (it climbs
-    with ``..`` or restarts at the root, whichever is shorter), so a whole layer costs
-    no more system calls than its names have components.
-    """
-
-    def __init__(self, root_fd: int) -> None:
-        self._root_fd = root_fd
-        self._fd = os.dup(root_fd)
-        self._path = ""
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-    def _step(self, fd: int) -> None:
-        os.close(self._fd)
-        self._fd = fd
-
-    def at(self, path: str, *, create: bool = True) -> int:
-        """An fd of directory ``path`` ("" is the root), owned by the cursor.
-
-        Missing directories are created (mode 0755) unless ``create`` is false. A
-        component that is a symlink or not a directory is a FormatError.
-        """
-        current = self._path
-        if path == current:
-            return self._fd
-        common = _common_dir(current, path)
-        climb = _depth(current) - _depth(common)
-        try:
-            if climb > _depth(common):
-                self._step(os.dup(self._root_fd))
-                common = ""
-            else:
-                for _ in range(climb):
-                    self._step(os.open("..", _DIR_FLAGS, dir_fd=self._fd))
-            rest = path[len(common) :].lstrip("/")
-            for part in rest.split("/") if rest else ():
-                self._step(self._enter(part, path, create))
-        except BaseException:
-            self._step(os.dup(self._root_fd))  # where the cursor is, is known again
-            self._path = ""
-            raise
-        self._path = path
-        return self._fd
-
-    def _enter(self, part: str, path: str, create: bool) -> int:
-        try:
-            return os.open(part, _DIR_FLAGS, dir_fd=self._fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(part, 0o755, dir_fd=self._fd)
-            return os.open(part, _DIR_FLAGS, dir_fd=self._fd)
-        except OSError as err:
-            if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise FormatError(
-                    f"directory {path!r}: {part!r} is a symlink or not a directory"
-                ) from None
-            raise
-
-
 class _Extractor:
     """Writes tar entries below one root directory through ``O_NOFOLLOW`` dir fds."""
 
@@ -358,14 +215,14 @@ class _Extractor:
         self._max_bytes = max_bytes
         self._written = 0
         self._root_fd = -1
-        self._cursor: _DirCursor | None = None
+        self._cursor: DirCursor | None = None
         self._tree = LayerIndexBuilder()
         self._dir_times: dict[str, TarEntry] = {}
         self._is_root = os.geteuid() == 0
 
     def __enter__(self) -> _Extractor:
-        self._root_fd = os.open(self._root, _DIR_FLAGS)
-        self._cursor = _DirCursor(self._root_fd)
+        self._root_fd = os.open(self._root, DIR_FLAGS)
+        self._cursor = DirCursor(self._root_fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -415,7 +272,7 @@ class _Extractor:
             return
         parent_fd = self._dir(parent)
         if flag == "5":
-            _unlink_unless_dir(parent_fd, base)
+            unlink_unless_dir(parent_fd, base)
             self._make_dir(parent_fd, base, entry)
             self._dir_times[name] = entry
             return
@@ -432,7 +289,7 @@ class _Extractor:
     def _make_dir(self, parent_fd: int, base: str, entry: TarEntry) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(base, 0o700, dir_fd=parent_fd)
-        fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+        fd = os.open(base, DIR_FLAGS, dir_fd=parent_fd)
         try:
             self._apply_meta_fd(fd, entry)
         finally:

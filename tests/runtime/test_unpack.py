@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import FormatError
+from esgz.estargz.dirfd import remove_tree
 from esgz.estargz.layerindex import entry_path
 from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
     LayerFile,
     clean_entry_name,
-    remove_tree,
     unpack_layer,
     unpack_layer_sync,
 )
