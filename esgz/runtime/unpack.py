@@ -196,7 +196,7 @@ def _load_cached(source: LayerFile, final: Path) -> UnpackedLayer | None:
 
 
 def _extract(source: LayerFile, root: Path, max_bytes: int) -> LayerIndex:
-    with source.path.open("rb") as file, _Extractor(root, max_bytes) as extractor:
+    with source.path.open("rb") as file, _Extractor(root, max_bytes, source.digest) as extractor:
         stream = open_tar_stream(file)
         try:
             reader = TarReader(stream)
@@ -210,8 +210,9 @@ def _extract(source: LayerFile, root: Path, max_bytes: int) -> LayerIndex:
 class _Extractor:
     """Writes tar entries below one root directory through ``O_NOFOLLOW`` dir fds."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, layer: str) -> None:
         self._root = root
+        self._layer = layer
         self._max_bytes = max_bytes
         self._written = 0
         self._root_fd = -1
@@ -340,7 +341,7 @@ class _Extractor:
     def _make_node(self, parent_fd: int, base: str, entry: TarEntry) -> None:
         kind = {"3": stat.S_IFCHR, "4": stat.S_IFBLK, "6": stat.S_IFIFO}[entry.typeflag]
         if kind != stat.S_IFIFO and not self._is_root:
-            log.warning("skipping device %r (needs root)", entry.name)
+            log.warning("layer %s: skipping device %r (needs root)", self._layer, entry.name)
             return
         device = 0
         if kind != stat.S_IFIFO:
@@ -370,7 +371,9 @@ class _Extractor:
             try:
                 os.setxattr(fd, key, value)
             except OSError as err:
-                log.warning("xattr %s of %r not set: %s", key, entry.name, err)
+                log.warning(
+                    "layer %s: xattr %s of %r not set: %s", self._layer, key, entry.name, err
+                )
         # After chown, which clears setuid/setgid bits.
         os.fchmod(fd, entry.mode & 0o7777)
         os.utime(fd, ns=_times_ns(entry))
