@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ from tests.estargz.writer_support import MTIME, Spec, convert, make_tar
 
 DEPTH = 1200  # deeper than Python's recursion limit, longer than PATH_MAX (4096 bytes)
 DEEP = "/".join(["level"] * DEPTH)
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
+    """pytest removes old temp dirs with a recursive ``shutil.rmtree``: leave nothing deep."""
+    yield
+    for name in os.listdir(tmp_path):
+        remove_tree(tmp_path, name)
 
 
 def _walk_down(root: Path, components: list[str]) -> int:

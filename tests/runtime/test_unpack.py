@@ -290,6 +290,14 @@ def test_a_deep_tree_unpacks_and_is_removed_without_recursion(tmp_path: Path) ->
     names = ["/".join(["d"] * n) for n in range(1, 1201)]
     specs = [*(Spec(n, tarfile.DIRTYPE, mode=0o755) for n in names), Spec(names[-1] + "/f")]
     source = _raw_layer(tmp_path / "blob", make_tar(specs))
+    try:
+        _check_deep_layer(source, tmp_path)
+    finally:  # pytest removes old temp dirs with a recursive shutil.rmtree
+        remove_tree(tmp_path, "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def _check_deep_layer(source: LayerFile, tmp_path: Path) -> None:
     layer = unpack_layer_sync(source, tmp_path / "cache")
     assert len(layer.index.entries) == 1201
     assert index_layer_file(source.path) == layer.index
@@ -303,14 +311,15 @@ def test_a_deep_tree_unpacks_and_is_removed_without_recursion(tmp_path: Path) ->
         assert os.stat(".", dir_fd=fd).st_mtime == MTIME  # directory times set last
     finally:
         os.close(fd)
-    remove_tree(tmp_path, "cache")
-    assert not (tmp_path / "cache").exists()
 
 
 def test_a_deep_tree_left_by_a_failed_unpack_is_removed(tmp_path: Path) -> None:
     names = ["/".join(["d"] * n) for n in range(1, 1201)]
     specs = [*(Spec(n, tarfile.DIRTYPE, mode=0o755) for n in names), Spec("../escape")]
     source = _raw_layer(tmp_path / "blob", make_tar(specs))
-    with pytest.raises(FormatError, match=r"'\.\.' component"):
-        unpack_layer_sync(source, tmp_path / "cache")
-    assert os.listdir(tmp_path / "cache") == []
+    try:
+        with pytest.raises(FormatError, match=r"'\.\.' component"):
+            unpack_layer_sync(source, tmp_path / "cache")
+        assert os.listdir(tmp_path / "cache") == []
+    finally:
+        remove_tree(tmp_path, "cache")
