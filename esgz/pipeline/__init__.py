@@ -13,7 +13,6 @@ from esgz.pipeline.config import (
     ImageSpec,
     PipelineConfig,
     RegistryHostConfig,
-    WorkloadConfig,
     config_from_data,
     load_config_file,
     parse_config_text,
@@ -42,6 +41,7 @@ from esgz.pipeline.events import (
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 from esgz.pipeline.runner import RunContext, Runner, Stages
+from esgz.runtime.workload import HostEntry, MountSpec, WorkloadOptions
 
 __all__ = [
     "BytesConverted",
@@ -52,6 +52,7 @@ __all__ = [
     "DefaultsConfig",
     "Event",
     "EventBus",
+    "HostEntry",
     "ImageDone",
     "ImageProfiled",
     "ImagePushed",
@@ -65,6 +66,7 @@ __all__ = [
     "LayerSummary",
     "LayerUploaded",
     "ManifestResult",
+    "MountSpec",
     "Pipeline",
     "PipelineConfig",
     "PipelineDone",
@@ -77,7 +79,7 @@ __all__ = [
     "Stages",
     "Subscription",
     "WarningEvent",
-    "WorkloadConfig",
+    "WorkloadOptions",
     "WorkloadOutput",
     "config_from_data",
     "convert",

@@ -81,7 +81,6 @@ __all__ = [
     "PipelineConfig",
     "RegistryHostConfig",
     "ResolvedImage",
-    "WorkloadConfig",
     "config_from_data",
     "default_cache_dir",
     "load_config_file",
@@ -92,7 +91,6 @@ __all__ = [
 Format = Literal["estargz", "zstdchunked"]
 
 #: The workload section of a config: the same model the profiler takes.
-WorkloadConfig = WorkloadOptions
 
 _LOWEST_LEVEL = min(low for low, _ in LEVEL_RANGES.values())
 _HIGHEST_LEVEL = max(high for _, high in LEVEL_RANGES.values())
