@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Final
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
 from esgz.estargz.dirfd import DIR_FLAGS, DirCursor
-from esgz.estargz.tocindex import LayerEntry, clean_entry_name
+from esgz.estargz.ordering import clean_name
+from esgz.estargz.tocindex import LayerEntry
 
 if TYPE_CHECKING:
     from esgz.estargz.reader import LayerReader
@@ -153,7 +154,7 @@ class _Extractor:
             os.close(fd)
 
     def _hardlink(self, parent_fd: int, base: str, entry: LayerEntry, context: str) -> None:
-        target = clean_entry_name(entry.link_name)
+        target = clean_name(entry.link_name)
         target_parent, target_base = _split(target)
         target_fd = self._open_dir(target_parent, create=False, context=context)
         try:

@@ -62,7 +62,7 @@ from esgz.runtime.spec import (
     resolve_user,
     stop_signal,
 )
-from esgz.runtime.unpack import LayerSource, UnpackedLayer, unpack_layer
+from esgz.runtime.unpack import LayerFile, UnpackedLayer, unpack_layer
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
 
 __all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
@@ -171,7 +171,7 @@ def _check_host(runtime: str) -> None:
 
 
 async def profile_workload(
-    layers: Sequence[LayerSource],
+    layers: Sequence[LayerFile],
     image_config: Mapping[str, Any],
     workload: WorkloadOptions,
     *,
@@ -295,12 +295,12 @@ async def profile_workload(
     )
 
 
-async def _unpack_all(layers: Sequence[LayerSource], cache: Path) -> list[UnpackedLayer]:
+async def _unpack_all(layers: Sequence[LayerFile], cache: Path) -> list[UnpackedLayer]:
     """Unpack (or find cached) every layer, a few at a time."""
     results: dict[int, UnpackedLayer] = {}
     limiter = anyio.CapacityLimiter(_UNPACK_PARALLELISM)
 
-    async def one(index: int, layer: LayerSource) -> None:
+    async def one(index: int, layer: LayerFile) -> None:
         async with limiter:
             results[index] = await unpack_layer(layer, cache)
 

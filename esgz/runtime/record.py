@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esgz.errors import FormatError
+from esgz.estargz.layerindex import LayerIndex, entry_path
 from esgz.oci import gojson
 from esgz.runtime.layermap import prioritized_by_layer
-from esgz.runtime.unpack import LayerIndex, clean_entry_name
 
 __all__ = [
     "RecordEntry",
@@ -153,8 +153,8 @@ def layer_lists_from_records(
         if index is None or not 0 <= index < layer_count:
             continue
         try:
-            name = clean_entry_name(entry.path)
-        except ValueError:
+            name = entry_path(entry.path)
+        except FormatError:
             continue
         if name and name not in seen[index]:
             seen[index].add(name)
@@ -257,8 +257,8 @@ def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> li
             result.update(dict.fromkeys(matched))
             continue
         try:
-            name = clean_entry_name(line)
-        except ValueError:
+            name = entry_path(line)
+        except FormatError:
             log.warning("prefetch list: %r points outside the image; ignored", line)
             continue
         if name:

@@ -57,7 +57,6 @@ from esgz.estargz.layerindex import (
     WHITEOUT_PREFIX,
     LayerIndex,
     LayerIndexBuilder,
-    entry_path,
 )
 from esgz.estargz.source import open_tar_stream
 from esgz.estargz.tarinput import TarEntry, TarReader
@@ -70,7 +69,6 @@ __all__ = [
     "LayerFile",
     "LayerIndex",
     "UnpackedLayer",
-    "clean_entry_name",
     "unpack_layer",
     "unpack_layer_sync",
 ]
@@ -105,11 +103,6 @@ class LayerFile:
         return f"{parsed.algorithm}-{parsed.hex}"
 
 
-LayerSource = LayerFile
-"""The former name of :class:`LayerFile` (``esgz.pipeline.jobs.LayerSource`` is another
-thing: a layer of a manifest); kept until its last callers move to ``LayerFile``."""
-
-
 @dataclass(frozen=True, slots=True)
 class UnpackedLayer:
     """A layer unpacked in the cache: its overlayfs lower directory and its index."""
@@ -117,18 +110,6 @@ class UnpackedLayer:
     source: LayerFile
     root: Path
     index: LayerIndex = field(default_factory=LayerIndex)
-
-
-def clean_entry_name(name: str) -> str:
-    """:func:`~esgz.estargz.layerindex.entry_path`, raising ValueError instead.
-
-    Kept for callers that clean recorded paths and prefetch lists with it; new code uses
-    ``entry_path`` (a FormatError for a ``..`` component or a NUL byte).
-    """
-    try:
-        return entry_path(name)
-    except FormatError as err:
-        raise ValueError(f"{name!r} points outside the layer ({err.message})") from None
 
 
 async def unpack_layer(

@@ -55,7 +55,7 @@ from esgz.runtime.record import (
     record_paths,
     write_record_file,
 )
-from esgz.runtime.unpack import LayerSource
+from esgz.runtime.unpack import LayerFile
 from esgz.stages.layerindex import index_layer_file
 
 __all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
@@ -133,7 +133,11 @@ async def _from_prefetch_list(
         return {}
     indexes = []
     for layer in manifest.layers:
-        indexes.append(await anyio.to_thread.run_sync(index_layer_file, layer.fetched_path))
+        indexes.append(
+            await anyio.to_thread.run_sync(
+                index_layer_file, layer.fetched_path, layer.source.digest
+            )
+        )
     names = set().union(*(index.entries for index in indexes))
     paths = expand_prefetch_list(lines, names)
     return dict(enumerate(prioritized_by_layer(paths, indexes)))
@@ -148,7 +152,7 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     settings = image.settings
     layers = []
     for job in manifest.layers:
-        layers.append(LayerSource(job.source.digest, job.fetched_path))
+        layers.append(LayerFile(job.source.digest, job.fetched_path))
 
     def on_output(stream: str, line: str) -> None:
         ctx.events.publish(WorkloadOutput(image=image.name, stream=stream, line=line))

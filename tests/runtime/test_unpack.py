@@ -18,7 +18,6 @@ from esgz.estargz.layerindex import entry_path
 from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
     LayerFile,
-    clean_entry_name,
     unpack_layer,
     unpack_layer_sync,
 )
@@ -30,22 +29,20 @@ from tests.runtime.conftest import make_layer, tar_member
 ROOT = os.geteuid() == 0
 
 
-def test_clean_entry_name() -> None:
-    assert clean_entry_name("./usr/bin/") == "usr/bin"
-    assert clean_entry_name("/etc//passwd") == "etc/passwd"
-    assert clean_entry_name("a/./b/c") == "a/b/c"
-    assert clean_entry_name("./") == ""
+def test_entry_path() -> None:
+    assert entry_path("./usr/bin/") == "usr/bin"
+    assert entry_path("/etc//passwd") == "etc/passwd"
+    assert entry_path("a/./b/c") == "a/b/c"
+    assert entry_path("./") == ""
     for name in ("a/../../etc/passwd", "a/b/../c"):  # no layer entry has a '..' component
-        with pytest.raises(ValueError, match="outside"):
-            clean_entry_name(name)
         with pytest.raises(FormatError, match=r"'\.\.' component"):
             entry_path(name)
 
 
 def test_backslash_is_part_of_a_name(tmp_path: Path) -> None:
     """On Linux ``\\`` is an ordinary character: the name the workload opens is kept."""
-    assert clean_entry_name("dir/back\\slash") == "dir/back\\slash"
-    assert clean_entry_name("..\\..\\etc") == "..\\..\\etc"
+    assert entry_path("dir/back\\slash") == "dir/back\\slash"
+    assert entry_path("..\\..\\etc") == "..\\..\\etc"
     members = [
         (tar_member("dir", tarfile.DIRTYPE), b""),
         (tar_member("dir/back\\slash"), b"x"),
