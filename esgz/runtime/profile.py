@@ -25,6 +25,7 @@ log) as they are written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -49,6 +50,7 @@ import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
 from esgz.runtime.fanotify import FanotifyMonitor
+from esgz.runtime.inodemarks import InodeMarkRecorder
 from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
 from esgz.runtime.record import RecordEntry
@@ -63,9 +65,24 @@ from esgz.runtime.spec import (
     stop_signal,
 )
 from esgz.runtime.unpack import LayerFile, UnpackedLayer, unpack_layer
+from esgz.runtime.userns import (
+    IdMapping,
+    ProfileMode,
+    adapt_spec,
+    choose_mode,
+    id_mapping,
+    rootless_unavailable_reason,
+    run_helper,
+)
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
 
-__all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
+__all__ = [
+    "OutputCallback",
+    "ProfileResult",
+    "image_runtime_config",
+    "profile_in_userns",
+    "profile_workload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +107,19 @@ class ProfileResult:
     say what ended the run. ``output_tail``: the workload's last output lines.
     ``overflowed``: the fanotify queue overflowed, so some accesses may be missing.
     ``timings``: seconds spent in each phase (``unpack``, ``setup``, ``run``, ``teardown``).
+    ``mode``: ``root`` (fanotify mount mark on the host) or ``rootless`` (a user
+    namespace, fanotify inode marks: :mod:`esgz.runtime.userns`).
     """
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as a JSON-ready object (:meth:`from_json` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProfileResult:
+        """A result written by :meth:`to_json`."""
+        names = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
 
     accessed_paths: list[str]
     prioritized: list[list[str]]
@@ -101,6 +130,7 @@ class ProfileResult:
     output_tail: list[str] = field(default_factory=list)
     overflowed: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    mode: ProfileMode = "root"
 
     def records(self, manifest_digest: str | None = None) -> list[RecordEntry]:
         """The record-file entries of this profile: served paths in access order, once each."""
@@ -163,9 +193,25 @@ def _validate(
     return env_entries, stop
 
 
-def _check_host(runtime: str) -> None:
-    if os.geteuid() != 0:
+def _check_host(runtime: str, userns: IdMapping | None = None) -> None:
+    if userns is None and os.geteuid() != 0:
         raise SandboxError("profiling needs root (overlay mounts, namespaces, fanotify)")
+    if shutil.which(runtime) is None:
+        raise SandboxError(f"OCI runtime {runtime!r} not found in PATH")
+
+
+def _check_rootless(runtime: str, workload: WorkloadOptions) -> None:
+    """What the rootless mode cannot do, refused before anything starts."""
+    if workload.cni and not workload.net_host:
+        raise WorkloadError(
+            "--cni needs root (CNI plugins configure host interfaces); in rootless mode use"
+            " --net-host or the default network (loopback only)"
+        )
+    if workload.terminal or workload.interactive:
+        raise WorkloadError("-t/-i (a terminal or stdin for the workload) needs root mode")
+    reason = rootless_unavailable_reason()
+    if reason is not None:
+        raise SandboxError(reason)
     if shutil.which(runtime) is None:
         raise SandboxError(f"OCI runtime {runtime!r} not found in PATH")
 
@@ -181,6 +227,7 @@ async def profile_workload(
     runtime_args: Sequence[str] = (),
     layer_cache: Path | None = None,
     mark: Literal["mount", "filesystem"] = "mount",
+    rootless: bool | None = None,
 ) -> ProfileResult:
     """Run ``workload`` on the image made of ``layers`` (bottom first); what it read.
 
@@ -188,11 +235,115 @@ async def profile_workload(
     holds the layer cache (``layers/``, unless ``layer_cache``), the runtime state dir
     (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``runtime`` is
     the OCI runtime binary (``runc`` or ``crun``), ``runtime_args`` its global flags.
-    ``mark`` selects the fanotify mark (see :mod:`esgz.runtime.fanotify`).
+    ``mark`` selects the fanotify mark of the root mode (see :mod:`esgz.runtime.fanotify`).
+    ``rootless`` forces the mode (True: a user namespace, :mod:`esgz.runtime.userns`;
+    False: root); None chooses root when running as root with CAP_SYS_ADMIN. The rootless
+    mode unpacks into its own layer cache, ``<layers>-userns``.
     """
+    if choose_mode(rootless) == "rootless":
+        return await _profile_rootless(
+            layers,
+            image_config,
+            workload,
+            work_dir=work_dir,
+            on_output=on_output,
+            runtime=runtime,
+            runtime_args=runtime_args,
+            layer_cache=layer_cache,
+        )
+    return await _profile(
+        layers,
+        image_config,
+        workload,
+        work_dir=work_dir,
+        on_output=on_output,
+        runtime=runtime,
+        runtime_args=runtime_args,
+        layer_cache=layer_cache,
+        mark=mark,
+    )
+
+
+async def _profile_rootless(
+    layers: Sequence[LayerFile],
+    image_config: Mapping[str, Any],
+    workload: WorkloadOptions,
+    *,
+    work_dir: Path,
+    on_output: OutputCallback | None,
+    runtime: str,
+    runtime_args: Sequence[str],
+    layer_cache: Path | None,
+) -> ProfileResult:
+    """The profile run by the user-namespace helper (:func:`profile_in_userns`)."""
+    image = image_runtime_config(image_config)
+    await anyio.to_thread.run_sync(_validate, workload, image)
+    await anyio.to_thread.run_sync(_check_rootless, runtime, workload)
+    mapping = await anyio.to_thread.run_sync(id_mapping)
+    log.info("profiling rootless: user namespace with ids %s", mapping.describe())
+    cache = layer_cache or work_dir / "layers"
+    request = {
+        "layers": [[layer.digest, str(layer.path), layer.diff_id] for layer in layers],
+        "image_config": dict(image),
+        "workload": workload.model_dump(mode="json"),
+        "runtime": runtime,
+        "runtime_args": list(runtime_args),
+        "layer_cache": str(cache.with_name(cache.name + "-userns")),
+        "mapping": dataclasses.asdict(mapping),
+    }
+    data = await run_helper(
+        request,
+        work_dir=work_dir,
+        mapping=mapping,
+        on_output=on_output,
+        wait_on_signal=workload.wait_on_signal,
+    )
+    return ProfileResult.from_json(data)
+
+
+async def profile_in_userns(
+    request: Mapping[str, Any], on_output: OutputCallback | None
+) -> ProfileResult:
+    """The rootless helper's run (inside its user namespace): ``request`` as sent by
+    :func:`profile_workload`, plus ``run_dir`` (a dir only this run uses)."""
+    mapping_fields = dict(request["mapping"])
+    for key in ("subuids", "subgids"):
+        if mapping_fields.get(key) is not None:
+            mapping_fields[key] = tuple(mapping_fields[key])
+    mapping = IdMapping(**mapping_fields)
+    layers = [LayerFile(digest, Path(path), diff_id) for digest, path, diff_id in request["layers"]]
+    result = await _profile(
+        layers,
+        request["image_config"],
+        WorkloadOptions.model_validate(request["workload"]),
+        work_dir=Path(request["run_dir"]),
+        on_output=on_output,
+        runtime=request["runtime"],
+        runtime_args=request["runtime_args"],
+        layer_cache=Path(request["layer_cache"]),
+        mark="mount",
+        userns=mapping,
+    )
+    return dataclasses.replace(result, mode="rootless")
+
+
+async def _profile(
+    layers: Sequence[LayerFile],
+    image_config: Mapping[str, Any],
+    workload: WorkloadOptions,
+    *,
+    work_dir: Path,
+    on_output: OutputCallback | None,
+    runtime: str,
+    runtime_args: Sequence[str],
+    layer_cache: Path | None,
+    mark: Literal["mount", "filesystem"],
+    userns: IdMapping | None = None,
+) -> ProfileResult:
+    """The profile on this host (root), or inside the helper's namespace (``userns``)."""
     image = image_runtime_config(image_config)
     env_entries, stop = await anyio.to_thread.run_sync(_validate, workload, image)
-    await anyio.to_thread.run_sync(_check_host, runtime)
+    await anyio.to_thread.run_sync(_check_host, runtime, userns)
     timings: dict[str, float] = {}
     started = time.monotonic()
     cache = layer_cache or work_dir / "layers"
@@ -205,11 +356,17 @@ async def profile_workload(
     async with AsyncExitStack() as stack:
         run_dir = await stack.enter_async_context(_temp_dir(work_dir, "run-"))
         rootfs = await stack.enter_async_context(
-            overlay_rootfs([layer.root for layer in unpacked], work_dir)
+            overlay_rootfs(
+                [layer.root for layer in unpacked],
+                work_dir,
+                options=("userxattr",) if userns is not None else (),
+            )
         )
         user = await anyio.to_thread.run_sync(
             resolve_user, rootfs, workload.user or image.get("User")
         )
+        if userns is not None:
+            userns.check_user(user.uid, user.gid, user.additional_gids)
         netns: str | None = None
         if workload.cni and not workload.net_host:
             attachment = await stack.enter_async_context(
@@ -231,6 +388,8 @@ async def profile_workload(
             netns_path=netns,
             console_size=_console_size() if workload.terminal else None,
         )
+        if userns is not None:
+            adapt_spec(spec, workload, userns)
         bundle = run_dir / "bundle"
         await anyio.to_thread.run_sync(_write_bundle, run_dir, bundle, spec, workload)
         try:
@@ -249,13 +408,7 @@ async def profile_workload(
                 raise WorkloadError(f"workload cannot start: {err.message}") from err
             log.warning("workload cannot start (accepted): %s", err.message)
             return ProfileResult([], [[] for _ in unpacked], None, timings=timings)
-        monitor = FanotifyMonitor(host_prefix=rootfs)
-        await anyio.to_thread.run_sync(monitor.open)
-        stack.callback(monitor.close)
-        if mark == "mount":
-            await anyio.to_thread.run_sync(monitor.mark_mount, f"/proc/{container.pid}/root")
-        else:
-            await anyio.to_thread.run_sync(monitor.mark_filesystem, rootfs)
+        monitor = await _recorder(stack, rootfs, container.pid, mark, userns is not None)
         stdin_tty = _stdin_terminal()
         if workload.terminal and stdin_tty is not None:
             stack.enter_context(_raw_terminal(stdin_tty))
@@ -295,6 +448,28 @@ async def profile_workload(
     )
 
 
+async def _recorder(
+    stack: AsyncExitStack, rootfs: Path, pid: int, mark: str, inode_marks: bool
+) -> FanotifyMonitor | InodeMarkRecorder:
+    """The armed file-access recorder: mount or filesystem mark, or inode marks."""
+    if inode_marks:
+        recorder = InodeMarkRecorder(rootfs)
+        await anyio.to_thread.run_sync(recorder.open)
+        stack.callback(recorder.close)
+        started = time.monotonic()
+        count = await anyio.to_thread.run_sync(recorder.mark_tree)
+        log.info("watching %d directories (%.2fs)", count, time.monotonic() - started)
+        return recorder
+    monitor = FanotifyMonitor(host_prefix=rootfs)
+    await anyio.to_thread.run_sync(monitor.open)
+    stack.callback(monitor.close)
+    if mark == "mount":
+        await anyio.to_thread.run_sync(monitor.mark_mount, f"/proc/{pid}/root")
+    else:
+        await anyio.to_thread.run_sync(monitor.mark_filesystem, rootfs)
+    return monitor
+
+
 async def _unpack_all(layers: Sequence[LayerFile], cache: Path) -> list[UnpackedLayer]:
     """Unpack (or find cached) every layer, a few at a time."""
     results: dict[int, UnpackedLayer] = {}
@@ -324,7 +499,7 @@ class _Outcome:
 async def _run(
     oci: OciRuntime,
     container: Container,
-    monitor: FanotifyMonitor,
+    monitor: FanotifyMonitor | InodeMarkRecorder,
     state: _RunState,
     stop: signal.Signals,
 ) -> _Outcome:

@@ -47,12 +47,14 @@ def _lowerdir_option(lower_dirs: Sequence[Path]) -> tuple[str, Path | None]:
     return "lowerdir=" + ":".join(relative), common
 
 
-async def _mount_overlay(lower_dirs: Sequence[Path], upper: Path, work: Path, target: Path) -> None:
+async def _mount_overlay(
+    lower_dirs: Sequence[Path], upper: Path, work: Path, target: Path, extra: Sequence[str] = ()
+) -> None:
     for directory in lower_dirs:
         if any(c in str(directory) for c in ":,"):
             raise SandboxError(f"layer directory {directory} has ':' or ',' in its path")
     lower, cwd = _lowerdir_option(lower_dirs)
-    options = f"{lower},upperdir={upper},workdir={work}"
+    options = ",".join([lower, f"upperdir={upper}", f"workdir={work}", *extra])
     if len(options) > _MAX_OPTIONS:
         raise SandboxError(f"too many layers ({len(lower_dirs)}) for one overlay mount")
     command = ["mount", "-t", "overlay", "overlay", "-o", options, str(target)]
@@ -81,10 +83,14 @@ async def unmount(target: Path) -> None:
 
 
 @asynccontextmanager
-async def overlay_rootfs(lower_dirs: Sequence[Path], work_dir: Path) -> AsyncIterator[Path]:
+async def overlay_rootfs(
+    lower_dirs: Sequence[Path], work_dir: Path, *, options: Sequence[str] = ()
+) -> AsyncIterator[Path]:
     """Mount ``lower_dirs`` (bottom layer first) under a temporary dir in ``work_dir``.
 
-    Yields the merged mount point. Needs root (CAP_SYS_ADMIN).
+    Yields the merged mount point. Needs CAP_SYS_ADMIN: root, or root of a user namespace
+    with ``options=("userxattr",)`` (Linux ≥ 5.11; overlayfs then keeps its metadata in
+    ``user.overlay.*`` xattrs). ``options`` are added to the mount options.
     """
     if not lower_dirs:
         raise SandboxError("an image without layers cannot be run")
@@ -97,7 +103,7 @@ async def overlay_rootfs(lower_dirs: Sequence[Path], work_dir: Path) -> AsyncIte
         with anyio.CancelScope(shield=True):
             for sub in ("upper", "work", "merged"):
                 await anyio.to_thread.run_sync((base / sub).mkdir)
-            await _mount_overlay(lower_dirs, base / "upper", base / "work", merged)
+            await _mount_overlay(lower_dirs, base / "upper", base / "work", merged, options)
         log.debug("mounted rootfs at %s", merged)
         yield merged
     finally:

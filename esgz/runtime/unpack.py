@@ -44,6 +44,7 @@ import logging
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -61,6 +62,7 @@ from esgz.estargz.layerindex import (
 from esgz.estargz.source import open_tar_stream
 from esgz.estargz.tarinput import TarEntry, TarReader
 from esgz.oci.digest import parse_digest
+from esgz.runtime.userns import in_user_namespace
 
 __all__ = [
     "MAX_UNPACKED_BYTES",
@@ -81,6 +83,7 @@ MAX_UNPACKED_BYTES: Final = 64 << 30
 Holes of sparse files do not count (they are not allocated); a layer whose files hold
 more data is refused with a FormatError instead of filling the disk."""
 _OPAQUE_XATTR = "trusted.overlay.opaque"
+_USERNS_OPAQUE_XATTR = "user.overlay.opaque"
 _INDEX_NAME = "index.json"
 _ROOT_NAME = "root"
 _PIECE = 1 << 20
@@ -201,6 +204,12 @@ class _Extractor:
         self._tree = LayerIndexBuilder()
         self._dir_times: dict[str, TarEntry] = {}
         self._is_root = os.geteuid() == 0
+        # Root of a user namespace: overlayfs is mounted with userxattr, which reads
+        # user.overlay.* (trusted.* needs CAP_SYS_ADMIN in the initial namespace); ids
+        # outside the mapping and device nodes cannot be created.
+        self._userns = in_user_namespace()
+        self._opaque_xattr = _USERNS_OPAQUE_XATTR if self._userns else _OPAQUE_XATTR
+        self._unmapped: set[tuple[int, int]] = set()
 
     def __enter__(self) -> _Extractor:
         self._root_fd = os.open(self._root, DIR_FLAGS)
@@ -234,7 +243,7 @@ class _Extractor:
         if change.kind == "skip":
             return
         if change.kind == "opaque":
-            os.setxattr(self._dir(change.target), _OPAQUE_XATTR, b"y")
+            os.setxattr(self._dir(change.target), self._opaque_xattr, b"y")
             return
         if change.kind == "whiteout":
             parent, _, base = change.target.rpartition("/")
@@ -321,7 +330,7 @@ class _Extractor:
 
     def _make_node(self, parent_fd: int, base: str, entry: TarEntry) -> None:
         kind = {"3": stat.S_IFCHR, "4": stat.S_IFBLK, "6": stat.S_IFIFO}[entry.typeflag]
-        if kind != stat.S_IFIFO and not self._is_root:
+        if kind != stat.S_IFIFO and (not self._is_root or self._userns):
             log.warning("layer %s: skipping device %r (needs root)", self._layer, entry.name)
             return
         device = 0
@@ -347,7 +356,7 @@ class _Extractor:
     def _apply_meta_fd(self, fd: int, entry: TarEntry) -> None:
         uid, gid = self._ids(entry)
         if self._is_root:
-            os.fchown(fd, uid, gid)
+            self._chown(lambda u, g: os.fchown(fd, u, g), uid, gid)
         for key, value in entry.xattrs.items():
             try:
                 os.setxattr(fd, key, value)
@@ -362,7 +371,28 @@ class _Extractor:
     def _set_owner(self, parent_fd: int, base: str, entry: TarEntry) -> None:
         uid, gid = self._ids(entry)
         if self._is_root:
-            os.chown(base, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+            self._chown(
+                lambda u, g: os.chown(base, u, g, dir_fd=parent_fd, follow_symlinks=False),
+                uid,
+                gid,
+            )
+
+    def _chown(self, chown: Callable[[int, int], None], uid: int, gid: int) -> None:
+        """Apply the owner; in a user namespace an unmapped id leaves the file root's."""
+        try:
+            chown(uid, gid)
+        except OSError as err:
+            if not (self._userns and err.errno == errno.EINVAL):
+                raise
+            if (uid, gid) not in self._unmapped:
+                self._unmapped.add((uid, gid))
+                log.warning(
+                    "layer %s: owner %d:%d is not mapped in this user namespace; "
+                    "files owned by it are unpacked as root's",
+                    self._layer,
+                    uid,
+                    gid,
+                )
 
     @staticmethod
     def _set_time(parent_fd: int, base: str, entry: TarEntry) -> None:
