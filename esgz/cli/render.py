@@ -126,7 +126,7 @@ def describe(event: Event) -> str | None:
             ended = f"exited with code {event.exit_status}"
         counts = ", ".join(str(count) for count in event.prioritized)
         return (
-            f"profiled {event.image}{on} in {event.seconds:.1f}s: workload {ended};"
+            f"profiled {event.image}{on} ({event.mode}) in {event.seconds:.1f}s: workload {ended};"
             f" {event.accessed} files accessed, prioritized per layer: [{counts}]"
         )
     if isinstance(event, LayerFetched):
@@ -429,7 +429,7 @@ class ProgressBoard:
             image.profile[event.platform] = (event.elapsed, event.period)
         elif isinstance(event, ImageProfiled):
             image.profiled[event.platform] = (
-                f"ran {event.seconds:.1f}s, {event.accessed} files accessed"
+                f"ran {event.seconds:.1f}s ({event.mode}), {event.accessed} files accessed"
             )
             image.profile.setdefault(event.platform, (event.seconds, event.seconds))
         elif isinstance(event, ImageDone):

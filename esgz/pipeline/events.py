@@ -181,7 +181,8 @@ class ImageProfiled(Event):
     says why it was stopped — ``"period"`` (the period ended), ``"line"``
     (``wait_on_line`` matched), ``"signal"`` (``wait_on_signal``) — or is None if it
     exited by itself; ``accessed``: files of the rootfs it read; ``prioritized``: per
-    layer, how many of them that layer serves.
+    layer, how many of them that layer serves; ``mode``: ``"root"`` or ``"rootless"``
+    (the profiler ran in a user namespace, see :mod:`esgz.runtime.userns`).
     """
 
     platform: str | None
@@ -190,6 +191,7 @@ class ImageProfiled(Event):
     accessed: int
     prioritized: tuple[int, ...]
     seconds: float
+    mode: str = "root"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

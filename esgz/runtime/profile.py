@@ -227,7 +227,6 @@ async def profile_workload(
     runtime_args: Sequence[str] = (),
     layer_cache: Path | None = None,
     mark: Literal["mount", "filesystem"] = "mount",
-    rootless: bool | None = None,
 ) -> ProfileResult:
     """Run ``workload`` on the image made of ``layers`` (bottom first); what it read.
 
@@ -236,11 +235,12 @@ async def profile_workload(
     (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``runtime`` is
     the OCI runtime binary (``runc`` or ``crun``), ``runtime_args`` its global flags.
     ``mark`` selects the fanotify mark of the root mode (see :mod:`esgz.runtime.fanotify`).
-    ``rootless`` forces the mode (True: a user namespace, :mod:`esgz.runtime.userns`;
-    False: root); None chooses root when running as root with CAP_SYS_ADMIN. The rootless
-    mode unpacks into its own layer cache, ``<layers>-userns``.
+    The mode (:attr:`ProfileResult.mode`) is rootless — a user namespace,
+    :mod:`esgz.runtime.userns` — when ``workload.rootless`` forces it or this process is not
+    root with CAP_SYS_ADMIN; the rootless mode unpacks into its own layer cache,
+    ``<layers>-userns``.
     """
-    if choose_mode(rootless) == "rootless":
+    if choose_mode(True if workload.rootless else None) == "rootless":
         return await _profile_rootless(
             layers,
             image_config,

@@ -5,7 +5,8 @@ profiled, with the same meaning (and snake_case names) as ``ctr-remote image opt
 flags: ``--entrypoint``/``--args`` (JSON arrays), ``--env`` (add-or-replace),
 ``--env-file``, ``--user``, ``--cwd``, ``--period``, ``--wait-on-signal``,
 ``--wait-on-line``, ``-t``/``-i``, ``--mount`` (containerd ``ctr`` syntax), ``--cni`` with
-its directories, ``--net-host``, ``--add-hosts`` and the DNS lists. Each field accepts its
+its directories, ``--net-host``, ``--add-hosts`` and the DNS lists; and ``--rootless``
+(esgz's own: profile in a user namespace, :mod:`esgz.runtime.userns`). Each field accepts its
 CLI string form as well as the typed value: this one model is the YAML ``workload:``
 section, the source of the ``optimize`` flags and the profiler's input.
 
@@ -309,6 +310,11 @@ class WorkloadOptions(BaseModel):
     )
     accept_failed_workload: bool = Field(
         False, description="Keep the profile of a workload that failed or exited non-zero."
+    )
+    rootless: bool = Field(
+        False,
+        description="Profile in a user namespace, without root (chosen automatically when not"
+        " root or without CAP_SYS_ADMIN).",
     )
 
     @field_validator("entrypoint", "args", mode="before")

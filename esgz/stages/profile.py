@@ -26,7 +26,6 @@ workload (not root, no ``runc``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +55,7 @@ from esgz.runtime.record import (
     write_record_file,
 )
 from esgz.runtime.unpack import LayerFile
+from esgz.runtime.userns import choose_mode, rootless_unavailable_reason
 from esgz.stages.layerindex import index_layer_file
 
 __all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
@@ -68,11 +68,10 @@ def profiler_unavailable_reason(image: ResolvedImage) -> str | None:
     """Why the workload of ``image`` cannot run on this host, or None. Blocking."""
     if not image.needs_workload:
         return None
-    if os.geteuid() != 0:
-        return (
-            "running the workload needs root (overlay mounts, namespaces, fanotify);"
-            " run as root or pass --no-optimize"
-        )
+    if choose_mode(True if image.workload.rootless else None) == "rootless":
+        reason = rootless_unavailable_reason()
+        if reason is not None:
+            return f"{reason}; or pass --no-optimize"
     if shutil.which(OCI_RUNTIME) is None:
         return (
             f"running the workload needs the OCI runtime {OCI_RUNTIME!r}, which is not in"
@@ -218,5 +217,6 @@ def _publish_summary(
             accessed=len(result.accessed_paths),
             prioritized=tuple(len(paths) for paths in result.prioritized),
             seconds=seconds,
+            mode=result.mode,
         )
     )
