@@ -237,8 +237,9 @@ async def profile_workload(
     ``mark`` selects the fanotify mark of the root mode (see :mod:`esgz.runtime.fanotify`).
     The mode (:attr:`ProfileResult.mode`) is rootless — a user namespace,
     :mod:`esgz.runtime.userns` — when ``workload.rootless`` forces it or this process is not
-    root with CAP_SYS_ADMIN; the rootless mode unpacks into its own layer cache,
-    ``<layers>-userns``.
+    root with CAP_SYS_ADMIN. The rootless mode unpacks into its own layer cache,
+    ``<layer_cache>-userns`` (its files belong to the ids mapped in the namespace), or,
+    without ``layer_cache``, into its run dir, removed with it.
     """
     if choose_mode(True if workload.rootless else None) == "rootless":
         return await _profile_rootless(
@@ -281,14 +282,15 @@ async def _profile_rootless(
     await anyio.to_thread.run_sync(_check_rootless, runtime, workload)
     mapping = await anyio.to_thread.run_sync(id_mapping)
     log.info("profiling rootless: user namespace with ids %s", mapping.describe())
-    cache = layer_cache or work_dir / "layers"
     request = {
         "layers": [[layer.digest, str(layer.path), layer.diff_id] for layer in layers],
         "image_config": dict(image),
         "workload": workload.model_dump(mode="json"),
         "runtime": runtime,
         "runtime_args": list(runtime_args),
-        "layer_cache": str(cache.with_name(cache.name + "-userns")),
+        "layer_cache": (
+            str(layer_cache.with_name(layer_cache.name + "-userns")) if layer_cache else None
+        ),
         "mapping": dataclasses.asdict(mapping),
     }
     data = await run_helper(
@@ -320,7 +322,7 @@ async def profile_in_userns(
         on_output=on_output,
         runtime=request["runtime"],
         runtime_args=request["runtime_args"],
-        layer_cache=Path(request["layer_cache"]),
+        layer_cache=Path(request["layer_cache"]) if request["layer_cache"] else None,
         mark="mount",
         userns=mapping,
     )

@@ -3,7 +3,9 @@
 :func:`profile_workload` tears everything down on errors and cancellation, and the shim
 deletes the container when its profiler dies; what only the profiler process itself can
 remove then stays: the overlay mount, the temporary run dirs, half-unpacked layers and,
-with ``--cni``, the named network namespace. :func:`recover_work_dir` removes those.
+with ``--cni``, the named network namespace; and a rootless profiler's run dir
+(``userns-*``: its processes and mounts die with its namespaces, its files stay).
+:func:`recover_work_dir` removes those.
 
 Call it only when no other profiler uses the same work dir (e.g. at start-up, under a
 lock): it deletes every container of the work dir's runtime state dir.
@@ -22,6 +24,7 @@ import anyio
 from esgz.runtime.network import NETNS_DIR
 from esgz.runtime.rootfs import unmount
 from esgz.runtime.runc import OciRuntime
+from esgz.runtime.userns import USERNS_RUN_PREFIX, id_mapping, remove_tree
 
 __all__ = ["recover_work_dir"]
 
@@ -82,6 +85,21 @@ async def recover_work_dir(work_dir: Path, *, runtime: str = "runc") -> list[str
             continue
         await anyio.to_thread.run_sync(shutil.rmtree, path, True)
         removed.append(f"dir {path}")
+    removed += await _remove_userns_runs(work_dir)
     for item in removed:
         log.warning("removed leftover %s", item)
     return removed
+
+
+async def _remove_userns_runs(work_dir: Path) -> list[str]:
+    """Run dirs of killed rootless profilers, whose files belong to ids mapped in a user
+    namespace (removed from inside one, :func:`esgz.runtime.userns.remove_tree`)."""
+    paths = await anyio.to_thread.run_sync(
+        lambda: sorted(p for p in work_dir.glob(USERNS_RUN_PREFIX + "*") if p.is_dir())
+    )
+    if not paths:
+        return []
+    mapping = await anyio.to_thread.run_sync(id_mapping)
+    for path in paths:
+        await remove_tree(path, mapping)
+    return [f"dir {path}" for path in paths]

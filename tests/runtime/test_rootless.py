@@ -1,0 +1,269 @@
+"""The rootless mode, run by a real unprivileged user (tests/fixtures/rootless.py).
+
+The same fixtures are profiled as root (mount mark) in this process and as the user (a
+user namespace with its subordinate ids, inode marks) by tests/runtime/rootless_driver.py
+in the user's own venv; the records must agree. Cancellation and SIGKILL of the user's
+profiler must leave no process, mount or file of the run behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from esgz.errors import WorkloadError
+from esgz.runtime.profile import profile_workload
+from esgz.runtime.userns import IdMapping, _sub_range, choose_mode
+from esgz.runtime.workload import WorkloadOptions
+from tests.fixtures.images import SampleImage
+from tests.fixtures.rootless import RootlessUser, rootless_skip_reason, rootless_user
+from tests.runtime.conftest import layer_sources, require_sandbox
+
+DRIVER = Path(__file__).with_name("rootless_driver.py")
+
+
+@pytest.fixture(scope="module")
+def user() -> RootlessUser:
+    reason = rootless_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return rootless_user()
+
+
+@pytest.fixture
+def user_dir(user: RootlessUser) -> Iterator[Path]:
+    """A fresh work dir in the user's home (pytest's tmp dirs are root's alone)."""
+    path = user.home / f"work-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
+    os.chown(path, user.uid, user.gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _request(image: SampleImage, work_dir: Path, **workload: Any) -> dict[str, Any]:
+    return {
+        "layers": [[lf.digest, str(lf.path), lf.diff_id] for lf in layer_sources(image)],
+        "config": image.config(),
+        "workload": workload,
+        "work_dir": str(work_dir),
+    }
+
+
+def _start(user: RootlessUser, request: dict[str, Any]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        user.command(user.python, DRIVER, json.dumps(request)),
+        env=user.env(),
+        cwd=user.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _as_user(user: RootlessUser, request: dict[str, Any]) -> dict[str, Any]:
+    process = _start(user, request)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    result: dict[str, Any] = json.loads(stdout.splitlines()[-1])
+    return result
+
+
+async def _as_root(image: SampleImage, work_dir: Path, **workload: Any) -> list[tuple[int, str]]:
+    require_sandbox()
+    result = await profile_workload(
+        layer_sources(image),
+        image.config(),
+        WorkloadOptions.model_validate(workload),
+        work_dir=work_dir,
+    )
+    assert result.mode == "root"
+    assert result.exit_status == 0
+    return [(entry.layer_index or 0, entry.path) for entry in result.records()]
+
+
+def _jaccard(a: list[tuple[int, str]], b: list[tuple[int, str]]) -> float:
+    union = set(a) | set(b)
+    return len(set(a) & set(b)) / len(union) if union else 1.0
+
+
+def _user_processes(user: RootlessUser) -> list[str]:
+    """Processes of the user or of its subordinate ids (the workload's)."""
+    out = subprocess.run(
+        ["ps", "-e", "-o", "uid=,pid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        uid = int(line.split()[0])
+        if uid == user.uid or 1_000_000_000 <= uid < 1_000_065_536:
+            found.append(line.strip())
+    return found
+
+
+# --- mode and ids ------------------------------------------------------------------------
+
+
+def test_mode_is_forced_or_detected() -> None:
+    assert choose_mode(True) == "rootless"
+    assert choose_mode(False) == "root"
+    expected = "root" if os.geteuid() == 0 else "rootless"
+    assert choose_mode(None) == expected
+
+
+def test_subordinate_range_by_name_or_uid(tmp_path: Path) -> None:
+    table = tmp_path / "subuid"
+    table.write_text("other:1:5\nbad line\nalice:100000:65536\n1001:200000:10\n")
+    assert _sub_range(table, "alice", 1000) == (100000, 65536)
+    assert _sub_range(table, "bob", 1001) == (200000, 10)
+    assert _sub_range(table, "carol", 1002) is None
+
+
+def test_single_id_mapping_refuses_other_users() -> None:
+    single = IdMapping(1000, 1000, "alice", None, None)
+    single.check_user(0, 0)
+    with pytest.raises(WorkloadError, match=r"maps only root.*subuid"):
+        single.check_user(65534, 65534)
+    full = IdMapping(1000, 1000, "alice", (100000, 65536), (100000, 65536))
+    full.check_user(65534, 65534, [5])
+    with pytest.raises(WorkloadError, match="outside the subordinate id range"):
+        full.check_user(70000, 0)
+
+
+# --- records: rootless as the unprivileged user vs root ----------------------------------
+
+
+@pytest.mark.anyio
+async def test_python_import_json_matches_root(
+    user: RootlessUser, python_image: SampleImage, user_dir: Path, work_dir: Path
+) -> None:
+    root = await _as_root(python_image, work_dir)
+    result = _as_user(user, _request(python_image, user_dir))
+    assert result["mode"] == "rootless", result
+    assert result["exit_status"] == 0
+    rootless = [(layer, path) for layer, path in result["records"]]
+    assert _jaccard(root, rootless) >= 0.95, (root, rootless)
+    common = set(root) & set(rootless)
+    assert [r for r in root if r in common] == [r for r in rootless if r in common]
+    assert rootless[0] == (1, "usr/bin/python3.11")
+    assert (1, "usr/lib/python3.11/json/decoder.py") in rootless
+
+
+@pytest.mark.anyio
+async def test_busybox_cat_as_nobody_matches_root(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, work_dir: Path
+) -> None:
+    workload = {"entrypoint": ["sh", "-c", "id -u; cat /etc/passwd"], "args": [], "user": "nobody"}
+    root = await _as_root(busybox_image, work_dir, **workload)
+    result = _as_user(user, _request(busybox_image, user_dir, **workload))
+    assert result["mode"] == "rootless", result
+    assert result["exit_status"] == 0
+    rootless = [(layer, path) for layer, path in result["records"]]
+    assert rootless == root
+    assert (0, "etc/passwd") in rootless
+
+
+def test_cni_is_refused_in_rootless_mode(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    result = _as_user(user, _request(busybox_image, user_dir, cni=True))
+    assert result["type"] == "WorkloadError"
+    assert "--cni needs root" in result["error"]
+
+
+def test_net_host_works_rootless(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    workload = {"entrypoint": ["cat", "/etc/hosts"], "args": [], "net_host": True}
+    result = _as_user(user, _request(busybox_image, user_dir, **workload))
+    assert result.get("exit_status") == 0, result
+
+
+# --- cleanup -----------------------------------------------------------------------------
+
+
+def _wait_running(process: subprocess.Popen[str]) -> None:
+    """Wait until the workload printed its first line (the sandbox is up)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("output stdout started"):
+            return
+    raise AssertionError(process.stderr.read() if process.stderr else "no output")
+
+
+def _assert_nothing_left(user: RootlessUser, user_dir: Path) -> None:
+    deadline = time.monotonic() + 10
+    while _user_processes(user) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _user_processes(user) == []
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(user_dir) not in mounts
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_nothing(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, how: signal.Signals
+) -> None:
+    workload = {"entrypoint": ["sh", "-c", "echo started; sleep 60"], "args": [], "period": 60}
+    process = _start(user, _request(busybox_image, user_dir, **workload))
+    _wait_running(process)
+    process.send_signal(how)
+    process.communicate(timeout=30)
+    _assert_nothing_left(user, user_dir)
+    assert list(user_dir.iterdir()) == []
+
+
+def test_sigkill_leaves_nothing_after_recover(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    workload = {"entrypoint": ["sh", "-c", "echo started; sleep 60"], "args": [], "period": 60}
+    process = _start(user, _request(busybox_image, user_dir, **workload))
+    _wait_running(process)
+    process.kill()
+    process.communicate(timeout=30)
+    _assert_nothing_left(user, user_dir)
+    leftovers = [p.name for p in user_dir.iterdir()]
+    assert all(name.startswith("userns-") for name in leftovers), leftovers
+    removed = _as_user(user, {"recover": str(user_dir)})["removed"]
+    assert len(removed) == len(leftovers)
+    assert list(user_dir.iterdir()) == []
+
+
+# --- the CLI, as the user ----------------------------------------------------------------
+
+
+def test_optimize_as_user_says_rootless(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    record = user_dir / "record.json"
+    run = subprocess.run(
+        user.command(
+            user.esgz,
+            "optimize",
+            "--no-cache",
+            "--user",
+            "nobody",
+            "--record-out",
+            record,
+            busybox_image.reference,
+            f"local://{user_dir}/out:x",
+        ),
+        env=user.env(XDG_CACHE_HOME=str(user_dir / "cache")),
+        cwd=user.home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "(rootless)" in run.stderr + run.stdout
+    assert record.read_text().strip()
+    _assert_nothing_left(user, user_dir)
