@@ -72,6 +72,11 @@ def profiler_unavailable_reason(image: ResolvedImage) -> str | None:
         reason = rootless_unavailable_reason()
         if reason is not None:
             return f"{reason}; or pass --no-optimize"
+        if image.workload.cni and not image.workload.net_host:
+            return (
+                "--cni needs root (CNI plugins configure host interfaces); in rootless mode"
+                " use --net-host or the default network (loopback only)"
+            )
     if shutil.which(OCI_RUNTIME) is None:
         return (
             f"running the workload needs the OCI runtime {OCI_RUNTIME!r}, which is not in"

@@ -231,12 +231,15 @@ def test_record_out_needs_the_workload(busybox_image: SampleImage, tmp_path: Pat
     assert "--record-out: needs the workload to run" in run.error_line()
 
 
-def test_not_root_is_one_line_naming_it(busybox_image: SampleImage, tmp_path: Path) -> None:
+def test_not_root_with_cni_is_one_line_naming_it(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv (util-linux): the test drops to the nobody user")
     run = run_esgz(
         "optimize",
         "--no-cache",
+        "--cni",
         busybox_image.reference,
         f"local://{tmp_path}/out:x",
         env={**os.environ, "HOME": str(tmp_path)},
@@ -244,7 +247,7 @@ def test_not_root_is_one_line_naming_it(busybox_image: SampleImage, tmp_path: Pa
     )
     assert run.returncode == 1, run.stderr
     assert run.stderr.strip().splitlines() == [run.error_line()]
-    assert "running the workload needs root" in run.error_line()
+    assert "--cni needs root" in run.error_line()
 
 
 def test_missing_runc_is_one_line_naming_it(busybox_image: SampleImage, tmp_path: Path) -> None:
