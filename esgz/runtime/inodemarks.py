@@ -128,6 +128,7 @@ class InodeMarkRecorder:
         self.overflowed = False
         self.events = 0
         self.marks = 0
+        self.unwatched = 0
         self._dirs: dict[bytes, str] = {}
         self._paths: dict[str, None] = {}
         self._fd = -1
@@ -152,7 +153,8 @@ class InodeMarkRecorder:
     def mark_tree(self) -> int:
         """Mark every directory below ``root`` (not crossing into other filesystems).
 
-        Returns the number of marks. A SandboxError names the limit when the user's
+        Returns the number of marks. A directory this process may not read is not watched
+        (counted in :attr:`unwatched`). A SandboxError names the limit when the user's
         fanotify marks run out.
         """
         if self._fd < 0:
@@ -162,7 +164,8 @@ class InodeMarkRecorder:
         pending = [(root, b"/")]
         while pending:
             directory, inside = pending.pop()
-            self._mark(directory, inside)
+            if not self._mark(directory, inside):
+                continue
             try:
                 entries = list(os.scandir(directory))
             except OSError as err:
@@ -178,12 +181,22 @@ class InodeMarkRecorder:
                     pending.append((entry.path, sub))
         return self.marks
 
-    def _mark(self, directory: bytes, inside: bytes) -> None:
-        self._dirs[_handle_key(directory)] = os.fsdecode(inside)
+    def _mark(self, directory: bytes, inside: bytes) -> bool:
+        """Mark one directory; False if it cannot be read (then it is not watched)."""
+        try:
+            key = _handle_key(directory)
+        except SandboxError as err:
+            log.debug("not watching %r: %s", directory, err)
+            self.unwatched += 1
+            return False
         flags = FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | FAN_MARK_ONLYDIR
         mask = FAN_OPEN | FAN_EVENT_ON_CHILD
         if _libc.fanotify_mark(self._fd, flags, mask, AT_FDCWD, directory) != 0:
             code = ctypes.get_errno()
+            if code in (errno.EACCES, errno.EPERM):
+                log.debug("not watching %r: %s", directory, os.strerror(code))
+                self.unwatched += 1
+                return False
             if code == errno.ENOSPC:
                 raise SandboxError(
                     f"out of fanotify marks after {self.marks} directories "
@@ -192,7 +205,9 @@ class InodeMarkRecorder:
             raise SandboxError(
                 f"fanotify inode mark on {os.fsdecode(directory)} failed: {os.strerror(code)}"
             )
+        self._dirs[key] = os.fsdecode(inside)
         self.marks += 1
+        return True
 
     async def run(self) -> None:
         """Read events until cancelled."""
