@@ -12,6 +12,7 @@ APT_PACKAGES=(
     golang-go golang-github-containerd-stargz-snapshotter-dev
     stargz-snapshotter containerd
     busybox-static debootstrap
+    uidmap python3-venv  # rootless mode: newuidmap/newgidmap; the rootless tests' user venv
     tmux  # the test of the live progress display in a real terminal
 )
 

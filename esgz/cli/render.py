@@ -74,6 +74,11 @@ class EventRenderer(Protocol):
         """Render every event of ``events``."""
 
 
+def _mode(event: ImageProfiled) -> str:
+    """`` (rootless)`` when the workload ran in a user namespace; root mode is unmarked."""
+    return " (rootless)" if event.mode == "rootless" else ""
+
+
 def _short(digest: str) -> str:
     algorithm, _, hex_part = digest.partition(":")
     return f"{algorithm}:{hex_part[:12]}" if hex_part else digest
@@ -126,7 +131,7 @@ def describe(event: Event) -> str | None:
             ended = f"exited with code {event.exit_status}"
         counts = ", ".join(str(count) for count in event.prioritized)
         return (
-            f"profiled {event.image}{on} ({event.mode}) in {event.seconds:.1f}s: workload {ended};"
+            f"profiled {event.image}{on}{_mode(event)} in {event.seconds:.1f}s: workload {ended};"
             f" {event.accessed} files accessed, prioritized per layer: [{counts}]"
         )
     if isinstance(event, LayerFetched):
@@ -429,7 +434,7 @@ class ProgressBoard:
             image.profile[event.platform] = (event.elapsed, event.period)
         elif isinstance(event, ImageProfiled):
             image.profiled[event.platform] = (
-                f"ran {event.seconds:.1f}s ({event.mode}), {event.accessed} files accessed"
+                f"ran {event.seconds:.1f}s{_mode(event)}, {event.accessed} files accessed"
             )
             image.profile.setdefault(event.platform, (event.seconds, event.seconds))
         elif isinstance(event, ImageDone):

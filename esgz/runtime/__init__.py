@@ -2,7 +2,8 @@
 
 Runs an image's workload in a real container (an OCI runtime binary — Debian's ``runc``,
 or ``crun`` — no daemon needed) and records which files of the image it opens or reads,
-as ``ctr-remote image optimize`` does. Usable without the pipeline; needs root.
+as ``ctr-remote image optimize`` does. Usable without the pipeline; as root, or rootless
+in a user namespace (:mod:`esgz.runtime.userns`).
 
 Entry point::
 

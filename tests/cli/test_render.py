@@ -331,3 +331,20 @@ async def test_log_lines_name_phases_not_bytes() -> None:
     profiling = [line for line in lines if line.startswith("profiling ")]
     assert profiling == ["profiling src (linux/amd64): running the workload for up to 10s"]
     assert not any("/s" in line or "/214.0" in line for line in lines)  # no byte counts
+
+
+def test_profiled_line_names_the_rootless_mode() -> None:
+    event = ImageProfiled(
+        image="src",
+        platform="linux/amd64",
+        exit_status=0,
+        stopped=None,
+        accessed=3,
+        prioritized=(3,),
+        seconds=1.5,
+        mode="rootless",
+    )
+    line = describe(event)
+    assert line is not None
+    assert line.startswith("profiled src (linux/amd64) (rootless) in 1.5s")
+    assert json.loads(event_to_json(event))["mode"] == "rootless"
