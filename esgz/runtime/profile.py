@@ -48,6 +48,7 @@ import anyio
 import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
+from esgz.fsutil import remove_tree
 from esgz.runtime.fanotify import FanotifyMonitor
 from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
@@ -489,4 +490,4 @@ async def _temp_dir(parent: Path, prefix: str) -> AsyncIterator[Path]:
         yield path
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+            await anyio.to_thread.run_sync(lambda: remove_tree(path, ignore_errors=True))

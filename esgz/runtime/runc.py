@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from esgz.errors import SandboxError
+from esgz.fsutil import remove_tree
 from esgz.runtime import shim
 
 __all__ = ["Container", "OciRuntime", "new_container_id", "read_lines", "runtime_message"]
@@ -260,7 +260,7 @@ class OciRuntime:
                     else:
                         parent_sock.close()
                     if console_dir is not None:
-                        await anyio.to_thread.run_sync(shutil.rmtree, console_dir, True)
+                        await anyio.to_thread.run_sync(_remove_quietly, console_dir)
 
     async def _cleanup(
         self, container_id: str, process: anyio.abc.Process | None, created: bool
@@ -277,6 +277,10 @@ class OciRuntime:
                     process.kill()
                     await process.wait()
                 await process.aclose()
+
+
+def _remove_quietly(path: Path) -> None:
+    remove_tree(path, ignore_errors=True)
 
 
 async def _drain(process: anyio.abc.Process) -> str:
