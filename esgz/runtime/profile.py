@@ -65,6 +65,7 @@ from esgz.runtime.spec import (
 )
 from esgz.runtime.unpack import LayerFile, UnpackedLayer, unpack_layer
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
+from esgz.signals import preserving_signal_handlers
 
 __all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
 
@@ -429,9 +430,8 @@ async def _watch_signals(state: _RunState) -> None:
     """With ``--wait-on-signal``: SIGINT/SIGTERM/SIGHUP/SIGQUIT end the run normally."""
     if threading.current_thread() is not threading.main_thread():
         return
-    with anyio.open_signal_receiver(
-        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-    ) as signals:
+    waited = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    with preserving_signal_handlers(*waited), anyio.open_signal_receiver(*waited) as signals:
         async for _ in signals:
             log.info("signal detected")
             state.signalled.set()
