@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 #: errno values meaning "this file system takes no more data".
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
+_STORAGE_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
+_NEARLY_FULL = 16 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -258,27 +264,37 @@ def storage_problem(exc: BaseException) -> OSError | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, StorageError):
+            return None  # already says what and where
         if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
             return current
-        current = current.__cause__ or current.__context__
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = None if current.__suppress_context__ else current.__context__
     return None
 
 
 def _full_candidate(candidates: Iterable[Path], code: int) -> Path | None:
-    """The first of ``candidates`` whose file system is full (or read-only for EROFS)."""
+    """The one of ``candidates`` whose file system is read-only (EROFS) or nearly full."""
+    best: tuple[int, Path] | None = None
     for candidate in candidates:
         probe = candidate
-        while not probe.exists() and probe != probe.parent:
+        while not os.path.lexists(probe) and probe != probe.parent:
             probe = probe.parent
         try:
             fs = os.statvfs(probe)
         except OSError:
             continue
-        if code == errno.EROFS and fs.f_flag & os.ST_RDONLY:
-            return candidate
-        if code != errno.EROFS and (fs.f_bavail == 0 or fs.f_favail == 0):
-            return candidate
-    return None
+        if code == errno.EROFS:
+            if fs.f_flag & os.ST_RDONLY:
+                return candidate
+            continue
+        available = fs.f_bavail * fs.f_frsize
+        nearly_full = available < max(_NEARLY_FULL, fs.f_blocks * fs.f_frsize // 100)
+        if (nearly_full or fs.f_favail == 0) and (best is None or available < best[0]):
+            best = (available, candidate)
+    return best[1] if best is not None else None
 
 
 def storage_error(
@@ -291,11 +307,7 @@ def storage_error(
     its image / layer / stage.
     """
     code = exc.errno if exc.errno is not None else errno.ENOSPC
-    reason = {
-        errno.ENOSPC: "no space left on device",
-        errno.EDQUOT: "disk quota exceeded",
-        errno.EROFS: "read-only file system",
-    }.get(code, os.strerror(code))
+    reason = _STORAGE_REASONS.get(code, os.strerror(code))
     where: str | None = None
     if exc.filename is not None:
         where = os.fsdecode(exc.filename)
@@ -323,7 +335,7 @@ def directory_problem(directory: Path, exc: OSError) -> str:
     if not is_dir:
         return "not a directory" if probe == directory else f"{probe} is not a directory"
     if exc.errno in STORAGE_ERRNOS:
-        return storage_error(exc).message
+        return _STORAGE_REASONS[exc.errno]
     if exc.errno == errno.ENOTDIR:
         return "not a directory"
     if exc.errno in (errno.EACCES, errno.EPERM):

@@ -1,0 +1,105 @@
+"""Unusable directories and full, read-only disks: one line naming the path, exit 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.process import esgz_command
+from tests.fixtures.cache import REPO_ROOT
+from tests.fixtures.images import SampleImage
+
+
+def esgz(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        esgz_command(*args),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("esgz: error:")]
+
+
+@pytest.mark.parametrize(
+    ("cache_dir", "problem"),
+    [
+        ("/proc", "not writable (no files can be created in it)"),
+        ("/etc/hostname", "not a directory"),
+        ("/etc/hostname/sub", "/etc/hostname is not a directory"),
+    ],
+)
+def test_unusable_cache_dir_says_what_is_wrong(
+    busybox_image: SampleImage, tmp_path: Path, cache_dir: str, problem: str
+) -> None:
+    result = esgz(
+        "convert", "--oci", "--cache-dir", cache_dir, busybox_image.reference,
+        f"local://{tmp_path / 'out'}:x",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"esgz: error: cannot use cache directory {cache_dir}: {problem}"
+    ]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: smaller than the python image."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.root
+def test_full_cache_disk(python_image: SampleImage, tmp_path: Path, small_disk: Path) -> None:
+    cache = small_disk / "cache"
+    result = esgz(
+        "convert", "--oci", "--cache-dir", str(cache), python_image.reference,
+        f"local://{tmp_path / 'out'}:x",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result)
+    assert line.endswith(f"no space left on device: cannot write {cache}"), line
+    assert "Traceback" not in result.stderr
+    assert list((cache / "tmp").iterdir()) == []
+
+
+@pytest.mark.root
+def test_full_output_disk(python_image: SampleImage, small_disk: Path) -> None:
+    out = small_disk / "out"
+    result = esgz("convert", "--oci", "--no-cache", python_image.reference, f"local://{out}:x")
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result)
+    assert line.endswith(f"no space left on device: cannot write {out}"), line
+
+
+@pytest.mark.root
+def test_read_only_disks(busybox_image: SampleImage, tmp_path: Path, small_disk: Path) -> None:
+    (small_disk / "cache").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = esgz(
+        "convert", "--oci", "--cache-dir", str(small_disk / "cache"), busybox_image.reference,
+        f"local://{tmp_path / 'out'}:x",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result) == [
+        f"esgz: error: cannot use cache directory {small_disk / 'cache'}: read-only file system"
+    ]
+    out = small_disk / "out"
+    result = esgz("convert", "--oci", "--no-cache", busybox_image.reference, f"local://{out}:x")
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result)
+    assert f"read-only file system: cannot write {out}" in line, line
