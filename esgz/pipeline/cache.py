@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -122,7 +121,7 @@ class LocalStore:
         try:
             scratch = await anyio.to_thread.run_sync(prepare)
         except OSError as exc:
-            problem = directory_problem(root, exc)
+            problem = await anyio.to_thread.run_sync(directory_problem, root, exc)
             raise ConfigError(f"cannot use cache directory {root}: {problem}") from None
         return cls(root, scratch)
 
@@ -276,9 +275,7 @@ async def open_local_store(root: Path | None) -> AsyncIterator[LocalStore]:
     """
     private_root: Path | None = None
     if root is None:
-        private_root = Path(
-            await anyio.to_thread.run_sync(create_run_dir, Path(tempfile.gettempdir()), "esgz-")
-        )
+        private_root = Path(await anyio.to_thread.run_sync(create_run_dir, None, "esgz-"))
         root = private_root
     store: LocalStore | None = None
     try:

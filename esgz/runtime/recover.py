@@ -76,12 +76,15 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def create_run_dir(parent: Path, prefix: str) -> Path:
+def create_run_dir(parent: Path | None, prefix: str) -> Path:
     """A fresh directory ``parent/<prefix><random>`` locked by this process (blocking).
 
-    It appears under its final name already locked (made under a staging name, locked,
-    then renamed), so a concurrent :func:`sweep_dead_runs` never sees it unlocked.
+    ``parent`` None is the temp dir (``$TMPDIR``, ``/tmp``, ...). It appears under its
+    final name already locked (made under a staging name, locked, then renamed), so a
+    concurrent :func:`sweep_dead_runs` never sees it unlocked.
     """
+    if parent is None:
+        parent = Path(tempfile.gettempdir())
     staging = Path(tempfile.mkdtemp(prefix=_STAGING + prefix, dir=parent))
     fd = os.open(staging / RUN_LOCK_NAME, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
     try:
