@@ -18,6 +18,7 @@ import pytest
 from tests.cli.process import esgz_command, read_until, start_esgz
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
+from tests.runtime.conftest import require_sandbox
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
@@ -122,3 +123,43 @@ def test_closed_stdout_during_a_pipeline_run_cleans_up_quietly(
     assert process.returncode == 141, stderr.decode()
     assert stderr == b""
     assert list((cache / "tmp").iterdir()) == []
+
+
+TERM_SLEEP = "988"  # an unusual duration, to find the workload's process
+
+
+def mounts_below(path: Path) -> list[str]:
+    targets = subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return [target for target in targets if target.startswith(str(path))]
+
+
+@pytest.mark.root
+def test_sigterm_while_profiling_tears_the_sandbox_down(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    require_sandbox()
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    process = start_esgz(
+        "optimize", "--cache-dir", str(cache), "--period", "120",
+        "--args", f'["echo started; exec sleep {TERM_SLEEP}"]',
+        busybox_image.reference, f"local://{out}:x",
+    )  # fmt: skip
+    try:
+        read_until(process.stderr, "workload stdout: started")
+        assert mounts_below(cache)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 143, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "esgz: terminated by SIGTERM"
+    assert stdout == b""
+    assert mounts_below(cache) == []
+    assert list((cache / "tmp").iterdir()) == []
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep {TERM_SLEEP}" not in processes.splitlines()
+    assert not (out / "index.json").exists()
