@@ -16,6 +16,7 @@ characters long. Each is a :class:`YamlProblem` naming the line.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "YamlProblem",
     "format_key_path",
     "load_yaml_with_lines",
+    "read_yaml_text",
 ]
 
 #: How many values (scalars and collections) aliases may add to a document, in all.
@@ -79,6 +81,16 @@ def format_key_path(path: Sequence[str | int]) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+def read_yaml_text(path: str | os.PathLike[str]) -> str:
+    """The text of the file ``path`` (UTF-8), read up to one character past the limit.
+
+    Blocking. A longer file (or an endless one, like ``/dev/zero``) is then refused by
+    :func:`load_yaml_with_lines` without being read whole.
+    """
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(MAX_YAML_CHARS + 1)
 
 
 def load_yaml_with_lines(text: str) -> tuple[Any, LineMap]:

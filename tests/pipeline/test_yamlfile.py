@@ -7,7 +7,7 @@ import time
 import pytest
 
 from esgz.errors import ConfigError
-from esgz.pipeline.config import parse_config_text
+from esgz.pipeline.config import load_config_file, parse_config_text
 from esgz.pipeline.yamlfile import (
     MAX_ALIAS_VALUES,
     MAX_DEPTH,
@@ -78,3 +78,9 @@ def test_reasonable_anchors_merges_and_nesting_still_work() -> None:
     many = "v: &v [1, 2, 3]\nall: [" + ", ".join(["*v"] * 1000) + "]\n"
     data, _ = load_yaml_with_lines(many)
     assert len(data["all"]) == 1000
+
+
+@pytest.mark.anyio
+async def test_endless_config_file_is_not_read_whole() -> None:
+    with pytest.raises(ConfigError, match=r"^/dev/zero: the document is longer than 16 MiB$"):
+        await load_config_file("/dev/zero")
