@@ -39,12 +39,8 @@ from esgz.oci.blobstore import BlobStore
 from esgz.oci.digest import is_digest, parse_digest
 from esgz.pipeline.config import Format, PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
-from esgz.runtime.recover import (
-    LEGACY_RUN_DIR_SECONDS,
-    create_run_dir,
-    remove_run_dir,
-    sweep_dead_runs,
-)
+from esgz.rundir import create_run_dir, remove_run_dir
+from esgz.runtime.recover import LEGACY_RUN_DIR_SECONDS, sweep_dead_runs
 
 if TYPE_CHECKING:
     from esgz.estargz.options import LayerFormat

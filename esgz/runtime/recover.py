@@ -5,25 +5,21 @@ deletes the container when its profiler dies; what only the profiler process its
 remove then stays: the overlay mount, the temporary run dirs, half-unpacked layers and,
 with ``--cni``, the named network namespace.
 
-Every run marks the directories it owns as its own for as long as it lives:
-:func:`create_run_dir` makes a directory holding a lock file (``.esgz-run``, with the
-owner's pid, process start time and host) that the run keeps locked (``flock``) until
-:func:`remove_run_dir`; the kernel releases the lock when the process dies, however it
-dies. :func:`sweep_dead_runs` then removes the run dirs whose lock nobody holds — after
-unmounting what is mounted inside them and deleting their containers — together with the
-leftover mounts of dead runs anywhere (``…/profile/rootfs-*/merged``) and their network
-namespaces (:func:`~esgz.runtime.network.sweep_netns`); a live concurrent run is never
-touched. :func:`recover_work_dir` cleans one profiler work dir that no process uses.
+Every run marks the directories it owns as its own for as long as it lives
+(:mod:`esgz.rundir`: a lock file held with ``flock``, released by the kernel when the
+process dies, however it dies). :func:`sweep_dead_runs` removes the run dirs whose lock
+nobody holds — after unmounting what is mounted inside them and deleting their
+containers — together with the leftover mounts of dead runs anywhere
+(``…/profile/rootfs-*/merged``) and their network namespaces
+(:func:`~esgz.runtime.network.sweep_netns`); a live concurrent run is never touched.
+:func:`recover_work_dir` cleans one profiler work dir that no process uses.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
 import re
-import socket
 import stat
 import subprocess
 import tempfile
@@ -34,136 +30,20 @@ import anyio
 import anyio.to_thread
 
 from esgz.fsutil import mounts_below, remove_tree
+from esgz.rundir import RUN_LOCK_NAME, STAGING_PREFIX, lock_if_dead
 from esgz.runtime.network import sweep_netns
 from esgz.runtime.rootfs import unmount
 from esgz.runtime.runc import OciRuntime
 
-__all__ = [
-    "LEGACY_RUN_DIR_SECONDS",
-    "RUN_LOCK_NAME",
-    "create_run_dir",
-    "recover_work_dir",
-    "remove_run_dir",
-    "run_dir_owner",
-    "sweep_dead_runs",
-]
+__all__ = ["LEGACY_RUN_DIR_SECONDS", "recover_work_dir", "sweep_dead_runs"]
 
 log = logging.getLogger(__name__)
 
-#: The lock file inside every run dir.
-RUN_LOCK_NAME = ".esgz-run"
 #: Run dirs without a lock file (made by older esgz versions, or a run killed while
 #: creating one) are only removed once they are this old.
 LEGACY_RUN_DIR_SECONDS = 24 * 3600
-_STAGING = ".new-"
 _TEMP_PREFIXES = ("rootfs-", "run-")
 _PROFILE_MOUNT = re.compile(r"^(?P<run>.+)/profile/rootfs-[^/]+/merged$")
-_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# Locks held by this process: run dir → lock fd.
-_held: dict[Path, int] = {}
-
-
-def _start_time(pid: int) -> int | None:
-    """The start time (clock ticks after boot) of process ``pid``, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its end.
-    fields = text[text.rindex(b")") + 2 :].split()
-    return int(fields[19])
-
-
-def create_run_dir(parent: Path | None, prefix: str) -> Path:
-    """A fresh directory ``parent/<prefix><random>`` locked by this process (blocking).
-
-    ``parent`` None is the temp dir (``$TMPDIR``, ``/tmp``, ...). It appears under its
-    final name already locked (made under a staging name, locked, then renamed), so a
-    concurrent :func:`sweep_dead_runs` never sees it unlocked.
-    """
-    if parent is None:
-        parent = Path(tempfile.gettempdir())
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING + prefix, dir=parent))
-    fd = os.open(staging / RUN_LOCK_NAME, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        owner = {
-            "pid": os.getpid(),
-            "start": _start_time(os.getpid()),
-            "host": socket.gethostname(),
-        }
-        os.write(fd, json.dumps(owner).encode() + b"\n")
-        final = parent / (prefix + staging.name[len(_STAGING) + len(prefix) :])
-        os.rename(staging, final)
-    except BaseException:
-        os.close(fd)
-        remove_tree(staging, ignore_errors=True)
-        raise
-    _held[final] = fd
-    return final
-
-
-def remove_run_dir(path: Path) -> None:
-    """Delete a directory of :func:`create_run_dir` (whatever is left in it), then unlock it.
-
-    Blocking; errors are logged, not raised: a mount left inside stays, with the rest of
-    the dir, for :func:`sweep_dead_runs` of a later run.
-    """
-    try:
-        remove_tree(path)
-    except OSError as exc:
-        log.warning("cannot remove %s: %s", path, exc)
-        remove_tree(path, ignore_errors=True)
-    finally:
-        fd = _held.pop(path, None)
-        if fd is not None:
-            os.close(fd)
-
-
-def run_dir_owner(path: Path) -> dict[str, object] | None:
-    """What the lock file of ``path`` says about its owner (pid, start, host), if readable."""
-    try:
-        fd = os.open(path / RUN_LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        value = json.loads(os.read(fd, 4096) or b"null")
-    except ValueError:
-        return None
-    finally:
-        os.close(fd)
-    return value if isinstance(value, dict) else None
-
-
-def _owner_alive(owner: dict[str, object] | None) -> bool:
-    """Whether the recorded owner still runs on this host (a lock is the main proof)."""
-    if owner is None or owner.get("host") != socket.gethostname():
-        return False
-    pid, start = owner.get("pid"), owner.get("start")
-    return isinstance(pid, int) and start is not None and _start_time(pid) == start
-
-
-def _lock_if_dead(path: Path) -> int | None:
-    """The lock fd of the dead run dir ``path`` (now locked by us), or None if not dead.
-
-    None too when ``path`` has no lock file (not a run dir, an old version's, or one
-    being made).
-    """
-    try:
-        fd = os.open(path / RUN_LOCK_NAME, _OPEN_FLAGS)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None  # held: the run is alive
-    if _owner_alive(run_dir_owner(path)):
-        os.close(fd)
-        return None
-    return fd
 
 
 def _is_plain_dir(path: Path) -> bool:
@@ -226,10 +106,10 @@ def _sweep_dir(directory: Path, prefix: str, *, legacy: bool) -> list[str]:
         return []  # never sweep somewhere else
     for name in _list(directory):
         path = directory / name
-        staging = name.startswith(_STAGING + prefix)
+        staging = name.startswith(STAGING_PREFIX + prefix)
         if not (name.startswith(prefix) or staging) or not _is_plain_dir(path):
             continue
-        fd = _lock_if_dead(path)
+        fd = lock_if_dead(path)
         if fd is not None:
             try:
                 removed += _clean_dead_run(path)
@@ -258,7 +138,7 @@ def _sweep_mounts() -> list[str]:
         if (match := _PROFILE_MOUNT.match(str(target)))
     }
     for run in sorted(runs):
-        fd = _lock_if_dead(run)
+        fd = lock_if_dead(run)
         if fd is None:
             continue
         try:

@@ -13,13 +13,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from esgz.rundir import create_run_dir, remove_run_dir
 from esgz.runtime.profile import profile_workload
-from esgz.runtime.recover import (
-    create_run_dir,
-    recover_work_dir,
-    remove_run_dir,
-    sweep_dead_runs,
-)
+from esgz.runtime.recover import recover_work_dir, sweep_dead_runs
 from esgz.runtime.workload import WorkloadOptions
 from tests.cli.process import esgz_command, read_until, start_esgz
 from tests.fixtures.cache import REPO_ROOT
@@ -340,7 +336,7 @@ def test_killed_no_cache_run_leaves_nothing_after_the_next_run(
 DEAD_RUN_SCRIPT = """
 import os, sys
 from pathlib import Path
-from esgz.runtime.recover import create_run_dir
+from esgz.rundir import create_run_dir
 
 run = create_run_dir(Path(sys.argv[1]), "run-")
 fd = os.open(run, os.O_RDONLY)
