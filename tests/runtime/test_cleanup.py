@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -403,3 +404,64 @@ def test_sweep_spares_live_young_and_foreign_dirs(tmp_path: Path) -> None:
     finally:
         remove_run_dir(live)
     assert not live.exists()
+
+
+ORPHAN_SLEEP = "986"
+
+
+def shim_pids(parent: int) -> list[int]:
+    """Pids of the container shims that ``parent`` started."""
+    listing = subprocess.run(
+        ["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[1:]
+    return [
+        int(pid)
+        for pid, ppid, args in (line.split(None, 2) for line in listing)
+        if int(ppid) == parent and "runtime/shim.py" in args
+    ]
+
+
+def test_container_of_a_run_killed_with_its_shim_is_deleted_by_the_next_run(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    """Kill esgz and its shim together (a cgroup kill): the container runs on, until the
+    next run deletes it with the rest of the dead run's leftovers."""
+    require_sandbox()
+    cache = tmp_path / "cache"
+    process = start_esgz(
+        "optimize", "--cache-dir", str(cache), "--period", "120",
+        "--args", f'["echo started; exec sleep {ORPHAN_SLEEP}"]',
+        busybox_image.reference, f"local://{tmp_path / 'out'}:x",
+    )  # fmt: skip
+    try:
+        read_until(process.stderr, "workload stdout: started")
+        (shim,) = shim_pids(process.pid)
+        for pid in (process.pid, shim):  # stopped first: neither can react to the other
+            os.kill(pid, signal.SIGSTOP)
+        for pid in (process.pid, shim):
+            os.kill(pid, signal.SIGKILL)
+        process.wait()
+        time.sleep(0.5)
+        assert sleeping(ORPHAN_SLEEP)  # the container outlived both
+        later = esgz_run(
+            "convert", "--cache-dir", str(tmp_path / "other-cache"), busybox_image.reference,
+            f"local://{tmp_path / 'out2'}:x",
+        )  # fmt: skip
+        assert later.returncode == 0, later.stderr
+        assert "removed leftover container esgz-" in later.stderr
+        deadline = time.monotonic() + 10
+        while sleeping(ORPHAN_SLEEP):
+            assert time.monotonic() < deadline, "the dead run's container still runs"
+            time.sleep(0.1)
+        assert mounts_below(cache) == []
+        assert list((cache / "tmp").iterdir()) == []
+    finally:
+        process.kill()
+        process.communicate()
+        for state in cache.glob("tmp/run-*/profile/runc-state"):  # if the test failed
+            for container in subprocess.run(
+                ["runc", "--root", str(state), "list", "-q"], capture_output=True, text=True
+            ).stdout.split():
+                subprocess.run(["runc", "--root", str(state), "delete", "--force", container])
+        for target in mounts_below(tmp_path):
+            subprocess.run(["umount", "-l", target], check=False)
