@@ -15,9 +15,11 @@ import anyio
 import pytest
 
 from esgz.rundir import create_run_dir, remove_run_dir
+from esgz.runtime.network import NETNS_LOCK_DIR, cni_network, sweep_netns
 from esgz.runtime.profile import profile_workload
 from esgz.runtime.recover import recover_work_dir, sweep_dead_runs
-from esgz.runtime.workload import WorkloadOptions
+from esgz.runtime.runc import new_container_id
+from esgz.runtime.workload import DEFAULT_CNI_PLUGIN_DIRS, WorkloadOptions
 from tests.cli.process import esgz_command, read_until, start_esgz
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
@@ -465,3 +467,25 @@ def test_container_of_a_run_killed_with_its_shim_is_deleted_by_the_next_run(
                 subprocess.run(["runc", "--root", str(state), "delete", "--force", container])
         for target in mounts_below(tmp_path):
             subprocess.run(["umount", "-l", target], check=False)
+
+
+@pytest.mark.anyio
+async def test_netns_sweep_spares_the_namespaces_of_live_runs(cni_conf_dir: Path) -> None:
+    """A live run's namespace (no process in it yet) stays; once its run is gone, it goes."""
+    name = new_container_id()
+    async with cni_network(
+        conf_dir=cni_conf_dir, plugin_dirs=DEFAULT_CNI_PLUGIN_DIRS, container_id=name
+    ):
+        assert name not in await anyio.to_thread.run_sync(sweep_netns)
+        assert name in netns_names()
+    assert name not in netns_names()  # its own teardown
+    assert not (NETNS_LOCK_DIR / f"{name}.lock").exists()
+    # A namespace of a dead run: its lock file exists, nobody holds it.
+    await anyio.run_process(["ip", "netns", "add", name])
+    await anyio.Path(NETNS_LOCK_DIR / f"{name}.lock").touch()
+    try:
+        assert name in await anyio.to_thread.run_sync(sweep_netns)
+        assert name not in netns_names()
+        assert not (NETNS_LOCK_DIR / f"{name}.lock").exists()
+    finally:
+        await anyio.run_process(["ip", "netns", "del", name], check=False)
