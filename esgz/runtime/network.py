@@ -267,12 +267,13 @@ def _unlock_netns(name: str, fd: int) -> None:
         os.close(fd)
 
 
-def sweep_netns() -> list[str]:
+def sweep_netns(*, unlocked: bool = False) -> list[str]:
     """Delete the ``esgz-*`` network namespaces of dead runs (blocking); their names.
 
     A namespace whose lock file is held belongs to a live run and is kept. One without a
-    lock file (left by an esgz that did not make them) is deleted only if no process is
-    in it. Lock files of namespaces that no longer exist are removed too.
+    lock file (made by an older esgz, which may still be running) is only deleted with
+    ``unlocked``, and only if no process is in it. Lock files of namespaces that no
+    longer exist are removed too.
     """
     removed: list[str] = []
     try:
@@ -293,6 +294,8 @@ def sweep_netns() -> list[str]:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live run holds it
+            elif not unlocked:
+                continue
             else:
                 pids = subprocess.run(
                     ["ip", "netns", "pids", name], capture_output=True, check=False

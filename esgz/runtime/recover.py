@@ -207,7 +207,8 @@ async def recover_work_dir(work_dir: Path, *, runtime: str = "runc") -> list[str
     ``work_dir``, and the network namespaces of dead runs; describe what was removed.
 
     Call it only when no profiler uses ``work_dir`` (e.g. at start-up, under a lock): it
-    deletes every container of the work dir's runtime state dir.
+    deletes every container of the work dir's runtime state dir, and also the ``esgz-*``
+    namespaces without a lock file that no process is in.
     """
     if not await anyio.to_thread.run_sync(work_dir.is_dir):
         return []
@@ -218,7 +219,8 @@ async def recover_work_dir(work_dir: Path, *, runtime: str = "runc") -> list[str
             container_id = str(container.get("id"))
             await oci.delete(container_id)
             removed.append(f"container {container_id}")
-    removed += [f"netns {name}" for name in await anyio.to_thread.run_sync(sweep_netns)]
+    netns = await anyio.to_thread.run_sync(lambda: sweep_netns(unlocked=True))
+    removed += [f"netns {name}" for name in netns]
     for target in await anyio.to_thread.run_sync(mounts_below, work_dir):
         await unmount(target)
         removed.append(f"mount {target}")
