@@ -9,7 +9,7 @@ import anyio
 import asyncclick as click
 
 from esgz.cli.render import make_renderer
-from esgz.errors import EsgzError
+from esgz.errors import EsgzError, StorageError
 from esgz.fsutil import storage_error, storage_problem
 from esgz.oci.reference import LayoutReference
 from esgz.pipeline.api import run_pipeline
@@ -41,7 +41,11 @@ async def execute(config: PipelineConfig, *, log_format: str, quiet: bool) -> Pi
         problem = storage_problem(failure)
         if problem is not None:
             context = failure if isinstance(failure, EsgzError) else None
-            raise storage_error(problem, _written_dirs(config), context=context) from failure
+
+            def describe() -> StorageError:  # looks at the file systems: blocking
+                return storage_error(problem, _written_dirs(config), context=context)
+
+            raise await anyio.to_thread.run_sync(describe) from failure
         raise failure
     assert result is not None
     if log_format != "json":

@@ -69,6 +69,12 @@ def _expected_error(exc: BaseException) -> EsgzError | None:
     return errors[0] if errors else None
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """Only cancellation exceptions (of any async backend) in ``exc``."""
+    cancelled = anyio.get_cancelled_exc_class()
+    return all(isinstance(leaf, cancelled) for leaf in _leaves(exc))
+
+
 def _stdout_closed() -> bool:
     """Whether stdout is a pipe (or socket) whose reading end has been closed."""
     try:
@@ -138,8 +144,10 @@ class EsgzGroup(click.Group):
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            if termination.signum is not None:
-                _exit_terminated(termination)
+            if termination.signum is not None and (
+                _expected_error(exc) is not None or _is_cancellation(exc)
+            ):
+                _exit_terminated(termination)  # what the signal's cancellation caused
             if _is_broken_stdout(exc):
                 _exit_on_broken_stdout()
             error = _expected_error(exc)
