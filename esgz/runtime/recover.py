@@ -95,7 +95,10 @@ def _clean_dead_run(path: Path) -> list[str]:
         _unmount_sync(target)
         removed.append(f"mount {target}")
     remove_tree(path, ignore_errors=True)
-    removed.append(f"dir {path}")
+    if os.path.lexists(path):
+        log.warning("cannot remove all of %s (a dead run's); will try again next time", path)
+    else:
+        removed.append(f"dir {path}")
     return removed
 
 
