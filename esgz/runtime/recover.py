@@ -87,13 +87,24 @@ def _delete_containers_sync(state_dir: Path) -> list[str]:
 
 
 def _clean_dead_run(path: Path) -> list[str]:
-    """Containers, mounts and files of the dead run dir ``path``; what was removed."""
+    """Containers, mounts and files of the dead run dir ``path``; what was removed.
+
+    Never raises: what cannot be removed (no ``runc`` or ``umount`` here, a busy mount)
+    is logged and left for a later run, so leftovers never stop a run.
+    """
     removed: list[str] = []
-    for state_dir in (*path.glob("profile/runc-state"), *path.glob("tmp/run-*/profile/runc-state")):
-        removed += _delete_containers_sync(state_dir)
-    for target in mounts_below(path):
-        _unmount_sync(target)
-        removed.append(f"mount {target}")
+    try:
+        for state_dir in (
+            *path.glob("profile/runc-state"),
+            *path.glob("tmp/run-*/profile/runc-state"),
+        ):
+            removed += _delete_containers_sync(state_dir)
+        for target in mounts_below(path):
+            _unmount_sync(target)
+            removed.append(f"mount {target}")
+    except OSError as exc:
+        log.warning("cannot clean up %s (a dead run's): %s", path, exc)
+        return removed
     remove_tree(path, ignore_errors=True)
     if os.path.lexists(path):
         log.warning("cannot remove all of %s (a dead run's); will try again next time", path)
@@ -179,8 +190,11 @@ def sweep_dead_runs(scratch_parent: Path | None = None, prefix: str = "run-") ->
         ):
             removed += _clean_dead_run(path)
     if os.geteuid() == 0:
-        removed += _sweep_mounts()
-        removed += [f"netns {name}" for name in sweep_netns()]
+        try:
+            removed += _sweep_mounts()
+            removed += [f"netns {name}" for name in sweep_netns()]
+        except OSError as exc:  # e.g. no `ip` here: never a reason to fail a run
+            log.warning("cannot sweep the mounts and netns of dead runs: %s", exc)
     for item in removed:
         log.warning("removed leftover %s of a dead run", item)
     return removed
