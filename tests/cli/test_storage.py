@@ -103,3 +103,29 @@ def test_read_only_disks(busybox_image: SampleImage, tmp_path: Path, small_disk:
     assert result.returncode == 1, result.stderr
     (line,) = error_lines(result)
     assert f"read-only file system: cannot write {out}" in line, line
+
+
+def test_a_symlink_planted_in_the_cache_is_never_followed(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    """A blob path that is a symlink (to a file elsewhere) counts as absent: the blob is
+    fetched again and stored as a file; the file pointed to is neither read nor touched."""
+    cache = tmp_path / "cache"
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not a layer\n")
+    os.utime(secret, (1_000_000, 1_000_000))
+    layer = busybox_image.layers[0].digest
+    planted = cache / "blobs" / "sha256" / layer.removeprefix("sha256:")
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(secret)
+    out = tmp_path / "out"
+    result = esgz(
+        "convert", "--oci", "--cache-dir", str(cache), busybox_image.reference, f"local://{out}:x"
+    )
+    assert result.returncode == 0, result.stderr
+    assert not planted.is_symlink()
+    assert planted.read_bytes() == busybox_image.blob_path(layer).read_bytes()
+    assert secret.read_bytes() == b"not a layer\n"
+    assert secret.stat().st_mtime == 1_000_000
+    verified = esgz("verify", f"local://{out}:x")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
