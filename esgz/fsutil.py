@@ -6,9 +6,9 @@ the root), so a tree 100,000 directories deep costs linear time, a few fds and n
 stack; it never follows symlinks and never descends into another mount.
 
 :func:`storage_problem` recognises the errors of a disk that cannot take more data
-(``ENOSPC``, ``EDQUOT``, ``EROFS``) and :func:`storage_error` turns them into a one-line
-:class:`~esgz.errors.StorageError` naming the path; :func:`directory_problem` says in a
-few words why a directory cannot be used (not a directory, not writable, ...).
+(``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EFBIG``) and :func:`storage_error` turns them into a
+one-line :class:`~esgz.errors.StorageError` naming the path; :func:`directory_problem`
+says in a few words why a directory cannot be used (not a directory, not writable, ...).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,14 +35,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: errno values meaning "this file system takes no more data".
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+#: errno values meaning "this file system takes no more data" (EFBIG: a file-size limit,
+#: ``ulimit -f``, or the file system's largest file).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 _STORAGE_REASONS = {
     errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
     errno.EROFS: "read-only file system",
+    errno.EFBIG: "file too large (a file-size limit, ulimit -f?)",
 }
+_WHERE_NOTE = re.compile(
+    r"^esgz: in image (?P<image>.+?)(?:, layer (?P<layer>[^,\s]+))?, stage (?P<stage>\S+)$"
+)
 _NEARLY_FULL = 16 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -278,6 +284,8 @@ def storage_problem(exc: BaseException) -> OSError | None:
 def _full_candidate(candidates: Iterable[Path], code: int) -> Path | None:
     """The one of ``candidates`` whose file system is read-only (EROFS) or nearly full."""
     best: tuple[int, Path] | None = None
+    if code == errno.EFBIG:
+        return None  # a limit on one file, not a full file system
     for candidate in candidates:
         probe = candidate
         while not os.path.lexists(probe) and probe != probe.parent:
@@ -315,7 +323,12 @@ def storage_error(
         full = _full_candidate(candidates, code)
         where = str(full) if full is not None else None
     message = f"{reason}: cannot write {where}" if where else f"{reason} while writing"
-    kwargs = {}
+    kwargs: dict[str, str] = {}
+    for note in getattr(exc, "__notes__", ()):
+        # The pipeline's note on an error that is not an EsgzError says where it happened.
+        match = _WHERE_NOTE.match(note)
+        if match is not None:
+            kwargs = {k: v for k, v in match.groupdict().items() if v}
     for name in ("image", "layer", "stage", "registry"):
         value = getattr(context, name, None)
         if isinstance(value, str):

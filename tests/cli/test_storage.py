@@ -129,3 +129,22 @@ def test_a_symlink_planted_in_the_cache_is_never_followed(
     assert secret.stat().st_mtime == 1_000_000
     verified = esgz("verify", f"local://{out}:x")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_file_size_limit(python_image: SampleImage, tmp_path: Path) -> None:
+    """Python ignores SIGXFSZ, so ``ulimit -f`` shows as EFBIG: one line too."""
+    result = subprocess.run(
+        ["prlimit", "--fsize=1000000", *esgz_command(
+            "convert", "--oci", "--cache-dir", str(tmp_path / "cache"), python_image.reference,
+            f"local://{tmp_path / 'out'}:x",
+        )],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (line,) = error_lines(result)
+    assert line.startswith(f"esgz: error: image {python_image.reference}, layer sha256:"), line
+    assert line.endswith("file too large (a file-size limit, ulimit -f?) while writing"), line
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
