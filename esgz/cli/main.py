@@ -1,8 +1,8 @@
 """Top-level ``esgz`` command group and its error handling.
 
 Exit codes: 0 success; 1 an :class:`~esgz.errors.EsgzError` (printed as one line
-``esgz: error: <message>``, no traceback), also a full disk, an exceeded quota or a
-read-only file system (one line naming the path); 2 a usage error (bad flag or flag
+``esgz: error: <message>``, no traceback), also a full disk, an exceeded quota, a
+read-only file system or a file-size limit (one line naming the path); 2 a usage error (bad flag or flag
 value, also one line); 130 interrupted (Ctrl-C); 128+N terminated by signal N — 143 for
 SIGTERM, 129 for SIGHUP — after the same cleanup as for Ctrl-C (``esgz: terminated by
 SIGTERM``); 141 when stdout is a pipe closed by its reader (``esgz inspect … | head``),
