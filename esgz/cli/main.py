@@ -2,12 +2,12 @@
 
 Exit codes: 0 success; 1 an :class:`~esgz.errors.EsgzError` (printed as one line
 ``esgz: error: <message>``, no traceback), also a full disk, an exceeded quota, a
-read-only file system or a file-size limit (one line naming the path); 2 a usage error (bad flag or flag
-value, also one line); 130 interrupted (Ctrl-C); 128+N terminated by signal N — 143 for
-SIGTERM, 129 for SIGHUP — after the same cleanup as for Ctrl-C (``esgz: terminated by
-SIGTERM``); 141 when stdout is a pipe closed by its reader (``esgz inspect … | head``),
-silently, as a process killed by SIGPIPE. Any other exception is a bug and keeps its
-traceback.
+read-only file system or a file-size limit (one line naming the path); 2 a usage error
+(bad flag or flag value, also one line); 130 interrupted (Ctrl-C); 128+N terminated by
+signal N — 143 for SIGTERM, 129 for SIGHUP — after the same cleanup as for Ctrl-C
+(``esgz: terminated by SIGTERM``); 141 when stdout is a pipe closed by its reader
+(``esgz inspect … | head``), silently, as a process killed by SIGPIPE. Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
