@@ -21,10 +21,12 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from esgz.errors import StorageError
 
 __all__ = [
+    "DIR_FLAGS",
     "STORAGE_ERRNOS",
     "directory_problem",
     "mounts_below",
@@ -49,7 +51,8 @@ _WHERE_NOTE = re.compile(
     r"^esgz: in image (?P<image>.+?)(?:, layer (?P<layer>[^,\s]+))?, stage (?P<stage>\S+)$"
 )
 _NEARLY_FULL = 16 * 1024 * 1024
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: How a directory is opened: never through a symlink.
+DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -127,7 +130,7 @@ class _Remover:
                     return
                 # Back up to the parent (checked to be the same directory), then rmdir.
                 parent = stack[-2]
-                parent_fd = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                parent_fd = os.open("..", DIR_FLAGS, dir_fd=fd)
                 st = os.fstat(parent_fd)
                 os.close(fd)
                 fd = parent_fd
@@ -152,7 +155,7 @@ class _Remover:
     def enter(self, fd: int, name: str, root_dev: int) -> tuple[int, os.stat_result] | None:
         """Open the subdirectory ``name`` of ``fd``; None if it is gone or not to be entered."""
         try:
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            child = os.open(name, DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             return None
         except (NotADirectoryError, OSError) as exc:
@@ -160,7 +163,7 @@ class _Remover:
                 # Not root: a directory without search permission; give ourselves some.
                 try:
                     os.chmod(name, 0o700, dir_fd=fd)
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    child = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except OSError:
                     self.failed(exc, name)
                     return None
@@ -217,7 +220,7 @@ def remove_tree(
             busy = mounts_below(Path(name))
             if busy:
                 raise OSError(errno.EBUSY, "a mount point is inside the tree", str(busy[0]))
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
         opened = os.fstat(fd)
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
             os.close(fd)
