@@ -1,7 +1,9 @@
 """Reading what a registry, a token endpoint or a credential helper says, trusting none of it.
 
-JSON is parsed without ``NaN`` / ``Infinity`` and without numbers that overflow a float; a
-document nested deep enough to exhaust the parser, or not UTF-8, is simply unreadable.
+JSON is parsed strictly: ``NaN`` / ``Infinity`` (not JSON) make a document unreadable, and
+so do nesting deep enough to exhaust the parser and bytes that are not UTF-8. A number too
+large for a float (``1e999``) or an integer of thousands of digits reads as an infinity,
+which :func:`finite_number` then refuses like any other unusable value.
 Header numbers are ASCII digits only (``"²".isdigit()`` is true in Python). Text that ends
 up in an error message is cut to one short printable line.
 """
@@ -18,29 +20,27 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\s]+")
 _DIGITS_RE = re.compile(r"[0-9]{1,19}")
 
 
-class _NonFinite(ValueError):
-    """A JSON number that is not a finite float."""
+_MAX_INT_DIGITS = 4000  # below Python's own limit on int() of a string (4300)
 
 
 def _reject_constant(name: str) -> float:
-    raise _NonFinite(f"{name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NonFinite(f"{text[:20]} overflows")
-    return value
+def _int_or_infinity(text: str) -> int | float:
+    if len(text.lstrip("-")) <= _MAX_INT_DIGITS:
+        return int(text)
+    return -math.inf if text.startswith("-") else math.inf
 
 
 def parse_json(data: bytes | str) -> object | None:
     """The JSON document in ``data``, or ``None`` if it is not strict, readable JSON."""
     try:
         document: object = json.loads(
-            data, parse_constant=_reject_constant, parse_float=_finite_float
+            data, parse_constant=_reject_constant, parse_int=_int_or_infinity
         )
     except (ValueError, RecursionError):
-        # ValueError covers bad JSON, bad UTF-8, NaN / Infinity, overlong integers.
+        # ValueError covers bad JSON, bad UTF-8, NaN / Infinity.
         return None
     return document
 
