@@ -30,7 +30,12 @@ from esgz.registry.failures import (
     status_error,
     transport_error,
 )
-from esgz.registry.limits import ResponseTooLarge, cap_response_body, set_body_limit
+from esgz.registry.limits import (
+    DEFAULT_BODY_LIMIT,
+    ResponseTooLarge,
+    cap_response_body,
+    set_body_limit,
+)
 from esgz.registry.options import RegistryOptions, build_ssl_context_sync, options_for
 from esgz.registry.retry import RetryableStatus, RetryPolicy
 
@@ -98,15 +103,18 @@ class RegistryHTTP:
             max_connections=self.max_concurrent_transfers * 2 + 4,
             max_keepalive_connections=self.max_concurrent_transfers * 2 + 4,
         )
-        common = {
-            "auth": self.auth,
-            "timeout": httpx.Timeout(self._timeout, pool=None),
-            "headers": {"User-Agent": "esgz", "Accept-Encoding": "identity"},
-            "max_redirects": MAX_REDIRECTS,
-            "event_hooks": {"response": [cap_response_body]},
-        }
+        timeout = httpx.Timeout(self._timeout, pool=None)
+        headers = {"User-Agent": "esgz", "Accept-Encoding": "identity"}
+        hooks = {"response": [cap_response_body]}
         if self._transport is not None:
-            return httpx.AsyncClient(transport=self._transport, **common)  # type: ignore[arg-type]
+            return httpx.AsyncClient(
+                transport=self._transport,
+                auth=self.auth,
+                timeout=timeout,
+                headers=headers,
+                max_redirects=MAX_REDIRECTS,
+                event_hooks=hooks,
+            )
         mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
         environment_proxies = urllib.request.getproxies()
         for registry, opts in self.options.items():
@@ -118,11 +126,15 @@ class RegistryHTTP:
                 verify=build_ssl_context_sync(opts), limits=limits, proxy=proxy
             )
         return httpx.AsyncClient(
+            auth=self.auth,
+            timeout=timeout,
+            headers=headers,
+            max_redirects=MAX_REDIRECTS,
+            event_hooks=hooks,
             verify=build_ssl_context_sync(RegistryOptions()),
             trust_env=True,
             limits=limits,
             mounts=mounts,
-            **common,  # type: ignore[arg-type]
         )
 
     @property
@@ -179,11 +191,12 @@ class RegistryHTTP:
         params: Mapping[str, str] | None = None,
         body: httpx.AsyncByteStream | None = None,
         length: int = 0,
-        limit: int | None = None,
+        limit: int | None = DEFAULT_BODY_LIMIT,
     ) -> httpx.Request:
         """A request with the client's defaults, an optional re-sendable body, a body cap.
 
-        ``limit`` caps a successful answer's body (see :mod:`~esgz.registry.limits`).
+        ``limit`` caps a successful answer's body, ``None`` lifts the cap for a body that is
+        streamed to disk (see :mod:`~esgz.registry.limits`).
         """
         template = self.client.build_request(method, url, headers=headers, params=params)
         if body is None:
@@ -216,7 +229,7 @@ class RegistryHTTP:
         body_length: int = 0,
         not_found_ok: bool = False,
         follow_redirects: bool = False,
-        limit: int | None = None,
+        limit: int = DEFAULT_BODY_LIMIT,
         digest: str | None = None,
     ) -> httpx.Response:
         """One attempt, its (capped) body read; a status not in ``ok`` raises.
@@ -248,7 +261,7 @@ class RegistryHTTP:
         body_length: int = 0,
         not_found_ok: bool = False,
         follow_redirects: bool = False,
-        limit: int | None = None,
+        limit: int = DEFAULT_BODY_LIMIT,
     ) -> httpx.Response:
         """:meth:`request` under the retry policy."""
         return await self.retrying(

@@ -19,6 +19,7 @@ import httpx
 
 from esgz.errors import RegistryError
 from esgz.registry.options import registry_for_host
+from esgz.registry.untrusted import header_int
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
@@ -74,14 +75,16 @@ def describe_size(size: int) -> str:
 async def cap_response_body(response: httpx.Response) -> None:
     """httpx ``response`` hook: wrap the body so that no more than its cap is ever read."""
     request = response.request
+    if request.method == "HEAD":
+        return  # no body; its Content-Length describes what a GET would send
     if 200 <= response.status_code < 300:
         limit = request.extensions.get(_LIMIT_KEY, DEFAULT_BODY_LIMIT)
         if limit is None:
             return
-        announced = response.headers.get("Content-Length", "")
-        if announced.isascii() and announced.isdigit() and int(announced) > limit:
+        announced = header_int(response.headers.get("Content-Length"))
+        if announced is not None and announced > limit:
             await response.aclose()
-            raise _too_large(request, limit, int(announced))
+            raise _too_large(request, limit, announced)
         strict = True
     else:
         limit = MAX_ERROR_BODY

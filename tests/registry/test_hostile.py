@@ -140,6 +140,31 @@ async def test_endless_blob_stream_stops_at_the_expected_size(
     assert _listing(tmp_path) == []
 
 
+async def test_endless_answer_to_an_upload_is_cut_at_1_mib(
+    plain_registry: RegistryServer, faults: FaultProxy, tmp_path: Path
+) -> None:
+    """Answers esgz needs only the headers of (an upload session's ``202``) are capped too."""
+    fault = faults.add(
+        Fault(
+            "endless",
+            r"/blobs/uploads/$",
+            method="POST",
+            status=202,
+            headers={"Location": "/v2/x/blobs/uploads/1"},
+            **ENDLESS,
+        )
+    )
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"hello")
+    digest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    async with client_for(plain_registry) as client:
+        with traced_peak() as memory, pytest.raises(RegistryError) as caught:
+            await client.push_blob(ref_for(faults.host, unique_repo("upload")), digest, 5, blob)
+    assert one_line(caught.value).endswith("larger than 1 MiB")
+    assert fault.sent < (1 << 20) + SLACK
+    assert memory.peak < 16 << 20
+
+
 async def test_endless_token_response_is_cut_at_1_mib(
     plain_registry: RegistryServer, faults: FaultProxy
 ) -> None:
