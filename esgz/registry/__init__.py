@@ -6,15 +6,15 @@ meant)::
 
     options = {"myreg:5000": RegistryOptions(plain_http=True)}
     async with RegistryClient(options=options, on_progress=show) as client:
-        info = await client.resolve(ref)                       # tag → digest, type, size
+        info = await client.resolve(ref)                        # tag → digest, type, size
         manifest = await client.fetch_manifest(ref.with_digest(info.digest))
         config = await client.pull_blob_bytes(ref, config_digest)  # small, verified
         await client.pull_blob(ref, digest, size, path)         # streamed, verified, resumed
         await client.pull_blob_into(ref, digest, size, store)   # into an oci.BlobStore
         await client.push_blob(target, digest, size, path, mount_from=ref)
         await client.push_manifest(target, content, media_type, references=descriptors)
-        pushed = await client.push_manifest_tagged(                 # one PUT by tag,
-            target, content, media_type, references=descriptors     # digest checked
+        info = await client.push_manifest_tagged(               # one PUT by tag, digest
+            target, content, media_type, references=descriptors # checked
         )
 
 What it does on the wire:
