@@ -65,7 +65,8 @@ class RegistryClient:
     ``monolithic_threshold`` / ``chunk_size``: blobs up to the threshold are uploaded in
     one ``PUT``; larger ones in ``PATCH`` chunks of ``chunk_size`` bytes.
     ``on_progress``: default progress callback for blob transfers.
-    ``timeout``: seconds any one network operation (connect, read, write) may take.
+    ``timeout``: seconds any one network operation (connect, read, write) may take; an
+    answer read into memory (not a blob streamed to disk) gets twice that in all.
     ``transport``: replaces the network (tests use ``httpx.MockTransport``).
     """
 

@@ -241,11 +241,35 @@ class RegistryHTTP:
         request = self.build(
             method, url, headers=headers, params=params, body=body, length=body_length, limit=limit
         )
-        response = await self.client.send(request, follow_redirects=follow_redirects)
-        await response.aread()
+        if body is not None:
+            response = await self.client.send(request, follow_redirects=follow_redirects)
+            await response.aread()
+        else:
+            response = await self._send_within_timeout(request, follow_redirects)
         if response.status_code in accepted or (not_found_ok and response.status_code == 404):
             return response
         raise status_error(ref, what, response, digest=digest)
+
+    async def _send_within_timeout(
+        self, request: httpx.Request, follow_redirects: bool
+    ) -> httpx.Response:
+        """Send a request without a body and read its (capped) answer, all within a deadline.
+
+        httpx's timeout bounds each read; an answer trickling in a byte at a time would pass
+        every one of them. What esgz keeps in memory is small, so the whole exchange (a
+        token fetch included) gets twice the timeout of a single read, and no more.
+        """
+        deadline = 2 * self._timeout
+        response: httpx.Response | None = None
+        with anyio.move_on_after(deadline) as scope:
+            response = await self.client.send(request, follow_redirects=follow_redirects)
+            await response.aread()
+        if scope.cancelled_caught or response is None:
+            if response is not None:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            raise httpx.ReadTimeout(f"no complete answer within {deadline:g}s", request=request)
+        return response
 
     async def send(
         self,

@@ -203,6 +203,24 @@ async def test_endless_challenge_body_does_not_stop_the_token_flow(
     assert challenge.sent < SLACK
 
 
+async def test_trickling_answer_gets_the_timeout_in_all(
+    plain_registry: RegistryServer, faults: FaultProxy
+) -> None:
+    """A byte every 50 ms passes every per-read timeout; the whole answer still has one."""
+    fault = faults.add(
+        Fault("endless", r"/manifests/", status=200, trickle=0.05, times=2, **ENDLESS)
+    )
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.01)
+    async with client_for(plain_registry, retry=policy, timeout=1.0) as client:
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match="no complete answer within 2s") as caught:
+            await client.fetch_manifest(ref_for(faults.host, unique_repo("trickle")))
+    assert time.monotonic() - started < 10
+    one_line(caught.value)
+    assert [e.fault for e in faults.log] == ["endless", "endless"]
+    assert fault.sent < 200
+
+
 # -- untrusted JSON ----------------------------------------------------------------------
 
 
