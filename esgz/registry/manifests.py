@@ -1,8 +1,9 @@
 """Manifests and indexes: resolve a tag, fetch a document, check one, push one.
 
 Documents are read with the Docker + OCI ``Accept`` list, capped at
-:data:`~esgz.registry.limits.MAX_MANIFEST_SIZE` while they arrive, and verified against
-the digest asked for (or the one the registry announces). A document is pushed only once
+:data:`~esgz.registry.limits.MAX_MANIFEST_SIZE` while they arrive, verified against the
+digest asked for (or the one the registry announces), and must be strict, readable JSON
+objects. A document is pushed only once
 everything it references is confirmed in the repository.
 """
 
@@ -85,7 +86,12 @@ class Manifests:
                 image=str(ref),
                 registry=ref.registry,
             )
-        media_type = _media_type(response) or _embedded_media_type(content)
+        document = json_object(content)
+        if document is None:
+            # Parsers further on (esgz.oci) need not survive what a registry may send.
+            raise RegistryError(f"{what}: not a readable JSON object", registry=ref.registry)
+        embedded = document.get("mediaType")
+        media_type = _media_type(response) or (embedded if isinstance(embedded, str) else "")
         if not media_type:
             raise RegistryError(f"{what}: no media type", registry=ref.registry)
         self._http.confirm(ref, digest)
@@ -228,9 +234,3 @@ def _checked_digest(ref: RegistryReference, content: bytes) -> str:
 def _media_type(response: httpx.Response) -> str:
     value: str = response.headers.get("Content-Type", "")
     return value.split(";", 1)[0].strip()
-
-
-def _embedded_media_type(content: bytes) -> str:
-    document = json_object(content)
-    value = document.get("mediaType") if document is not None else None
-    return value if isinstance(value, str) else ""

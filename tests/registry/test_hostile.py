@@ -333,12 +333,21 @@ async def test_error_bodies_become_one_short_line(
     assert detail in one_line(caught.value)
 
 
-async def test_manifest_too_deep_to_parse_has_no_media_type(
-    plain_registry: RegistryServer, faults: FaultProxy
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a":' * 200_000, b'{"schemaVersion": NaN}', b"[]", b"\xff\xfe", b""],
+    ids=["deep", "nan", "list", "not-utf8", "empty"],
+)
+async def test_manifest_that_is_not_a_json_object_is_refused(
+    plain_registry: RegistryServer, faults: FaultProxy, body: bytes
 ) -> None:
-    faults.add(Fault("respond", r"/manifests/", status=200, body=b"[" * 200_000))
+    faults.add(
+        Fault(
+            "respond", r"/manifests/", status=200, headers={"Content-Type": OCI_MANIFEST}, body=body
+        )
+    )
     async with client_for(plain_registry) as client:
-        with pytest.raises(RegistryError, match="no media type") as caught:
+        with pytest.raises(RegistryError, match="not a readable JSON object") as caught:
             await client.fetch_manifest(ref_for(faults.host, unique_repo("deep")))
     one_line(caught.value)
 
