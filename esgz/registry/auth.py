@@ -226,7 +226,7 @@ class RegistryAuth(httpx.Auth):
                 async with state.scope_lock(scope_key):
                     if self._needs_token(state, scope_key, None):
                         token_response = yield self._token_request(
-                            state, state.bearer, scopes, registry
+                            state, state.bearer, scopes, registry, request
                         )
                         await self._accept_token(state, registry, scope_key, token_response)
                 cached = state.tokens.get(scope_key)
@@ -252,7 +252,9 @@ class RegistryAuth(httpx.Auth):
                 wanted = list(dict.fromkeys([*scopes, *bearer.scopes]))
                 async with state.scope_lock(scope_key):
                     if self._needs_token(state, scope_key, sent_token, force=fetches > 1):
-                        token_response = yield self._token_request(state, bearer, wanted, registry)
+                        token_response = yield self._token_request(
+                            state, bearer, wanted, registry, request
+                        )
                         await self._accept_token(state, registry, scope_key, token_response)
                 cached = state.tokens.get(scope_key)
                 if cached is None:
@@ -295,9 +297,18 @@ class RegistryAuth(httpx.Auth):
         return cached is None or not cached.fresh() or cached.token == stale
 
     def _token_request(
-        self, state: _HostState, challenge: Challenge, scopes: list[str], registry: str
+        self,
+        state: _HostState,
+        challenge: Challenge,
+        scopes: list[str],
+        registry: str,
+        origin: httpx.Request,
     ) -> httpx.Request:
-        """The request that asks ``challenge``'s realm for a token covering ``scopes``."""
+        """The request that asks ``challenge``'s realm for a token covering ``scopes``.
+
+        Credentials are not sent to a plain-HTTP realm named by a registry reached over
+        HTTPS (anonymous token requests are).
+        """
         realm = challenge.realm or ""
         try:
             realm_url = httpx.URL(realm)
@@ -309,6 +320,16 @@ class RegistryAuth(httpx.Auth):
                 registry=registry,
             )
         credentials = state.credentials
+        if (
+            credentials is not None
+            and (credentials.identity_token or credentials.username)
+            and origin.url.scheme == "https"
+            and realm_url.scheme != "https"
+        ):
+            raise AuthError(
+                f"not sending credentials to plain-HTTP token realm {realm_url.host}",
+                registry=registry,
+            )
         if credentials is not None and credentials.identity_token:
             form = {
                 "grant_type": "refresh_token",

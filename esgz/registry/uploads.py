@@ -208,7 +208,7 @@ class _UploadSession:
         self.location = location_of(self.ref, response)
         if not self.offset < new_offset <= self.size:
             raise RetryableStatus(
-                202, f"registry kept no bytes of the chunk at {self.offset}", None
+                202, f"registry reports offset {new_offset} after the chunk at {self.offset}", None
             )
         self.offset = new_offset
 

@@ -364,3 +364,18 @@ def test_registry_names_follow_from_the_host() -> None:
     assert auth.registry_name("registry-1.docker.io") == "docker.io"
     assert auth.registry_name("mirror.example") == "docker.io"
     assert auth.registry_name("other.example") == "other.example"
+
+
+async def test_credentials_never_go_to_a_plain_http_realm_of_an_https_registry() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        header = 'Bearer realm="http://auth.test/token",service="svc"'
+        return httpx.Response(401, headers={"WWW-Authenticate": header})
+
+    async with _client(handler) as client:
+        with pytest.raises(AuthError, match=r"plain-HTTP token realm auth\.test") as caught:
+            await client.resolve(ref_for(HOST, "a", plain_http=False))
+    assert "\n" not in str(caught.value)
+    assert all(url.startswith("https://reg.test/") for url in seen)
