@@ -318,9 +318,9 @@ class RegistryHTTP:
         """Run ``operation`` under the retry policy: the one retry loop of the client.
 
         Connection errors and retryable statuses are tried again after the policy's wait
-        (``before_retry`` is called first, e.g. to mark an upload for a status check). What is
-        left — the policy spent, TLS, a redirect loop, an oversized answer — becomes a
-        one-line :class:`~esgz.errors.RegistryError` naming ``what``.
+        (``before_retry`` is called before the next attempt, e.g. to mark an upload for a
+        status check). What is left — the policy spent, TLS, a redirect loop, an oversized
+        answer — becomes a one-line :class:`~esgz.errors.RegistryError` naming ``what``.
         """
         started = time.monotonic()
         attempt = 0
