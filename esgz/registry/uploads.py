@@ -109,9 +109,7 @@ class Uploads:
             http.confirm(ref, digest)
             return digest
         session = _UploadSession(http, ref, digest, len(content), None)
-        await http.retrying(
-            ref, session.what, lambda: session.run_bytes(content), before_retry=session.interrupted
-        )
+        await http.retrying(ref, session.what, lambda: session.run_bytes(content))
         http.confirm(ref, digest)
         return digest
 
