@@ -5,11 +5,15 @@ them against a workload so that the files it reads are prefetched at container s
 
 This module is the friendly API for applications (asyncio or trio):
 
-* :func:`convert`, :func:`optimize` and :func:`run_pipeline` run whole conversions;
-  :class:`Pipeline` does the same and lets you iterate over progress events while it runs.
+* :func:`convert`, :func:`optimize` and :func:`run_pipeline` run whole conversions
+  (``events=`` takes an :class:`EventBus` to follow one); :class:`Pipeline` does the same
+  for one config, run as often as you like, with an event stream per run.
 * The config model (:class:`PipelineConfig` and its parts) is the one the YAML files and
   the CLI use; :func:`load_config_file` and :func:`parse_config_text` read YAML.
 * Every error esgz raises on purpose is an :class:`EsgzError` (see :mod:`esgz.errors`).
+
+Everything these signatures name is exported here: this module is the one import path
+for applications.
 
 The building blocks are usable alone too: :mod:`esgz.estargz` (layer writer, reader,
 verifier), :mod:`esgz.oci` (references, manifests, platforms, OCI layouts),
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
         ConcurrencyConfig,
         DefaultsConfig,
         Event,
+        EventBus,
         ImageDone,
         ImageProfiled,
         ImagePushed,
@@ -63,6 +68,7 @@ if TYPE_CHECKING:
         PipelineConfig,
         PipelineDone,
         PipelineResult,
+        ProgressEvent,
         RegistryHostConfig,
         Subscription,
         WarningEvent,
@@ -88,6 +94,7 @@ __all__ = [
     "DefaultsConfig",
     "EsgzError",
     "Event",
+    "EventBus",
     "FormatError",
     "ImageDone",
     "ImageError",
@@ -111,6 +118,7 @@ __all__ = [
     "PipelineError",
     "PipelineResult",
     "PlatformError",
+    "ProgressEvent",
     "RegistryError",
     "RegistryHostConfig",
     "SandboxError",

@@ -3,9 +3,12 @@
 Blobs live at ``<root>/<algorithm>/<hex>`` — the same shape as the ``blobs`` directory of
 an OCI image layout, which :mod:`esgz.oci.layout` builds on. A blob only ever appears
 under its digest name complete and verified: :meth:`BlobStore.ingest` writes to a hidden
-temp file next to it (``.<random>.partial``), hashes while writing, checks digest and
-size at the end, then renames atomically; on error or cancellation the temp file is
-removed. Hidden files are ignored by listings and size accounting.
+temp file next to it (``.<random>.partial``) through a
+:class:`~esgz.oci.digest.DigestingWriter` (the one verify-while-writing helper), checks
+digest and size at the end, then renames atomically; on error or cancellation the temp
+file is removed. A file whose writer already computed its digest (a converter's output)
+is moved in with :meth:`BlobStore.move_in`. Hidden files are ignored by listings and
+size accounting.
 
 Use is tracked by modification time: :meth:`BlobStore.get` and a re-ingest of a present
 blob touch it, and :meth:`BlobStore.evict_to` deletes least recently used blobs until
@@ -16,7 +19,6 @@ All methods are async (file I/O in worker threads); :meth:`BlobStore.path` is pu
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -28,8 +30,7 @@ from typing import BinaryIO
 import anyio
 import anyio.to_thread
 
-from esgz.errors import VerificationError
-from esgz.oci.digest import ALGORITHMS, parse_digest
+from esgz.oci.digest import ALGORITHMS, DigestingWriter, parse_digest
 
 __all__ = ["BlobInfo", "BlobIngest", "BlobStore"]
 
@@ -46,35 +47,27 @@ class BlobInfo:
 
 
 class BlobIngest:
-    """The writer handed out by :meth:`BlobStore.ingest`: hashes and writes chunks."""
+    """The writer handed out by :meth:`BlobStore.ingest`: an async DigestingWriter."""
 
-    def __init__(
-        self, file: BinaryIO, algorithm: str, expected_size: int | None, label: str | None
-    ) -> None:
-        self._file = file
-        self._hasher = hashlib.new(algorithm)
-        self._algorithm = algorithm
-        self._expected_size = expected_size
-        self._label = label
-        self.size = 0
-
-    def _write_sync(self, data: bytes) -> None:
-        self._hasher.update(data)
-        self._file.write(data)
+    def __init__(self, writer: DigestingWriter) -> None:
+        self._writer = writer
 
     async def write(self, data: bytes) -> None:
-        """Append ``data`` (hashing and writing happen in a worker thread)."""
-        self.size += len(data)
-        if self._expected_size is not None and self.size > self._expected_size:
-            raise VerificationError(
-                f"blob is larger than the expected {self._expected_size} bytes", layer=self._label
-            )
-        await anyio.to_thread.run_sync(self._write_sync, data)
+        """Append ``data`` (hashed, counted and written in a worker thread).
+
+        VerificationError as soon as more than the expected size is written.
+        """
+        await anyio.to_thread.run_sync(self._writer.write, data)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._writer.size
 
     @property
     def digest(self) -> str:
         """The digest of everything written so far."""
-        return f"{self._algorithm}:{self._hasher.hexdigest()}"
+        return self._writer.digest
 
 
 class BlobStore:
@@ -139,22 +132,38 @@ class BlobStore:
             return temp.open("xb")
 
         file = await anyio.to_thread.run_sync(open_temp)
-        writer = BlobIngest(file, algorithm, expected_size, expected_digest)
+        checker = DigestingWriter(
+            file,
+            algorithm=algorithm,
+            expected_digest=expected_digest,
+            expected_size=expected_size,
+        )
         try:
             try:
-                yield writer
+                yield BlobIngest(checker)
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(file.close)
-            _verify(writer, expected_digest, expected_size)
-            await anyio.to_thread.run_sync(self._commit, temp, writer.digest)
+            digest = checker.verify()
+            await anyio.to_thread.run_sync(self._move_in_sync, temp, digest)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_unlink_quietly, temp)
             raise
 
-    def _commit(self, temp: Path, digest: str) -> None:
+    async def move_in(self, temp: Path, digest: str) -> Path:
+        """Move the complete file ``temp`` into the store as ``digest``; its new path.
+
+        For files whose writer computed the digest while writing them (the format
+        engine's output); ``temp`` must be on the same file system. If the blob is
+        already present, ``temp`` is removed and the stored blob marked as used.
+        """
+        await anyio.to_thread.run_sync(self._move_in_sync, temp, digest)
+        return self.path(digest)
+
+    def _move_in_sync(self, temp: Path, digest: str) -> None:
         target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_file():
             temp.unlink()
             os.utime(target)
@@ -182,19 +191,6 @@ class BlobStore:
                 await blob.write(chunk)
         return blob.digest
 
-    async def delete(self, digest: str) -> bool:
-        """Remove a blob; whether it was present."""
-        path = self.path(digest)
-
-        def remove() -> bool:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            return True
-
-        return await anyio.to_thread.run_sync(remove)
-
     async def blobs(self) -> list[BlobInfo]:
         """Every stored blob (temp files excluded), least recently used first."""
         return await anyio.to_thread.run_sync(self._list_sync)
@@ -212,10 +208,6 @@ class BlobStore:
                 infos.append(BlobInfo(f"{algorithm}:{entry.name}", stat.st_size, stat.st_mtime))
         infos.sort(key=lambda info: (info.last_used, info.digest))
         return infos
-
-    async def total_size(self) -> int:
-        """Bytes used by all stored blobs."""
-        return sum(info.size for info in await self.blobs())
 
     async def evict_to(self, max_bytes: int, keep: Iterable[str] = ()) -> list[str]:
         """Delete least recently used blobs until at most ``max_bytes`` remain.
@@ -239,19 +231,6 @@ class BlobStore:
             total -= info.size
             deleted.append(info.digest)
         return deleted
-
-
-def _verify(writer: BlobIngest, expected_digest: str | None, expected_size: int | None) -> None:
-    if expected_size is not None and writer.size != expected_size:
-        raise VerificationError(
-            f"size mismatch: expected {expected_size} bytes, got {writer.size}",
-            layer=expected_digest,
-        )
-    if expected_digest is not None and writer.digest != expected_digest:
-        raise VerificationError(
-            f"digest mismatch: expected {expected_digest}, got {writer.digest}",
-            layer=expected_digest,
-        )
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -108,6 +108,38 @@ class OCILayout:
             raise LayoutError(f"cannot create OCI layout at {root}: {err}") from err
         return layout
 
+    @classmethod
+    async def check_target(cls, root: Path) -> None:
+        """LayoutError unless :meth:`create` would accept ``root``; changes nothing.
+
+        Accepted: a missing directory (under a directory, not a file), an empty directory,
+        or a layout of a supported version. Lets a run refuse a bad target before it
+        converts anything.
+        """
+        await anyio.to_thread.run_sync(cls.check_target_sync, root)
+
+    @classmethod
+    def check_target_sync(cls, root: Path) -> None:
+        """Blocking :meth:`check_target`."""
+        try:
+            if not root.exists():
+                parent = root.parent
+                while not parent.exists():
+                    parent = parent.parent
+                if not parent.is_dir():
+                    raise LayoutError(f"cannot create OCI layout at {root}: {parent} is a file")
+                return
+            if not root.is_dir():
+                raise LayoutError(f"{root} exists and is not a directory")
+            if (root / "oci-layout").exists():
+                cls(root)._check_sync()
+            elif any(root.iterdir()):
+                raise LayoutError(
+                    f"{root} is not empty and not an OCI image layout; refusing to write into it"
+                )
+        except OSError as err:
+            raise LayoutError(f"cannot use {root} as an OCI layout: {err}") from err
+
     def _initialise_locked(self) -> None:
         root = self.root
         if (root / "oci-layout").exists():

@@ -1,6 +1,8 @@
 """The pipeline framework: config model, events, job types, the stage runner and the API.
 
-The names below are the pipeline's public surface (``esgz`` re-exports the main ones).
+Applications import the embedding API from :mod:`esgz`, which re-exports it. This package
+adds the framework layer: :class:`Runner` runs a config through any implementation of
+the :class:`Stages` protocol (other sources and targets, tests), with :class:`RunContext`.
 """
 
 from esgz.pipeline.api import Pipeline, convert, optimize, run_pipeline
@@ -36,7 +38,7 @@ from esgz.pipeline.events import (
     WorkloadOutput,
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
-from esgz.pipeline.runner import RunContext, Stages
+from esgz.pipeline.runner import RunContext, Runner, Stages
 
 __all__ = [
     "BytesFetched",
@@ -65,6 +67,7 @@ __all__ = [
     "ProgressEvent",
     "RegistryHostConfig",
     "RunContext",
+    "Runner",
     "Stages",
     "Subscription",
     "WarningEvent",

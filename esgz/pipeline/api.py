@@ -1,6 +1,6 @@
 """The embedding API: run pipelines from Python, under asyncio or trio.
 
-::
+Import it from :mod:`esgz` (``esgz.convert``, ``esgz.Pipeline``, …)::
 
     import esgz
 
@@ -8,9 +8,9 @@
                                 oci=True)
     print(result.images[0].digest)
 
-    pipeline = esgz.Pipeline(await esgz.load_config_file("pipeline.yaml"))
+    pipeline = esgz.Pipeline("pipeline.yaml")
+    events = pipeline.events()                   # the next run's events
     async with anyio.create_task_group() as tg:
-        events = pipeline.events()
         tg.start_soon(show_progress, events)     # async for event in events: ...
         result = await pipeline.run()
 
@@ -21,75 +21,144 @@ when a stage fails).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from esgz.errors import ConfigError, EsgzError, PipelineError
 from esgz.pipeline.config import (
     PipelineConfig,
     WorkloadConfig,
     config_from_data,
     load_config_file,
 )
-from esgz.pipeline.events import EventBus, Subscription
+from esgz.pipeline.events import EventBus, PipelineDone, Subscription
 from esgz.pipeline.results import PipelineResult
-from esgz.pipeline.runner import Runner, Stages
+from esgz.pipeline.runner import Runner
 
 __all__ = ["Pipeline", "convert", "optimize", "run_pipeline"]
 
+#: What :class:`Pipeline` and :func:`run_pipeline` accept as a config: the model, the same
+#: data as a mapping (the YAML file's structure), or the path of a YAML file.
 ConfigSource = PipelineConfig | Mapping[str, Any] | str | Path
 
 
-async def _as_config(config: ConfigSource) -> PipelineConfig:
+def _validated(config: PipelineConfig | Mapping[str, Any]) -> PipelineConfig:
     if isinstance(config, PipelineConfig):
         return config
-    if isinstance(config, str | Path):
-        return await load_config_file(config)
-    return config_from_data(dict(config), source="config")
+    if isinstance(config, Mapping):
+        return config_from_data(dict(config), source="config")
+    raise ConfigError(
+        "config must be a PipelineConfig, a mapping or the path of a YAML file,"
+        f" not {type(config).__name__}"
+    )
 
 
 class Pipeline:
-    """One run of a pipeline config, with an event stream to subscribe to.
+    """A pipeline config to run, once or again, with an event stream per run.
 
-    ``stages`` replaces the built-in stages (tests, custom sources/targets).
+    ``config`` is a :class:`PipelineConfig`, the same data as a mapping (validated here:
+    a bad one raises :class:`~esgz.errors.ConfigError` at once), or the path of a YAML
+    file (read by the first :meth:`run`, then kept).
+
+    Each :meth:`run` publishes to its own events: :meth:`events` subscribes to the run in
+    progress, or else to the next one, and the subscription ends with that run (its last
+    event is :class:`PipelineDone`). Running the same pipeline again is fine; running it
+    twice at once raises :class:`~esgz.errors.PipelineError`.
     """
 
-    def __init__(self, config: PipelineConfig, *, stages: Stages | None = None) -> None:
-        self.config = config
-        self.stages = stages
-        self.bus = EventBus()
+    def __init__(self, config: ConfigSource) -> None:
+        self._path: Path | None = None
+        self._config: PipelineConfig | None = None
+        if isinstance(config, str | Path):
+            self._path = Path(config)
+        else:
+            self._config = _validated(config)
+        self._next_events = EventBus()
+        self._running: EventBus | None = None
+
+    @property
+    def config(self) -> PipelineConfig | None:
+        """The validated config; None while a config file has not been read yet."""
+        return self._config
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` is in progress."""
+        return self._running is not None
 
     def events(self, max_buffer: int = 256) -> Subscription:
-        """An async iterator over this run's events; subscribe before :meth:`run`."""
-        return self.bus.subscribe(max_buffer)
+        """An async iterator over the events of the run in progress, or else the next run.
+
+        It ends when that run ends. ``max_buffer`` bounds the unread events kept for this
+        subscriber (byte-progress events are merged or dropped beyond it, the others are
+        always kept).
+        """
+        bus = self._running if self._running is not None else self._next_events
+        return bus.subscribe(max_buffer)
 
     async def run(self) -> PipelineResult:
-        """Run every image of the config; the first failure raises PipelineError."""
-        if self.stages is not None:
-            return await Runner(self.config, self.stages, self.bus).run()
-        from esgz.stages.default import open_default_stages
+        """Run every image of the config; the first failure raises PipelineError.
 
+        A config file that cannot be read or is invalid raises
+        :class:`~esgz.errors.ConfigError`.
+        """
+        if self._running is not None:
+            raise PipelineError(
+                "this Pipeline is already running; await its run() before running it again,"
+                " or create another Pipeline"
+            )
+        bus, self._next_events = self._next_events, EventBus()
+        return await self._run_on(bus)
+
+    async def _run_on(self, bus: EventBus) -> PipelineResult:
+        """Run, publishing to ``bus``, and close it at the end whatever happens."""
+        self._running = bus
+        started = time.monotonic()
+        runner_started = False
         try:
-            async with open_default_stages(self.config) as stages:
-                return await Runner(self.config, stages, self.bus).run()
+            if self._config is None:
+                assert self._path is not None
+                self._config = await load_config_file(self._path)
+            from esgz.stages.default import open_default_stages
+
+            async with open_default_stages(self._config) as stages:
+                runner_started = True
+                return await Runner(self._config, stages, bus).run()
+        except BaseException as exc:
+            if not runner_started:
+                # The runner reports its own end; a run that fails before it starts
+                # still ends with PipelineDone, so that subscribers learn why.
+                seconds = time.monotonic() - started
+                bus.publish(
+                    PipelineDone(image="", images_done=0, seconds=seconds, error=_one_line(exc))
+                )
+            raise
         finally:
-            self.bus.close()
+            self._running = None
+            bus.close()
 
 
-async def run_pipeline(
-    config: ConfigSource,
-    *,
-    events: EventBus | None = None,
-    stages: Stages | None = None,
-) -> PipelineResult:
-    """Run a pipeline (a config object, a mapping, or a YAML file path).
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, EsgzError):
+        return str(exc)
+    if isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {exc}"
+    return "cancelled"
 
-    ``events`` receives the run's events (it is closed at the end).
+
+async def run_pipeline(config: ConfigSource, *, events: EventBus | None = None) -> PipelineResult:
+    """Run a pipeline (a config object, a mapping, or a YAML file path) once.
+
+    ``events`` receives the run's events and is closed at the end, so it serves one run:
+    a closed :class:`EventBus` raises :class:`~esgz.errors.ConfigError`.
     """
-    pipeline = Pipeline(await _as_config(config), stages=stages)
-    if events is not None:
-        pipeline.bus = events
-    return await pipeline.run()
+    if events is not None and events.closed:
+        raise ConfigError(
+            "events: this EventBus is closed (an EventBus serves one run); pass a new EventBus"
+        )
+    return await Pipeline(config)._run_on(events if events is not None else EventBus())
 
 
 def _image_settings(

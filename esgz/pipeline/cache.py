@@ -3,11 +3,14 @@
 Layout under the cache directory::
 
     blobs/sha256/<hex>         content-addressed blobs (fetched sources, converted outputs)
+    diff_ids/sha256-<hex>      a fetched blob's uncompressed digest, as hashed
     conversions/<hex>.json     conversion records: key fingerprint → output facts
     tmp/run-*/                 per-run scratch space, removed when the run ends
 
-Blobs are written to the run's scratch directory and renamed into ``blobs/`` once
-complete, so a blob path always holds a whole, verified blob. A conversion is keyed by
+Blobs enter ``blobs/`` once, complete: a fetched blob is pulled straight into the store
+(verified while written, renamed into place), a converted one is written in the run's
+scratch directory by the format engine and moved in under the digest it computed. So a
+blob path always holds a whole blob, and a fetched one is verified. A conversion is keyed by
 the source digest, the prioritized files and the options that shape the output bytes
 (format, compression level, chunk size), so a re-run with the same inputs reuses it.
 The cache is bounded: :meth:`LocalStore.evict` removes the least recently used blobs
@@ -27,14 +30,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 import anyio
 import anyio.to_thread
 
 from esgz.errors import ConfigError
 from esgz.oci.blobstore import BlobStore
-from esgz.pipeline.config import PipelineConfig
+from esgz.oci.digest import is_digest, parse_digest
+from esgz.pipeline.config import Format, PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
+
+if TYPE_CHECKING:
+    from esgz.estargz.options import LayerFormat
 
 __all__ = [
     "CONVERSION_SCHEME",
@@ -57,7 +65,7 @@ class ConversionKey:
 
     source_digest: str
     prioritized: tuple[str, ...]
-    format: str
+    format: LayerFormat
     compression_level: int
     chunk_size: int
 
@@ -99,8 +107,10 @@ class LocalStore:
         def prepare() -> Path:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             (root / "conversions").mkdir(parents=True, exist_ok=True)
+            (root / "diff_ids").mkdir(parents=True, exist_ok=True)
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             _remove_stale_scratch(root / "tmp")
+            _remove_stale_partials(root / "blobs" / "sha256")
             return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
 
         try:
@@ -129,21 +139,42 @@ class LocalStore:
         """A fresh, not yet existing file name in the scratch directory."""
         return self.scratch / f"{hint}-{uuid.uuid4().hex}"
 
-    async def commit(self, temp: Path, digest: str) -> Path:
-        """Move the complete, already verified blob ``temp`` into the store as ``digest``."""
-        target = self.blob_path(digest)
+    def _diff_id_path(self, digest: str, algorithm: str) -> Path:
+        parsed = parse_digest(digest)
+        return self.root / "diff_ids" / f"{parsed.algorithm}-{parsed.hex}.{algorithm}"
 
-        def move() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_file():
-                temp.unlink()
-                os.utime(target)
-            else:
-                os.replace(temp, target)
+    async def diff_id_of(self, digest: str, algorithm: str = "sha256") -> str | None:
+        """The uncompressed digest recorded for blob ``digest`` by :meth:`record_diff_id`."""
+        path = anyio.Path(self._diff_id_path(digest, algorithm))
+        try:
+            text = (await path.read_text(encoding="ascii")).strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return text if is_digest(text) else None
 
-        await anyio.to_thread.run_sync(move)
+    async def record_diff_id(self, digest: str, diff_id: str) -> None:
+        """Remember that blob ``digest`` (in the store) decompresses to ``diff_id``.
+
+        Only for a digest the caller just hashed: a fact about the blob's bytes, so the
+        record never goes stale.
+        """
+        final = self._diff_id_path(digest, parse_digest(diff_id).algorithm)
+        temp = self.temp_path("diff-id")
+        await anyio.Path(temp).write_text(diff_id, encoding="ascii")
+        await anyio.to_thread.run_sync(os.replace, temp, final)
+
+    def mark_used(self, digest: str) -> None:
+        """Keep blob ``digest`` at this run's eviction (it was just stored or read)."""
         self.used.add(digest)
-        return target
+
+    async def move_in(self, temp: Path, digest: str) -> Path:
+        """Move the complete file ``temp`` (a converter's output) in as ``digest``; its path.
+
+        See :meth:`esgz.oci.blobstore.BlobStore.move_in`.
+        """
+        path = await self.blobs.move_in(temp, digest)
+        self.mark_used(digest)
+        return path
 
     async def evict(self, max_size: int) -> int:
         """Delete least recently used blobs until at most ``max_size`` bytes remain.
@@ -164,6 +195,17 @@ def _remove_stale_scratch(directory: Path) -> None:
             continue
 
 
+def _remove_stale_partials(directory: Path) -> None:
+    """Remove partial blobs (``.*.partial``) a killed run left, a day or more ago."""
+    limit = time.time() - STALE_SCRATCH_SECONDS
+    for entry in directory.glob(".*.partial"):
+        try:
+            if entry.stat().st_mtime < limit:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
+
+
 class ConversionCache:
     """Records of finished conversions, stored next to the blobs they produced."""
 
@@ -179,14 +221,15 @@ class ConversionCache:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         digest = str(record["digest"])
-        if not await self.store.has(digest):
+        layer_format = record["format"]
+        if layer_format not in get_args(Format) or not await self.store.has(digest):
             return None
         return LayerOutput(
             path=self.store.blob_path(digest),
             digest=digest,
             size=int(record["size"]),
             diff_id=str(record["diff_id"]),
-            format=str(record["format"]),
+            format=layer_format,
             annotations={str(k): str(v) for k, v in record["annotations"].items()},
             toc_digest=record["toc_digest"],
             uncompressed_size=record["uncompressed_size"],

@@ -18,8 +18,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from esgz.registry.client import PushOutcome
 
 __all__ = [
     "BytesFetched",
@@ -142,7 +146,7 @@ class LayerUploaded(Event):
 
     layer: str
     size: int
-    outcome: str
+    outcome: PushOutcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,13 +1,14 @@
-"""The work items that flow through the pipeline.
+"""The work items that flow through the pipeline, and the typed state the stages fill in.
 
 An :class:`ImageJob` is one configured image. Resolving it yields one
 :class:`ManifestJob` per selected platform, each holding a :class:`LayerJob` per layer.
-Layer jobs travel through the stages one by one; the runner fills in what each stage
-found (fetched path, reuse decision, prioritized files, output) and joins them again per
-manifest before finalize.
+Layer jobs travel through the stages one by one; each stage fills in its own slot
+(``fetched``, ``reuse_check``, ``prioritized``, ``output`` and ``action``, ``uploaded``)
+and the runner joins them again per manifest before finalize.
 
-``source_*`` slots typed ``object`` hold the image model of the image-I/O layer (manifest,
-config, index); only the stages look inside them.
+What resolve read from the source is kept parsed, once: :class:`SourceImage` (the
+index, if any) on the image and :class:`SourceManifest` (its descriptor, manifest and
+config) on each manifest.
 """
 
 from __future__ import annotations
@@ -15,32 +16,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
+from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.config import ResolvedImage
+from esgz.pipeline.results import LayerAction
+
+if TYPE_CHECKING:
+    from esgz.estargz.options import LayerFormat
 
 __all__ = [
+    "FetchedBlob",
     "ImageJob",
-    "LayerAction",
+    "LayerInput",
     "LayerJob",
     "LayerOutput",
-    "LayerSource",
     "ManifestJob",
     "PushedManifest",
-    "ReuseDecision",
-    "UploadOutcome",
+    "ReuseCheck",
+    "SourceManifest",
 ]
-
-#: What happened to a layer: converted now, taken from the cache, or passed through.
-LayerAction = Literal["converted", "cached", "reused"]
-
-#: How a blob got to the target: already there, mounted from another repository, sent.
-UploadOutcome = Literal["exists", "mounted", "uploaded"]
 
 
 @dataclass(frozen=True, slots=True)
-class LayerSource:
-    """The source layer's descriptor."""
+class LayerInput:
+    """A source layer as its manifest and config describe it (not yet verified).
+
+    ``diff_id`` is the config's claim for the layer's uncompressed digest.
+    """
 
     digest: str
     size: int
@@ -50,36 +53,67 @@ class LayerSource:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchedBlob:
+    """A source layer blob in the local store, verified against its digest.
+
+    ``diff_id`` is the digest of its uncompressed stream as hashed (None if the stages
+    do not hash it); the runner checks the config's claim against it. ``cached``: the
+    blob was in the store already.
+    """
+
+    path: Path
+    cached: bool
+    diff_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LayerOutput:
-    """An output layer blob on local disk and the facts its descriptor needs."""
+    """An output layer blob in the local store and the facts its descriptor needs."""
 
     path: Path
     digest: str
     size: int
     diff_id: str
-    format: str
+    format: LayerFormat
     annotations: Mapping[str, str] = field(default_factory=dict)
     toc_digest: str | None = None
     uncompressed_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ReuseDecision:
-    """Whether a layer may pass through unchanged; ``output`` describes it if so."""
+class ReuseCheck:
+    """What the reuse-check stage found: ``output`` describes the layer as it is, if valid.
 
-    reusable: bool
+    Only a finding: whether the layer is actually passed through is decided once, by
+    the runner, when the prioritized files are known (:meth:`LayerJob.reusable_output`).
+    """
+
     reason: str
     output: LayerOutput | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PushedManifest:
-    """A manifest or index written to the target (``content``: its bytes, if kept)."""
+    """A manifest or index written to the target (``content``: its bytes)."""
 
     digest: str
     size: int
     media_type: str
     content: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceManifest:
+    """One source manifest as resolve read it: index entry (or own descriptor), body, config.
+
+    ``config_bytes`` are kept for finalize, which rewrites ``rootfs.diff_ids`` in place
+    of the original text; ``config`` is the same document, parsed once.
+    """
+
+    descriptor: Descriptor
+    manifest: Manifest
+    config: ImageConfig
+    config_bytes: bytes
 
 
 @dataclass(eq=False)
@@ -88,9 +122,11 @@ class LayerJob:
 
     manifest: ManifestJob
     index: int
-    source: LayerSource
-    fetched_path: Path | None = None
-    reuse: ReuseDecision | None = None
+    source: LayerInput
+    fetched: FetchedBlob | None = None
+    reuse_check: ReuseCheck | None = None
+    #: Whether profile-map chose this layer's files (a workload, a list or a record ran).
+    profiled: bool = False
     prioritized: tuple[str, ...] = ()
     output: LayerOutput | None = None
     action: LayerAction | None = None
@@ -101,6 +137,39 @@ class LayerJob:
         """The image this layer belongs to."""
         return self.manifest.image
 
+    @property
+    def fetched_path(self) -> Path:
+        """The fetched blob's path; only valid after the fetch stage."""
+        assert self.fetched is not None, "layer not fetched yet"
+        return self.fetched.path
+
+    @property
+    def diff_id(self) -> str | None:
+        """The layer's uncompressed digest: as hashed at fetch, else the config's claim."""
+        if self.fetched is not None and self.fetched.diff_id is not None:
+            return self.fetched.diff_id
+        return self.source.diff_id
+
+    def reusable_output(self) -> tuple[LayerOutput, str] | None:
+        """The layer as it is and why, if it passes through unchanged; else None.
+
+        A layer passes through iff the image allows reuse, the reuse-check found it a
+        valid eStargz / zstd:chunked blob, and it has no prioritized files (a layer the
+        workload read is rebuilt with them).
+        """
+        check = self.reuse_check
+        if not self.image.settings.reuse or check is None or check.output is None:
+            return None
+        if self.prioritized:
+            return None
+        if self.profiled:
+            return check.output, f"{NO_ACCESS_REASON}; {check.reason}"
+        return check.output, check.reason
+
+
+#: The reference's log line for a reusable layer the profile did not touch.
+NO_ACCESS_REASON = "no access occur; copying without conversion"
+
 
 @dataclass(eq=False)
 class ManifestJob:
@@ -109,16 +178,20 @@ class ManifestJob:
     image: ImageJob
     index: int
     platform: str | None
-    source_digest: str | None = None
-    source_manifest: object = None
-    source_config: object = None
+    source: SourceManifest
     layers: list[LayerJob] = field(default_factory=list)
+    #: Whether this is the manifest the workload runs on (the host platform's).
     profile: bool = False
     pushed: PushedManifest | None = None
     _gathered: int = 0
     _uploaded: int = 0
 
-    def add_layer(self, source: LayerSource) -> LayerJob:
+    @property
+    def source_digest(self) -> str:
+        """The digest of the source manifest."""
+        return self.source.descriptor.digest
+
+    def add_layer(self, source: LayerInput) -> LayerJob:
         """Append a layer job for ``source``."""
         job = LayerJob(manifest=self, index=len(self.layers), source=source)
         self.layers.append(job)
@@ -127,12 +200,15 @@ class ManifestJob:
 
 @dataclass(eq=False)
 class ImageJob:
-    """One configured image: its settings, its manifests and, at the end, its result."""
+    """One configured image: its settings, its manifests and, at the end, its result.
+
+    ``source_index`` is the source's index, or None for a single-manifest image (whose
+    one manifest is then what gets tagged).
+    """
 
     settings: ResolvedImage
     manifests: list[ManifestJob] = field(default_factory=list)
-    source_index: object = None
-    is_index: bool = False
+    source_index: Index | None = None
     pushed: PushedManifest | None = None
     _finalized: int = 0
 
@@ -141,8 +217,13 @@ class ImageJob:
         """The source reference as configured (used in events and errors)."""
         return self.settings.source
 
-    def add_manifest(self, platform: str | None) -> ManifestJob:
-        """Append a manifest job for ``platform``."""
-        job = ManifestJob(image=self, index=len(self.manifests), platform=platform)
+    @property
+    def is_index(self) -> bool:
+        """Whether the source (and so the output) is an index."""
+        return self.source_index is not None
+
+    def add_manifest(self, platform: str | None, source: SourceManifest) -> ManifestJob:
+        """Append a manifest job for ``platform`` read from ``source``."""
+        job = ManifestJob(image=self, index=len(self.manifests), platform=platform, source=source)
         self.manifests.append(job)
         return job

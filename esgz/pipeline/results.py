@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ImageResult", "LayerSummary", "ManifestResult", "PipelineResult"]
+__all__ = ["ImageResult", "LayerAction", "LayerSummary", "ManifestResult", "PipelineResult"]
+
+#: What happened to a layer: converted now, taken from the cache, or passed through.
+LayerAction = Literal["converted", "cached", "reused"]
 
 
 @dataclass(frozen=True, slots=True)
 class LayerSummary:
-    """What happened to one layer."""
+    """What happened to one layer: ``converted``, ``cached`` or ``reused``."""
 
     source_digest: str
     digest: str
     size: int
-    action: str
+    action: LayerAction
     toc_digest: str | None
 
 

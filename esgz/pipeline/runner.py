@@ -18,9 +18,11 @@ persistent cache first), an output blob uploaded once per target. The stage func
 themselves come from a :class:`Stages` implementation, so the runner knows nothing of
 registries or formats.
 
-The first failure cancels the whole run and is raised once, as a
-:class:`~esgz.errors.PipelineError` naming the image, layer and stage, with the original
-error as ``__cause__``. Manifests are written only after all their blobs, and the
+The first failure cancels the whole run and is raised once. An expected failure (an
+:class:`~esgz.errors.EsgzError`) becomes a :class:`~esgz.errors.PipelineError` naming the
+image, layer and stage, with the original error as ``__cause__``; anything else is a bug
+and is raised as it is, traceback intact, with a note naming image, layer and stage.
+Manifests are written only after all their blobs, and the
 image's index only after all its manifests, so a failed or cancelled run never leaves
 a partially pushed image; its scratch directory is removed in every case.
 """
@@ -31,14 +33,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from esgz.errors import EsgzError, PipelineError
+from esgz.errors import EsgzError, ImageError, PipelineError
 from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore, open_store
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.dedup import OnceMap
@@ -54,15 +55,18 @@ from esgz.pipeline.events import (
     PipelineDone,
 )
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
     LayerJob,
     LayerOutput,
     ManifestJob,
     PushedManifest,
-    ReuseDecision,
-    UploadOutcome,
+    ReuseCheck,
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
+
+if TYPE_CHECKING:
+    from esgz.registry.client import PushOutcome
 
 __all__ = ["RunContext", "Runner", "Stages"]
 
@@ -79,7 +83,6 @@ class RunContext:
     events: EventBus
     store: LocalStore
     cache: ConversionCache | None
-    cpu_limiter: anyio.CapacityLimiter
 
 
 class Stages(Protocol):
@@ -88,19 +91,27 @@ class Stages(Protocol):
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         """Fill ``image.manifests`` (and their layers) from the source."""
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
-        """Make the source blob available locally: its path, and whether it already was."""
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
+        """Make the source blob available locally, verified; hash its uncompressed stream.
 
-    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseDecision:
-        """Decide whether the (fetched) layer can pass through unchanged."""
+        Called once per source digest; the runner checks each layer's diff_id against
+        the result.
+        """
+
+    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseCheck:
+        """Whether the (fetched) layer is valid as it is (only called with ``reuse``).
+
+        The runner decides whether it then passes through (see
+        :meth:`~esgz.pipeline.jobs.LayerJob.reusable_output`).
+        """
 
     async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
         """Prioritized files per layer index of a complete manifest."""
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
-        """Convert the fetched layer; the output must be committed to ``ctx.store``."""
+        """Convert the fetched layer; the output must be moved into ``ctx.store``."""
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> PushOutcome:
         """Put ``layer.output`` at the target; say how it got there."""
 
     async def finalize_manifest(self, manifest: ManifestJob, ctx: RunContext) -> PushedManifest:
@@ -119,33 +130,36 @@ class Runner:
         self.config = config
         self.stages = stages
         self.events = events if events is not None else EventBus()
-        self._failure: PipelineError | None = None
-        self._fetches: OnceMap[str, tuple[Path, bool]] = OnceMap()
+        self._failure: Exception | None = None
+        self._fetches: OnceMap[str, FetchedBlob] = OnceMap()
         self._conversions: OnceMap[ConversionKey, tuple[LayerOutput, bool]] = OnceMap()
-        self._uploads: OnceMap[tuple[str, str], UploadOutcome] = OnceMap()
+        self._uploads: OnceMap[tuple[str, str], PushOutcome] = OnceMap()
         self._images: list[ImageJob] = []
 
     # ------------------------------------------------------------------ failures
 
-    def _fail(
-        self, stage: str, image: str | None, layer: str | None, exc: Exception
-    ) -> PipelineError:
+    def _fail(self, stage: str, image: str, layer: str | None, exc: Exception) -> Exception:
+        """The error to raise for ``exc``; the first one is the run's failure.
+
+        An EsgzError is wrapped once in a PipelineError; anything else is a bug and stays
+        itself (traceback intact), with a note saying where it happened.
+        """
+        error: Exception
         if isinstance(exc, PipelineError):
-            return exc
-        if isinstance(exc, EsgzError):
-            message = exc.message
-            registry = exc.registry
+            error = exc
+        elif isinstance(exc, EsgzError):
+            error = PipelineError(
+                exc.message,
+                image=image,
+                layer=layer or exc.layer,
+                stage=stage,
+                registry=exc.registry,
+            )
+            error.__cause__ = exc
         else:
-            message = f"{type(exc).__name__}: {exc}"
-            registry = None
-        error = PipelineError(
-            message,
-            image=image,
-            layer=layer or (exc.layer if isinstance(exc, EsgzError) else None),
-            stage=stage,
-            registry=registry,
-        )
-        error.__cause__ = exc
+            where = f"image {image}" + (f", layer {layer}" if layer else "")
+            exc.add_note(f"esgz: in {where}, stage {stage}")
+            error = exc
         if self._failure is None:
             self._failure = error
         return error
@@ -160,7 +174,10 @@ class Runner:
         try:
             return await work
         except Exception as exc:
-            raise self._fail(stage, image, layer, exc) from exc
+            error = self._fail(stage, image, layer, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     # ------------------------------------------------------------------ running
 
@@ -175,7 +192,6 @@ class Runner:
                     events=self.events,
                     store=store,
                     cache=ConversionCache(store) if self.config.cache.enabled else None,
-                    cpu_limiter=anyio.CapacityLimiter(self.config.concurrency.convert),
                 )
                 try:
                     await self._run_stages(ctx)
@@ -185,6 +201,8 @@ class Runner:
                         raise
                     if group.subgroup(lambda e: not isinstance(e, Exception)) is not None:
                         raise
+                    # Shown with its own cause, not as raised "during" the group.
+                    failure.__suppress_context__ = True
                     raise failure from failure.__cause__
                 if self.config.cache.enabled:
                     evicted = await store.evict(int(self.config.cache.max_size))
@@ -192,6 +210,9 @@ class Runner:
                         logger.info("cache: evicted %d blobs", evicted)
         except EsgzError as exc:
             error_text = str(exc)
+            raise
+        except Exception as exc:
+            error_text = f"{type(exc).__name__}: {exc}"
             raise
         except BaseException:
             error_text = "cancelled"
@@ -326,30 +347,37 @@ class Runner:
     async def _fetch_one(self, layer: LayerJob, ctx: RunContext) -> None:
         digest = layer.source.digest
 
-        async def fetch() -> tuple[Path, bool]:
+        async def fetch() -> FetchedBlob:
             return await self.stages.fetch(layer, ctx)
 
-        (path, cached), shared = await self._guard(
+        fetched, shared = await self._guard(
             "fetch", layer.image.name, digest, self._fetches.get(digest, fetch)
         )
-        layer.fetched_path = path
+        claimed = layer.source.diff_id
+        if fetched.diff_id is not None and claimed is not None and fetched.diff_id != claimed:
+            error = ImageError(
+                f"the uncompressed layer is {fetched.diff_id}, but the config's diff_id is"
+                f" {claimed}",
+                image=layer.image.name,
+                layer=digest,
+            )
+            raise self._fail("fetch", layer.image.name, digest, error)
+        layer.fetched = fetched
         if not shared:
             ctx.events.publish(
                 LayerFetched(
                     image=layer.image.name,
                     layer=digest,
                     size=layer.source.size,
-                    cached=cached,
+                    cached=fetched.cached,
                 )
             )
 
     async def _reuse_one(self, layer: LayerJob, ctx: RunContext) -> None:
         if layer.image.settings.reuse:
-            layer.reuse = await self._guard(
+            layer.reuse_check = await self._guard(
                 "reuse", layer.image.name, layer.source.digest, self.stages.reuse(layer, ctx)
             )
-        else:
-            layer.reuse = ReuseDecision(False, "reuse is off")
 
     async def _profile_worker(
         self,
@@ -370,6 +398,7 @@ class Runner:
                     self.stages.profile(manifest, ctx),
                 )
                 for job in manifest.layers:
+                    job.profiled = job.index in prioritized
                     job.prioritized = tuple(prioritized.get(job.index, ()))
                 for job in manifest.layers:
                     await send.send(job)
@@ -381,17 +410,16 @@ class Runner:
 
     async def _convert_one(self, layer: LayerJob, ctx: RunContext) -> None:
         settings = layer.image.settings
-        decision = layer.reuse
-        if decision is not None and decision.reusable and not layer.prioritized:
-            assert decision.output is not None, "a reusable decision carries its output"
-            layer.output = decision.output
+        reusable = layer.reusable_output()
+        if reusable is not None:
+            layer.output, reason = reusable
             layer.action = "reused"
             ctx.events.publish(
                 LayerReused(
                     image=layer.image.name,
                     layer=layer.source.digest,
                     size=layer.source.size,
-                    reason=decision.reason,
+                    reason=reason,
                 )
             )
             return
@@ -442,7 +470,7 @@ class Runner:
                 assert output is not None
                 key = (layer.image.settings.target, output.digest)
 
-                async def upload(layer: LayerJob = layer) -> UploadOutcome:
+                async def upload(layer: LayerJob = layer) -> PushOutcome:
                     return await self.stages.upload(layer, ctx)
 
                 outcome, shared = await self._guard(

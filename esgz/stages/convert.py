@@ -3,7 +3,7 @@
 The conversion itself (tar parsing, chunking, compression, TOC) is the format engine's
 (:func:`esgz.estargz.convert.convert_layer_file`, which works in a worker thread); this
 stage picks the options from the image's settings and the layer's prioritized files and
-commits the result to the blob store.
+moves the result into the blob store under the digest the engine computed while writing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from esgz.pipeline.events import WarningEvent
 from esgz.pipeline.jobs import LayerJob, LayerOutput
 from esgz.pipeline.runner import RunContext
 
-__all__ = ["convert_layer", "options_for"]
+__all__ = ["convert_into_store", "options_for"]
 
 
 def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
@@ -41,9 +41,8 @@ def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
     return options
 
 
-async def convert_layer(layer: LayerJob, ctx: RunContext) -> LayerOutput:
-    """Convert ``layer.fetched_path`` and commit the output to the blob store."""
-    assert layer.fetched_path is not None
+async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
+    """Convert ``layer.fetched_path`` and move the output into the blob store."""
     temp = ctx.store.temp_path("convert")
     result = await convert_layer_file(layer.fetched_path, temp, options_for(layer, ctx))
     # A record file's paths are applied to every layer; most layers lack most of them.
@@ -57,7 +56,7 @@ async def convert_layer(layer: LayerJob, ctx: RunContext) -> LayerOutput:
                 f" {result.missing_prioritized[0]})",
             )
         )
-    path = await ctx.store.commit(temp, result.digest)
+    path = await ctx.store.move_in(temp, result.digest)
     return LayerOutput(
         path=path,
         digest=result.digest,

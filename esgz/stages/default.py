@@ -1,33 +1,34 @@
 """The built-in stages: registries and OCI layouts in and out, the format engine between.
 
-:func:`open_default_stages` opens what the stages share for one run (a registry client
-with the config's per-registry options) and yields a :class:`DefaultStages`, the
-:class:`~esgz.pipeline.runner.Stages` implementation the pipeline uses unless given
-another one.
+:func:`open_default_stages` checks what can be checked before anything is fetched
+(every workload can run here, every layout target is writable), opens what the stages
+share for one run (a registry client with the config's per-registry options) and yields
+a :class:`DefaultStages`, the :class:`~esgz.pipeline.runner.Stages` implementation the
+pipeline uses unless given another one.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from esgz.errors import SandboxError
+from esgz.errors import EsgzError, SandboxError
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
     LayerJob,
     LayerOutput,
     ManifestJob,
     PushedManifest,
-    ReuseDecision,
-    UploadOutcome,
+    ReuseCheck,
 )
 from esgz.pipeline.runner import RunContext
 from esgz.registry.options import RegistryOptions
-from esgz.stages.convert import convert_layer
+from esgz.stages.convert import convert_into_store
 from esgz.stages.endpoints import Endpoints, open_endpoints
 from esgz.stages.fetch import fetch_layer
 from esgz.stages.finalize import finalize_image, finalize_manifest
@@ -35,6 +36,9 @@ from esgz.stages.profile import profile_manifest, profiler_unavailable_reason
 from esgz.stages.resolve import resolve_image
 from esgz.stages.reuse import check_reuse
 from esgz.stages.upload import upload_layer
+
+if TYPE_CHECKING:
+    from esgz.registry.client import PushOutcome
 
 __all__ = ["DefaultStages", "open_default_stages"]
 
@@ -50,13 +54,13 @@ class DefaultStages:
 
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         """See :func:`esgz.stages.resolve.resolve_image`."""
-        await resolve_image(image, ctx, self.endpoints)
+        await resolve_image(image, ctx, self.endpoints.source(image.settings.source_ref))
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
         """See :func:`esgz.stages.fetch.fetch_layer`."""
-        return await fetch_layer(layer, ctx, self.endpoints)
+        return await fetch_layer(layer, ctx, self.endpoints.source(layer.image.settings.source_ref))
 
-    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseDecision:
+    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseCheck:
         """See :func:`esgz.stages.reuse.check_reuse`."""
         return await check_reuse(layer, ctx)
 
@@ -65,26 +69,38 @@ class DefaultStages:
         return await profile_manifest(manifest, ctx)
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
-        """See :func:`esgz.stages.convert.convert_layer`."""
-        return await convert_layer(layer, ctx)
+        """See :func:`esgz.stages.convert.convert_into_store`."""
+        return await convert_into_store(layer, ctx)
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> PushOutcome:
         """See :func:`esgz.stages.upload.upload_layer`."""
-        return await upload_layer(layer, ctx, self.endpoints)
+        settings = layer.image.settings
+        return await upload_layer(
+            layer,
+            ctx,
+            self.endpoints.source(settings.source_ref),
+            self.endpoints.target(settings.target_ref),
+        )
 
     async def finalize_manifest(self, manifest: ManifestJob, ctx: RunContext) -> PushedManifest:
         """See :func:`esgz.stages.finalize.finalize_manifest`."""
-        return await finalize_manifest(manifest, ctx, self.endpoints)
+        target = self.endpoints.target(manifest.image.settings.target_ref)
+        return await finalize_manifest(manifest, ctx, target)
 
     async def finalize_image(self, image: ImageJob, ctx: RunContext) -> PushedManifest:
         """See :func:`esgz.stages.finalize.finalize_image`."""
-        return await finalize_image(image, ctx, self.endpoints)
+        return await finalize_image(image, ctx, self.endpoints.target(image.settings.target_ref))
 
 
 @asynccontextmanager
 async def open_default_stages(config: PipelineConfig) -> AsyncIterator[DefaultStages]:
-    """The built-in stages for ``config``; SandboxError if a workload cannot run here."""
-    for image in config.resolved_images():
+    """The built-in stages for ``config``.
+
+    SandboxError if a workload cannot run here, LayoutError if a layout target cannot
+    be written (before anything is fetched or converted).
+    """
+    images = config.resolved_images()
+    for image in images:
         reason = await anyio.to_thread.run_sync(profiler_unavailable_reason, image)
         if reason is not None:
             raise SandboxError(f"images[{image.index}] ({image.source}): {reason}")
@@ -96,4 +112,10 @@ async def open_default_stages(config: PipelineConfig) -> AsyncIterator[DefaultSt
     }
     transfers = max(config.concurrency.fetch, config.concurrency.upload)
     async with open_endpoints(registries, max_transfers=transfers) as endpoints:
+        for image in images:
+            try:
+                await endpoints.target(image.target_ref).check()
+            except EsgzError as exc:
+                exc.image = exc.image or image.source
+                raise
         yield DefaultStages(endpoints)

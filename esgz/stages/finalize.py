@@ -2,9 +2,10 @@
 
 Per manifest (all of its layers are at the target): the config with ``rootfs.diff_ids``
 rewritten (as containerd's converter does), then the manifest with the new layer
-descriptors, pushed by digest. Per image (all of its manifests are written): the index
-with the converted manifests (keeping their platforms), or the single manifest, pushed
-under the target's tag. Nothing is tagged before everything it references is there.
+descriptors — pushed once: by digest if it goes into an index, else under the target's
+tag (it is the whole image). Per image (all of its manifests are written): the index with
+the converted manifests (keeping their platforms), pushed under the target's tag. Nothing
+is tagged before everything it references is there.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import replace
 from esgz.estargz.constants import TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION
 from esgz.oci import mediatypes
 from esgz.oci.digest import sha256_of
-from esgz.oci.manifest import Descriptor, Index, parse_manifest, rewrite_config, to_bytes
+from esgz.oci.manifest import Descriptor, rewrite_config, to_bytes
 from esgz.pipeline.events import WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerJob, ManifestJob, PushedManifest
 from esgz.pipeline.runner import RunContext
-from esgz.stages.endpoints import Endpoints
-from esgz.stages.resolve import source_manifest_of
+from esgz.stages.endpoints import Target
 
 __all__ = ["finalize_image", "finalize_manifest", "layer_media_type"]
 
@@ -60,21 +60,24 @@ def _layer_descriptor(layer: LayerJob, source: Descriptor) -> Descriptor:
 
 
 async def finalize_manifest(
-    manifest: ManifestJob, ctx: RunContext, endpoints: Endpoints
+    manifest: ManifestJob, ctx: RunContext, target: Target
 ) -> PushedManifest:
-    """Write the config and manifest of one platform; return the manifest written."""
+    """Write the config and manifest of one platform; return the manifest written.
+
+    The manifest of a single-manifest image is pushed under the target's tag right away.
+    """
     image = manifest.image
     settings = image.settings
-    source = source_manifest_of(manifest)
+    source = manifest.source
     diff_ids: dict[str, str] = {}
     for layer in manifest.layers:
         assert layer.output is not None
         old = layer.source.diff_id
         if old and layer.output.diff_id and old != layer.output.diff_id:
             diff_ids[old] = layer.output.diff_id
-    config_bytes = rewrite_config(source.config, diff_ids)
+    config_bytes = rewrite_config(source.config_bytes, diff_ids)
     config_digest = sha256_of(config_bytes)
-    await endpoints.push_small_blob(settings.target_ref, config_bytes, config_digest)
+    await target.push_config(config_bytes, config_digest)
     config_type = source.manifest.config.media_type
     config = replace(
         source.manifest.config,
@@ -100,31 +103,27 @@ async def finalize_manifest(
         )
     new_manifest = replace(source.manifest, media_type=media_type, config=config, layers=layers)
     content = to_bytes(new_manifest)
-    written = await endpoints.push_manifest(
-        settings.target_ref, content, media_type, [config, *layers], tag=False
+    written = await target.push_manifest(
+        content, media_type, [config, *layers], tag=not image.is_index
     )
     return PushedManifest(written.digest, written.size, media_type, content)
 
 
-async def finalize_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) -> PushedManifest:
-    """Tag the result: the index of the converted manifests, or the single manifest."""
+async def finalize_image(image: ImageJob, ctx: RunContext, target: Target) -> PushedManifest:
+    """Tag the result: write the index of the converted manifests under the target's tag.
+
+    A single-manifest image was tagged by :func:`finalize_manifest`; it is returned as is.
+    """
     settings = image.settings
-    target = settings.target_ref
-    pushed = [job.pushed for job in image.manifests]
-    if not image.is_index:
-        (single,) = pushed
-        assert single is not None
-        references = _references_of(image.manifests[0])
-        written = await endpoints.push_manifest(
-            target, single.content, single.media_type, references, tag=True
-        )
-        return PushedManifest(written.digest, written.size, single.media_type, single.content)
     source_index = image.source_index
-    assert isinstance(source_index, Index)
+    if source_index is None:
+        (single,) = [job.pushed for job in image.manifests]
+        assert single is not None
+        return single
     entries = []
     for job in image.manifests:
         assert job.pushed is not None
-        entry = source_manifest_of(job).descriptor
+        entry = job.source.descriptor
         entries.append(
             replace(
                 entry,
@@ -138,12 +137,5 @@ async def finalize_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints)
     )
     new_index = replace(source_index, media_type=media_type, manifests=tuple(entries))
     content = to_bytes(new_index)
-    written = await endpoints.push_manifest(target, content, media_type, entries, tag=True)
+    written = await target.push_manifest(content, media_type, entries, tag=True)
     return PushedManifest(written.digest, written.size, media_type, content)
-
-
-def _references_of(manifest: ManifestJob) -> list[Descriptor]:
-    """The config and layer descriptors of a written manifest (already at the target)."""
-    assert manifest.pushed is not None
-    written = parse_manifest(manifest.pushed.content, manifest.pushed.media_type)
-    return [written.config, *written.layers]

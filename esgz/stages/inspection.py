@@ -29,8 +29,8 @@ from esgz.oci.platform import (
 from esgz.oci.reference import LayoutReference, RegistryReference
 from esgz.pipeline.cache import LocalStore, open_local_store
 from esgz.registry.options import RegistryOptions
-from esgz.stages.endpoints import Endpoints, open_endpoints
-from esgz.stages.fetch import fetch_blob
+from esgz.stages.endpoints import Source, open_endpoints
+from esgz.stages.fetch import pull_into_store
 from esgz.stages.resolve import is_attestation
 
 __all__ = ["ImageReport", "LayerReport", "ManifestReport", "inspect_image"]
@@ -132,15 +132,14 @@ def _examine(path: Path, layer: LayerReport, verify: bool) -> None:
 
 
 async def _manifest_report(
-    endpoints: Endpoints,
-    ref: RegistryReference | LayoutReference,
+    source: Source,
     descriptor: Descriptor,
     manifest: Manifest,
     platform: str | None,
     store: LocalStore,
     verify: bool,
 ) -> ManifestReport:
-    config = ImageConfig.parse(await endpoints.read_small_blob(ref, manifest.config.digest))
+    config = ImageConfig.parse(await source.read_config(manifest.config.digest))
     diff_ids = config.diff_ids
     layers = []
     for index, layer in enumerate(manifest.layers):
@@ -155,7 +154,7 @@ async def _manifest_report(
             annotated_toc_digest=layer.annotations.get(TOC_DIGEST_ANNOTATION),
             uncompressed_size=int(size_text) if size_text and size_text.isdigit() else None,
         )
-        path, _ = await fetch_blob(store, endpoints, ref, layer.digest, layer.size)
+        path, _ = await pull_into_store(store, source, layer.digest, layer.size)
         await anyio.to_thread.run_sync(_examine, path, report, verify)
         layers.append(report)
     if len(diff_ids) != len(manifest.layers):
@@ -167,32 +166,27 @@ async def _manifest_report(
 
 
 async def _manifest_reports(
-    endpoints: Endpoints,
-    reference: RegistryReference | LayoutReference,
+    source: Source,
     matcher: PlatformMatcher,
     store: LocalStore,
     verify: bool,
 ) -> tuple[Descriptor, list[ManifestReport]]:
     """The image's descriptor and a report per selected manifest."""
-    descriptor, content = await endpoints.resolve(reference)
+    descriptor, content = await source.read_root()
     document = parse_manifest_or_index(content, descriptor.media_type)
     if not isinstance(document, Index):
-        report = await _manifest_report(
-            endpoints, reference, descriptor, document, None, store, verify
-        )
+        report = await _manifest_report(source, descriptor, document, None, store, verify)
         return descriptor, [report]
     manifests: list[ManifestReport] = []
     for entry in select_manifests(document, matcher):
         if not mediatypes.is_manifest(entry.media_type) or is_attestation(entry):
             continue
-        body = await endpoints.read_document(reference, entry)
+        body = await source.read_manifest(entry)
         manifest = parse_manifest_or_index(body, entry.media_type)
         if not isinstance(manifest, Manifest):
             raise ImageError(f"index entry {entry.digest} is not an image manifest")
         platform = str(entry.platform) if entry.platform else None
-        manifests.append(
-            await _manifest_report(endpoints, reference, entry, manifest, platform, store, verify)
-        )
+        manifests.append(await _manifest_report(source, entry, manifest, platform, store, verify))
     return descriptor, manifests
 
 
@@ -217,7 +211,7 @@ async def inspect_image(
         try:
             async with open_endpoints(registries or {}) as endpoints:
                 descriptor, manifests = await _manifest_reports(
-                    endpoints, reference, matcher, store, verify
+                    endpoints.source(reference), matcher, store, verify
                 )
         except EsgzError as exc:
             if exc.image is None:

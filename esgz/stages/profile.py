@@ -13,9 +13,12 @@
   :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the record
   file. Other manifests get no prioritized files (``.no.prefetch.landmark``).
 
-With ``reuse``, a valid eStargz / zstd:chunked layer that the workload did not touch is
-passed through (``no access occur; copying without conversion``, as the reference logs);
-one it touched is rebuilt with its prioritized files.
+Every layer of a manifest this stage chose files for is marked ``profiled``; with
+``reuse`` the runner passes a valid eStargz / zstd:chunked layer through only if it has
+no prioritized files (:meth:`~esgz.pipeline.jobs.LayerJob.reusable_output`).
+
+The workload's layers are unpacked into a cache keyed by their blob digests, which the
+fetch stage verified (never by the config's diff_ids, which nothing has checked yet).
 
 :func:`profiler_unavailable_reason` says, before a run starts, why this host cannot run a
 workload (not root, no ``runc``).
@@ -23,18 +26,15 @@ workload (not root, no ``runc``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 
-from esgz.errors import ConfigError, ImageError
+from esgz.errors import ConfigError
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.events import ImageProfiled, WarningEvent, WorkloadOutput
 from esgz.pipeline.jobs import ManifestJob
@@ -50,15 +50,11 @@ from esgz.runtime.record import (
 )
 from esgz.runtime.unpack import LayerSource
 from esgz.stages.layerindex import index_layer_file
-from esgz.stages.resolve import source_manifest_of
 
 __all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
 
 #: The OCI runtime binary the workload runs with.
 OCI_RUNTIME = "runc"
-
-#: The reference's log line for a reusable layer the workload did not touch.
-NO_ACCESS_REASON = "no access occur; copying without conversion"
 
 
 def profiler_unavailable_reason(image: ResolvedImage) -> str | None:
@@ -130,22 +126,10 @@ async def _from_prefetch_list(
         return {}
     indexes = []
     for layer in manifest.layers:
-        assert layer.fetched_path is not None
         indexes.append(await anyio.to_thread.run_sync(index_layer_file, layer.fetched_path))
     names = set().union(*(index.entries for index in indexes))
     paths = expand_prefetch_list(lines, names)
     return dict(enumerate(prioritized_by_layer(paths, indexes)))
-
-
-def _image_config(manifest: ManifestJob) -> dict[str, Any]:
-    raw = source_manifest_of(manifest).config
-    try:
-        config = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"image config is not JSON: {exc}", image=manifest.image.name) from None
-    if not isinstance(config, dict):
-        raise ImageError("image config is not a JSON object", image=manifest.image.name)
-    return config
 
 
 async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
@@ -157,8 +141,7 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     settings = image.settings
     layers = []
     for job in manifest.layers:
-        assert job.fetched_path is not None
-        layers.append(LayerSource(job.source.digest, job.fetched_path, job.source.diff_id))
+        layers.append(LayerSource(job.source.digest, job.fetched_path))
 
     def on_output(stream: str, line: str) -> None:
         ctx.events.publish(WorkloadOutput(image=image.name, stream=stream, line=line))
@@ -166,7 +149,7 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     started = time.monotonic()
     result = await profile_workload(
         layers,
-        _image_config(manifest),
+        manifest.source.config.raw,
         settings.workload_options(),
         work_dir=ctx.store.scratch / "profile",
         on_output=on_output,
@@ -177,10 +160,6 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     if settings.record_out is not None:
         entries = result.records(manifest.source_digest)
         await anyio.to_thread.run_sync(write_record_file, settings.record_out, entries)
-    for job in manifest.layers:
-        decision = job.reuse
-        if decision is not None and decision.reusable and not result.prioritized[job.index]:
-            job.reuse = replace(decision, reason=f"{NO_ACCESS_REASON}; {decision.reason}")
     return dict(enumerate(result.prioritized))
 
 

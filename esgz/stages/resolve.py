@@ -1,8 +1,11 @@
-"""Resolve stage: a source reference → the manifests to convert and their layers."""
+"""Resolve stage: a source reference → the manifests to convert and their layers.
+
+Each image is read once: its root document (one request to a registry), each selected
+manifest, and each config (parsed once; the parsed config and its bytes are kept on the
+:class:`~esgz.pipeline.jobs.ManifestJob` for profile-map and finalize).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from esgz.errors import ImageError, PlatformError
 from esgz.oci import mediatypes
@@ -17,36 +20,13 @@ from esgz.oci.platform import (
 )
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.events import WarningEvent
-from esgz.pipeline.jobs import ImageJob, LayerSource, ManifestJob
+from esgz.pipeline.jobs import ImageJob, LayerInput, ManifestJob, SourceManifest
 from esgz.pipeline.runner import RunContext
-from esgz.stages.endpoints import Endpoints
+from esgz.stages.endpoints import Source
 
-__all__ = [
-    "SourceManifest",
-    "is_attestation",
-    "matcher_for",
-    "resolve_image",
-    "source_manifest_of",
-]
+__all__ = ["is_attestation", "matcher_for", "resolve_image"]
 
 _REFERENCE_TYPE = "vnd.docker.reference.type"
-
-
-@dataclass(frozen=True, slots=True)
-class SourceManifest:
-    """What finalize needs of a source manifest: its index entry, body and config."""
-
-    descriptor: Descriptor
-    manifest: Manifest
-    config: bytes
-
-
-def source_manifest_of(job: ManifestJob) -> SourceManifest:
-    """The source manifest the resolve stage attached to ``job``."""
-    source = job.source_manifest
-    if not isinstance(source, SourceManifest):
-        raise ImageError("manifest job was not resolved", image=job.image.name)
-    return source
 
 
 def is_attestation(entry: Descriptor) -> bool:
@@ -66,15 +46,13 @@ def matcher_for(settings: ResolvedImage) -> PlatformMatcher:
     return default_strict()
 
 
-async def resolve_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) -> None:
+async def resolve_image(image: ImageJob, ctx: RunContext, source: Source) -> None:
     """Fill ``image.manifests`` with the selected platform manifests and their layers."""
     settings = image.settings
-    ref = settings.source_ref
-    descriptor, content = await endpoints.resolve(ref)
+    descriptor, content = await source.read_root()
     document = parse_manifest_or_index(content, descriptor.media_type)
     host = default_strict()
     if isinstance(document, Index):
-        image.is_index = True
         image.source_index = document
         matcher = matcher_for(settings)
         selected = []
@@ -103,14 +81,14 @@ async def resolve_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) 
                 image=image.name,
             )
         for entry in selected:
-            body = await endpoints.read_document(ref, entry)
+            body = await source.read_manifest(entry)
             manifest = parse_manifest_or_index(body, entry.media_type)
             if not isinstance(manifest, Manifest):
-                raise ImageError(f"index entry {entry.digest} is not an image manifest")
+                raise ImageError(
+                    f"index entry {entry.digest} is not an image manifest", image=image.name
+                )
             platform = str(entry.platform) if entry.platform is not None else None
-            await _add_manifest(image, ctx, endpoints, entry, manifest, platform)
-        for job in image.manifests:
-            entry = source_manifest_of(job).descriptor
+            job = await _add_manifest(image, source, entry, manifest, platform)
             job.profile = entry.platform is not None and host.match(entry.platform)
         return
     if settings.platforms or settings.all_platforms:
@@ -121,21 +99,18 @@ async def resolve_image(image: ImageJob, ctx: RunContext, endpoints: Endpoints) 
                 " platform option",
             )
         )
-    job = await _add_manifest(image, ctx, endpoints, descriptor, document, None)
+    job = await _add_manifest(image, source, descriptor, document, None)
     job.profile = True
 
 
 async def _add_manifest(
     image: ImageJob,
-    ctx: RunContext,
-    endpoints: Endpoints,
+    source: Source,
     descriptor: Descriptor,
     manifest: Manifest,
     platform: str | None,
 ) -> ManifestJob:
-    config_bytes = await endpoints.read_small_blob(
-        image.settings.source_ref, manifest.config.digest
-    )
+    config_bytes = await source.read_config(manifest.config.digest)
     config = ImageConfig.parse(config_bytes)
     diff_ids = config.diff_ids
     if len(diff_ids) != len(manifest.layers):
@@ -146,13 +121,11 @@ async def _add_manifest(
         )
     if platform is None and config.platform.os:
         platform = str(config.platform)
-    job = image.add_manifest(platform)
-    job.source_digest = descriptor.digest
-    job.source_manifest = SourceManifest(descriptor, manifest, config_bytes)
+    job = image.add_manifest(platform, SourceManifest(descriptor, manifest, config, config_bytes))
     for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
         mediatypes.layer_compression(layer.media_type)  # ImageError for unknown types
         job.add_layer(
-            LayerSource(
+            LayerInput(
                 digest=layer.digest,
                 size=layer.size,
                 media_type=layer.media_type,

@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-from esgz.oci.reference import RegistryReference
+from typing import TYPE_CHECKING
+
 from esgz.pipeline.events import BytesUploaded
-from esgz.pipeline.jobs import LayerJob, UploadOutcome
+from esgz.pipeline.jobs import LayerJob
 from esgz.pipeline.runner import RunContext
-from esgz.stages.endpoints import Endpoints
+from esgz.stages.endpoints import Source, Target
+
+if TYPE_CHECKING:
+    from esgz.registry.client import PushOutcome
 
 __all__ = ["upload_layer"]
 
 
-async def upload_layer(layer: LayerJob, ctx: RunContext, endpoints: Endpoints) -> UploadOutcome:
+async def upload_layer(
+    layer: LayerJob, ctx: RunContext, source: Source, target: Target
+) -> PushOutcome:
     """Put the layer's output at the target; say how it got there.
 
     A blob already in another repository of the target registry is cross-mounted from
-    there instead of uploaded: the source repository for a layer passed through
-    unchanged, or a repository this run already pushed it to (images sharing a base).
+    there instead of uploaded: a repository this run already pushed it to (images
+    sharing a base), or the source repository for a layer passed through unchanged.
     """
     output = layer.output
     assert output is not None
-    settings = layer.image.settings
     image = layer.image.name
 
-    def progress(done: int, total: int) -> None:
-        ctx.events.publish(BytesUploaded(image=image, layer=output.digest, done=done, total=total))
+    def progress(digest: str, done: int, total: int) -> None:
+        ctx.events.publish(BytesUploaded(image=image, layer=digest, done=done, total=total))
 
-    mount_from = endpoints.mount_source(output.digest, settings.target_ref)
-    if mount_from is None and output.digest == layer.source.digest:
-        source = settings.source_ref
-        mount_from = source if isinstance(source, RegistryReference) else None
-    return await endpoints.push_blob(
-        settings.target_ref,
+    return await target.push_blob(
         output.digest,
         output.size,
         output.path,
-        mount_from=mount_from,
+        source=source if output.digest == layer.source.digest else None,
         progress=progress,
     )

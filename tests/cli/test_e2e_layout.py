@@ -18,6 +18,7 @@ from tests.fixtures.images import (
     OTHER_ARCH,
     SampleImage,
 )
+from tests.optimize.support import require_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -346,3 +347,110 @@ async def test_attestation_manifests_are_left_out(
     assert f"skipping attestation manifest {attestation}" in result.stderr
     _, outputs = manifests_of(out, "a")
     assert [o.platform for o in outputs] == [HOST_PLATFORM, f"linux/{OTHER_ARCH}"]
+
+
+def copy_layout(image: SampleImage, layout: Path) -> None:
+    shutil.copytree(image.layout, layout)
+    for path in layout.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def break_diff_ids(layout: Path) -> None:
+    """Replace every diff_id of the (single-manifest) image's config by the same wrong one."""
+
+    def put(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+        return digest
+
+    top = json.loads((layout / "index.json").read_text())
+    entry = top["manifests"][0]
+    manifest = json.loads((layout / "blobs" / "sha256" / entry["digest"][7:]).read_text())
+    config = json.loads(
+        (layout / "blobs" / "sha256" / manifest["config"]["digest"][7:]).read_text()
+    )
+    config["rootfs"]["diff_ids"] = ["sha256:" + "ab" * 32 for _ in manifest["layers"]]
+    config_data = json.dumps(config).encode()
+    manifest["config"].update(digest=put(config_data), size=len(config_data))
+    manifest_data = json.dumps(manifest).encode()
+    entry.update(digest=put(manifest_data), size=len(manifest_data))
+    (layout / "index.json").write_text(json.dumps(top))
+
+
+async def test_wrong_diff_ids_are_an_error_naming_the_layer(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    layout = tmp_path / "src"
+    copy_layout(busybox_image, layout)
+    break_diff_ids(layout)
+    out = tmp_path / "out"
+    result = await esgz(
+        "convert", "--oci", "--no-cache", f"local://{layout}:latest", f"local://{out}:x"
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("esgz: error: ")]
+    assert "stage fetch" in line
+    assert f"the config's diff_id is sha256:{'ab' * 32}" in line
+    assert any(layer.digest in line for layer in busybox_image.layers)
+    assert not (out / "index.json").exists() or tagged_digests(out) == []
+
+
+async def test_optimize_with_wrong_diff_ids_fails_before_running_the_workload(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    require_sandbox()
+    layout = tmp_path / "src"
+    copy_layout(busybox_image, layout)
+    break_diff_ids(layout)
+    result = await esgz(
+        "optimize",
+        "--oci",
+        "--no-cache",
+        "--args",
+        '["true"]',
+        f"local://{layout}:latest",
+        f"local://{tmp_path}/out:x",
+    )
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("esgz: error: ")]
+    assert f"the config's diff_id is sha256:{'ab' * 32}" in line
+    assert "symbolic links" not in result.stderr
+
+
+def tagged_digests(layout: Path) -> list[str]:
+    return [e["digest"] for e in json.loads((layout / "index.json").read_text())["manifests"]]
+
+
+async def test_an_untagged_layout_target_is_tagged_latest(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = await esgz("convert", "--oci", "--no-cache", busybox_image.reference, f"local://{out}")
+    assert result.exit_code == 0, result.output
+    _, (output,) = manifests_of(out, "latest")
+    check_converted(out, output, files_of(busybox_image))
+
+
+async def test_a_target_that_is_not_a_layout_is_refused_before_converting(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    cache = tmp_path / "cache"
+    result = await esgz(
+        "convert",
+        "--oci",
+        "--cache-dir",
+        str(cache),
+        "--log-format",
+        "json",
+        busybox_image.reference,
+        f"local://{target}",
+    )
+    assert result.exit_code == 1
+    assert "not empty and not an OCI image layout" in result.stderr
+    assert not any(e.get("event") == "layer_fetched" for e in events_of(result))
+    assert not list(cache.glob("blobs/sha256/*"))
+    assert sorted(p.name for p in target.iterdir()) == ["passwd"]

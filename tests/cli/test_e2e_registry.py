@@ -197,3 +197,40 @@ async def test_tls_registry_with_ca_file_and_credentials(
     assert failed.exit_code == 1
     (line,) = failed.stderr.strip().splitlines()
     assert line.startswith(f"esgz: error: image {host}/tls/busybox:1, stage resolve")
+
+
+async def test_each_manifest_is_read_once_and_written_once(
+    pushed: RegistryServer, multiplatform_image: SampleImage, tmp_path: Path
+) -> None:
+    """One GET of the source's root, one PUT per manifest (the single one by tag)."""
+    from tests.fixtures.faultproxy import run_fault_proxy
+
+    with run_fault_proxy(pushed.host) as proxy:
+        for source, target, platforms in (
+            ("src/busybox:1", "once/busybox:t", ()),
+            ("src/multi:1", "once/multi:t", ("--all-platforms",)),
+        ):
+            proxy.reset()
+            result = await esgz(
+                "convert",
+                "--oci",
+                "--plain-http",
+                *platforms,
+                "--no-cache",
+                f"http://{proxy.host}/{source}",
+                f"http://{proxy.host}/{target}",
+            )
+            assert result.exit_code == 0, result.output
+            repository, _, tag = source.partition(":")
+            manifests = [(e.method, e.path) for e in proxy.log if "/manifests/" in e.path]
+            root = [m for m in manifests if m[1] == f"/v2/{repository}/manifests/{tag}"]
+            assert root == [("GET", f"/v2/{repository}/manifests/{tag}")]
+            puts = [path for method, path in manifests if method == "PUT"]
+            target_repository, _, target_tag = target.partition(":")
+            if not platforms:
+                assert puts == [f"/v2/{target_repository}/manifests/{target_tag}"]
+            else:
+                count = len(multiplatform_image.manifests)
+                assert len(puts) == count + 1
+                assert puts[-1] == f"/v2/{target_repository}/manifests/{target_tag}"
+                assert all("/manifests/sha256:" in path for path in puts[:-1])

@@ -107,7 +107,7 @@ async def test_reingest_keeps_existing_blob_and_marks_it_used(tmp_path: Path) ->
     assert len(await store.blobs()) == 1
 
 
-async def test_put_file_and_delete(tmp_path: Path) -> None:
+async def test_put_file_and_move_in(tmp_path: Path) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(b"x" * 5000)
     store = BlobStore(tmp_path / "store")
@@ -115,9 +115,18 @@ async def test_put_file_and_delete(tmp_path: Path) -> None:
     assert store.path(digest).read_bytes() == source.read_bytes()
     with pytest.raises(VerificationError):
         await store.put_file(source, _sha256(b"y"))
-    assert await store.delete(digest)
-    assert not await store.delete(digest)
-    assert await store.get(digest) is None
+    # A file whose writer computed its digest is moved in; a second copy is dropped.
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"z" * 10)
+    moved = await store.move_in(other, _sha256(b"z" * 10))
+    assert moved == store.path(_sha256(b"z" * 10))
+    assert moved.read_bytes() == b"z" * 10
+    assert not other.exists()
+    again = tmp_path / "again.bin"
+    again.write_bytes(b"z" * 10)
+    assert await store.move_in(again, _sha256(b"z" * 10)) == moved
+    assert not again.exists()
+    assert {info.digest for info in await store.blobs()} == {digest, _sha256(b"z" * 10)}
 
 
 async def test_evict_to_removes_least_recently_used(tmp_path: Path) -> None:
@@ -127,17 +136,17 @@ async def test_evict_to_removes_least_recently_used(tmp_path: Path) -> None:
         digest = await store.put_bytes(bytes([age]) * size)
         os.utime(store.path(digest), (10_000 + age, 10_000 + age))
         digests.append(digest)
-    assert await store.total_size() == 1000
+    assert sum(info.size for info in await store.blobs()) == 1000
     # Using the oldest blob makes it the most recently used.
     assert await store.get(digests[0]) == store.path(digests[0])
     # LRU order now: 1 (kept), 2, 3, 0.
     assert await store.evict_to(600, keep=[digests[1]]) == [digests[2], digests[3]]
-    assert await store.total_size() == 300
+    assert sum(info.size for info in await store.blobs()) == 300
     # The kept blob stays even though the budget cannot be met.
     assert await store.evict_to(150, keep=[digests[1]]) == [digests[0]]
     assert [info.digest for info in await store.blobs()] == [digests[1]]
     assert await store.evict_to(0) == [digests[1]]
-    assert await store.total_size() == 0
+    assert await store.blobs() == []
 
 
 async def test_concurrent_ingests_of_the_same_blob(tmp_path: Path) -> None:

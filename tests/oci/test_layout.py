@@ -176,6 +176,30 @@ async def test_create_refuses_other_directories_and_files(tmp_path: Path) -> Non
         await OCILayout.create(tmp_path / "file")
 
 
+async def test_check_target_accepts_what_create_accepts_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    await OCILayout.check_target(tmp_path / "missing" / "deeper")
+    (tmp_path / "empty").mkdir()
+    await OCILayout.check_target(tmp_path / "empty")
+    await OCILayout.create(tmp_path / "layout")
+    await OCILayout.check_target(tmp_path / "layout")
+    assert not (tmp_path / "missing").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(LayoutError, match="not empty and not an OCI image layout"):
+        await OCILayout.check_target(tmp_path / "data")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LayoutError, match="not a directory"):
+        await OCILayout.check_target(tmp_path / "file")
+    with pytest.raises(LayoutError, match="is a file"):
+        await OCILayout.check_target(tmp_path / "file" / "below")
+    (tmp_path / "layout" / "oci-layout").write_text('{"imageLayoutVersion": "2.0.0"}')
+    with pytest.raises(LayoutError, match="unsupported imageLayoutVersion"):
+        await OCILayout.check_target(tmp_path / "layout")
+
+
 async def test_write_copy_tag_retag_keeps_other_entries(
     tmp_path: Path, busybox_image: SampleImage, multiplatform_image: SampleImage
 ) -> None:

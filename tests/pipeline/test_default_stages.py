@@ -84,3 +84,26 @@ async def test_embedding_api_convert(busybox_image: SampleImage, tmp_path: Path)
     _, (output,) = manifests_of(tmp_path / "out", "e")
     assert output.digest == image.digest
     check_converted(tmp_path / "out", output)
+
+
+async def test_uncompressed_digests_are_hashed_once_per_blob(
+    busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    """The first run hashes each fetched blob's tar stream; a re-run reads the record."""
+    cache = tmp_path / "cache"
+    config = one_image(busybox_image.reference, f"local://{tmp_path}/out:a", cache)
+    await Pipeline(config_from_data(config)).run()
+    records = {
+        path.name: path.read_text() for path in (cache / "diff_ids").iterdir() if path.is_file()
+    }
+    assert records == {
+        f"sha256-{layer.digest[7:]}.sha256": layer.diff_id for layer in busybox_image.layers
+    }
+    # A record is trusted on the next run: a wrong one is reported, not re-hashed.
+    first = busybox_image.layers[0]
+    wrong = "sha256:" + "cd" * 32
+    (cache / "diff_ids" / f"sha256-{first.digest[7:]}.sha256").write_text(wrong)
+    with pytest.raises(PipelineError) as caught:
+        await Pipeline(config_from_data(config)).run()
+    assert caught.value.layer == first.digest
+    assert f"the uncompressed layer is {wrong}" in str(caught.value)

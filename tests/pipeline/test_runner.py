@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,30 @@ async def test_first_failure_cancels_the_run_with_one_error(tmp_path: Path, stag
     assert events[-1].error == str(error)
 
 
+async def test_a_bug_keeps_its_type_and_traceback(tmp_path: Path) -> None:
+    """Only expected failures (EsgzError) become a one-line PipelineError."""
+    stages = toy(
+        tmp_path,
+        {"a": {"p": [BASE, APP_A]}},
+        fail_at=("convert", digest_of(APP_A)),
+        error=OverflowError,
+    )
+    bus = EventBus()
+    subscription = bus.subscribe(max_buffer=10_000)
+    with pytest.raises(OverflowError) as caught:
+        await Runner(make_config(tmp_path, ["a"]), stages, bus).run()
+    error = caught.value
+    assert str(error) == "broken layer in convert"
+    assert "toystages.py" in "".join(traceback.format_exception(error))
+    assert error.__notes__ == [
+        f"esgz: in image local:///src/a, layer {digest_of(APP_A)}, stage convert"
+    ]
+    assert scratch_entries(tmp_path) == []
+    events = [event async for event in subscription]
+    assert isinstance(events[-1], PipelineDone)
+    assert events[-1].error == "OverflowError: broken layer in convert"
+
+
 async def test_cancellation_removes_scratch_space_and_pushes_nothing(tmp_path: Path) -> None:
     stages = toy(tmp_path, {"a": {"p": [BASE, APP_A]}}, block=anyio.Event())
     async with anyio.create_task_group() as tg:
@@ -255,6 +280,19 @@ async def test_reusable_layers_pass_through(tmp_path: Path) -> None:
     assert actions == ["reused", "converted"]
     assert result.images[0].manifests[0].layers[0].digest == digest_of(already)
     assert [e.layer for e in events if isinstance(e, LayerReused)] == [digest_of(already)]
+
+
+async def test_reuse_is_decided_once_with_the_profile(tmp_path: Path) -> None:
+    """A valid layer with prioritized files is rebuilt; one without passes through."""
+    first = gzip.compress(b"first", mtime=0)
+    second = gzip.compress(b"second", mtime=0)
+    stages = toy(tmp_path, {"a": {"p": [first, second]}}, prioritized={0: ["etc/passwd"], 1: []})
+    result, events = await run_collecting(make_config(tmp_path, ["a"], reuse=True), stages)
+    actions = [layer.action for layer in result.images[0].manifests[0].layers]
+    assert actions == ["converted", "reused"]
+    (reused,) = [e for e in events if isinstance(e, LayerReused)]
+    assert reused.layer == digest_of(second)
+    assert reused.reason == "no access occur; copying without conversion; already gzip"
 
 
 async def test_finalize_waits_for_every_layer_of_the_image(tmp_path: Path) -> None:

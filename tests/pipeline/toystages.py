@@ -22,21 +22,33 @@ import anyio
 import anyio.to_thread
 
 from esgz.errors import FormatError
+from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.jobs import (
+    FetchedBlob,
     ImageJob,
+    LayerInput,
     LayerJob,
     LayerOutput,
-    LayerSource,
     ManifestJob,
     PushedManifest,
-    ReuseDecision,
-    UploadOutcome,
+    ReuseCheck,
+    SourceManifest,
 )
 from esgz.pipeline.runner import RunContext
+from esgz.registry.client import PushOutcome
 
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def toy_source(platform: str, layers: Sequence[bytes]) -> SourceManifest:
+    """A source manifest record for toy layers (the toy stages never read it back)."""
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    descriptors = tuple(Descriptor("tar", digest_of(data), len(data)) for data in layers)
+    manifest = Manifest("toy-manifest", Descriptor("toy-config", digest_of(config), 0), descriptors)
+    own = Descriptor("toy-manifest", digest_of(platform.encode()), 0)
+    return SourceManifest(own, manifest, ImageConfig.parse(config), config)
 
 
 @dataclass
@@ -66,6 +78,8 @@ class ToyStages:
     target_root: Path
     delays: Mapping[str, float] = field(default_factory=dict)
     fail_at: tuple[str, str] | None = None  # (stage, layer digest)
+    error: type[Exception] = FormatError  # what fail_at raises
+    prioritized: Mapping[int, Sequence[str]] | None = None  # what profile returns
     tracker: Tracker = field(default_factory=Tracker)
     block: anyio.Event | None = None  # convert waits on this when set
     converting: anyio.Event = field(default_factory=anyio.Event)
@@ -75,25 +89,26 @@ class ToyStages:
         try:
             await anyio.sleep(self.delays.get(stage, 0))
             if self.fail_at == (stage, what):
-                raise FormatError(f"broken layer in {stage}")
+                raise self.error(f"broken layer in {stage}")
         finally:
             self.tracker.leave(stage)
 
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         await self._step("resolve", image.name)
         platforms = self.catalog[image.name]
-        image.is_index = len(platforms) > 1
+        if len(platforms) > 1:
+            image.source_index = Index("toy-index", ())
         for platform, layers in platforms.items():
-            manifest = image.add_manifest(platform)
+            manifest = image.add_manifest(platform, toy_source(platform, layers))
             for data in layers:
-                manifest.add_layer(LayerSource(digest_of(data), len(data), "tar"))
+                manifest.add_layer(LayerInput(digest_of(data), len(data), "tar"))
 
-    async def fetch(self, layer: LayerJob, ctx: RunContext) -> tuple[Path, bool]:
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
         self.tracker.enter("fetch", layer.source.digest)
         try:
             await anyio.sleep(self.delays.get("fetch", 0))
             if self.fail_at == ("fetch", layer.source.digest):
-                raise FormatError("broken layer in fetch")
+                raise self.error("broken layer in fetch")
             data = next(
                 d
                 for platforms in self.catalog.values()
@@ -101,15 +116,15 @@ class ToyStages:
                 for d in layers
                 if digest_of(d) == layer.source.digest
             )
-            temp = ctx.store.temp_path("fetch")
-            await anyio.Path(temp).write_bytes(data)
-            return await ctx.store.commit(temp, layer.source.digest), False
+            async with ctx.store.blobs.ingest(layer.source.digest, len(data)) as blob:
+                await blob.write(data)
+            ctx.store.mark_used(layer.source.digest)
+            return FetchedBlob(ctx.store.blob_path(layer.source.digest), cached=False)
         finally:
             self.tracker.leave("fetch")
 
-    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseDecision:
+    async def reuse(self, layer: LayerJob, ctx: RunContext) -> ReuseCheck:
         await self._step("reuse", layer.source.digest)
-        assert layer.fetched_path is not None
         head = await anyio.Path(layer.fetched_path).read_bytes()
         if head[:2] == b"\x1f\x8b":
             output = LayerOutput(
@@ -117,15 +132,15 @@ class ToyStages:
                 digest=layer.source.digest,
                 size=layer.source.size,
                 diff_id=layer.source.digest,
-                format="gzip",
+                format="estargz",
             )
-            return ReuseDecision(True, "already gzip", output)
-        return ReuseDecision(False, "not gzip")
+            return ReuseCheck("already gzip", output)
+        return ReuseCheck("not gzip")
 
     async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
         await self._step("profile", manifest.image.name)
-        assert all(layer.fetched_path is not None for layer in manifest.layers)
-        return {}
+        assert all(layer.fetched is not None for layer in manifest.layers)
+        return self.prioritized if self.prioritized is not None else {}
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
         self.tracker.enter("convert", layer.source.digest)
@@ -135,8 +150,7 @@ class ToyStages:
                 await self.block.wait()
             await anyio.sleep(self.delays.get("convert", 0))
             if self.fail_at == ("convert", layer.source.digest):
-                raise FormatError("broken layer in convert")
-            assert layer.fetched_path is not None
+                raise self.error("broken layer in convert")
             source = layer.fetched_path
             temp = ctx.store.temp_path("convert")
 
@@ -146,15 +160,15 @@ class ToyStages:
                 temp.write_bytes(packed)
                 return digest_of(packed)
 
-            digest = await anyio.to_thread.run_sync(compress, limiter=ctx.cpu_limiter)
-            path = await ctx.store.commit(temp, digest)
+            digest = await anyio.to_thread.run_sync(compress)
+            path = await ctx.store.move_in(temp, digest)
             size = (await anyio.Path(path).stat()).st_size
             return LayerOutput(
                 path=path,
                 digest=digest,
                 size=size,
                 diff_id=layer.source.digest,
-                format="gzip",
+                format="estargz",
             )
         finally:
             self.tracker.leave("convert")
@@ -162,7 +176,7 @@ class ToyStages:
     def _target_dir(self, image: ImageJob) -> Path:
         return self.target_root / image.settings.target.removeprefix("local://").strip("/")
 
-    async def upload(self, layer: LayerJob, ctx: RunContext) -> UploadOutcome:
+    async def upload(self, layer: LayerJob, ctx: RunContext) -> PushOutcome:
         await self._step("upload", layer.source.digest)
         assert layer.output is not None
         blobs = self._target_dir(layer.image) / "blobs"
