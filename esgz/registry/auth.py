@@ -339,12 +339,15 @@ class RegistryAuth(httpx.Auth):
             }
             if challenge.service:
                 form["service"] = challenge.service
-            return set_body_limit(httpx.Request("POST", realm, data=form), MAX_TOKEN_RESPONSE)
+            request = httpx.Request(
+                "POST", realm, data=form, headers={"Accept-Encoding": "identity"}
+            )
+            return set_body_limit(request, MAX_TOKEN_RESPONSE)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.service:
             params.append(("service", challenge.service))
         params.extend(("scope", scope) for scope in scopes)
-        headers = {}
+        headers = {"Accept-Encoding": "identity"}
         if credentials is not None and credentials.username:
             headers["Authorization"] = _basic_header(credentials)
         return set_body_limit(

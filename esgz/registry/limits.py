@@ -8,7 +8,9 @@ pulls that ask for ``None``); more raises :class:`ResponseTooLarge` as soon as t
 passed (or at once, when ``Content-Length`` announces it). Any other answer (an error, a
 redirect, a challenge) is cut to :data:`MAX_ERROR_BODY` bytes: only its first bytes are
 ever looked at. An endless body therefore costs at most its limit in memory, not the
-gigabytes it would take to find out it never ends.
+gigabytes it would take to find out it never ends. Bodies are never decompressed
+(``Content-Encoding`` is dropped; esgz asks for ``identity``), so a small gzip body cannot
+expand past its cap either.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ def describe_size(size: int) -> str:
 async def cap_response_body(response: httpx.Response) -> None:
     """httpx ``response`` hook: wrap the body so that no more than its cap is ever read."""
     request = response.request
+    if "Content-Encoding" in response.headers:
+        # esgz asks for identity and hashes bytes as sent: what a server compresses anyway is
+        # never inflated (a body within its cap could expand to gigabytes).
+        del response.headers["Content-Encoding"]
     if request.method == "HEAD":
         return  # no body; its Content-Length describes what a GET would send
     if 200 <= response.status_code < 300:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -219,6 +220,28 @@ async def test_trickling_answer_gets_the_timeout_in_all(
     one_line(caught.value)
     assert [e.fault for e in faults.log] == ["endless", "endless"]
     assert fault.sent < 200
+
+
+def _gzip_of_zeros(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block) for _ in range(size >> 20)]
+    return b"".join([*parts, compressor.flush()])
+
+
+async def test_compressed_answers_are_never_inflated(
+    plain_registry: RegistryServer, faults: FaultProxy
+) -> None:
+    """200 MiB of zeros in a 200 KiB gzip body, served against ``Accept-Encoding: identity``."""
+    bomb = _gzip_of_zeros(200 << 20)
+    assert len(bomb) < 1 << 20
+    headers = {"Content-Type": OCI_MANIFEST, "Content-Encoding": "gzip"}
+    faults.add(Fault("respond", r"/manifests/", status=200, headers=headers, body=bomb))
+    async with client_for(plain_registry) as client:
+        with traced_peak() as memory, pytest.raises(RegistryError) as caught:
+            await client.fetch_manifest(ref_for(faults.host, unique_repo("bomb")))
+    assert "not a readable JSON object" in one_line(caught.value)
+    assert memory.peak < 24 << 20
 
 
 # -- untrusted JSON ----------------------------------------------------------------------
