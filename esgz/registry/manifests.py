@@ -193,16 +193,17 @@ class Manifests:
     async def require_present(
         self, ref: RegistryReference, references: list[BlobRef], *, manifests: bool
     ) -> None:
-        """Make sure every reference is in ``ref``'s repository, or raise NotFoundError."""
+        """Make sure every reference is in ``ref``'s repository, or raise NotFoundError.
+
+        The ones not yet confirmed are checked with ``HEAD``, at most
+        ``max_concurrent_transfers`` at once (an index may list thousands).
+        """
         missing: list[str] = []
+        limiter = anyio.CapacityLimiter(self._http.max_concurrent_transfers)
 
         async def check(item: BlobRef) -> None:
-            if self._http.is_confirmed(ref, item.digest):
-                return
-            if manifests:
-                present = await self.exists(ref.with_digest(item.digest))
-            else:
-                present = await self._blobs.size(ref, item.digest) == item.size
+            async with limiter:
+                present = await self._present(ref, item, manifests=manifests)
             if present:
                 self._http.confirm(ref, item.digest)
             else:
@@ -211,7 +212,8 @@ class Manifests:
         try:
             async with anyio.create_task_group() as group:
                 for item in references:
-                    group.start_soon(check, item)
+                    if not self._http.is_confirmed(ref, item.digest):
+                        group.start_soon(check, item)
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
         if missing:
@@ -222,6 +224,12 @@ class Manifests:
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                 registry=ref.registry,
             )
+
+    async def _present(self, ref: RegistryReference, item: BlobRef, *, manifests: bool) -> bool:
+        """Whether ``item`` (a manifest, or a blob of its size) is in ``ref``'s repository."""
+        if manifests:
+            return await self.exists(ref.with_digest(item.digest))
+        return await self._blobs.size(ref, item.digest) == item.size
 
 
 def _checked_digest(ref: RegistryReference, content: bytes) -> str:

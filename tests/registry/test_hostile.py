@@ -563,3 +563,30 @@ async def test_push_sample_still_pushes_each_manifest_once(
     async with client_for(plain_registry) as client:
         await push_sample(client, ref, oci_image)
     assert len([e for e in faults.log if e.method == "PUT" and "/manifests/" in e.path]) == 1
+
+
+@dataclass(frozen=True)
+class _Descriptor:
+    digest: str
+    size: int
+
+
+async def test_checks_before_a_manifest_push_are_bounded(
+    plain_registry: RegistryServer, faults: FaultProxy
+) -> None:
+    """An index listing 30 manifests: at most 3 ``HEAD``\\ s at once, then one clear refusal."""
+    faults.add(Fault("delay", r"/manifests/sha256:", method="HEAD", seconds=0.1, times=100))
+    references = [_Descriptor(f"sha256:{n:064x}", 100) for n in range(30)]
+    index = json.dumps({"schemaVersion": 2, "manifests": []}).encode()
+    async with client_for(plain_registry, max_concurrent_transfers=3) as client:
+        with pytest.raises(NotFoundError, match=r"\(and 29 more\)") as caught:
+            await client.push_manifest(
+                ref_for(faults.host, unique_repo("index")),
+                index,
+                "application/vnd.oci.image.index.v1+json",
+                references=references,
+            )
+    one_line(caught.value)
+    assert len([e for e in faults.log if e.method == "HEAD"]) == 30
+    assert faults.peak_active <= 3
+    assert not [e for e in faults.log if e.method == "PUT"]
