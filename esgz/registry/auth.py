@@ -8,7 +8,10 @@ the request's scopes (``repository:<name>:pull[,push]``), cached per scope until
 expires, and the request repeated. A cached token that meets a ``401`` is replaced. Once
 a registry has asked for a token, later requests fetch theirs before being sent, one
 fetch per scope at a time. Token requests use HTTP basic credentials (``GET``), or an
-identity token (``POST``, OAuth2 ``refresh_token`` grant).
+identity token (``POST``, OAuth2 ``refresh_token`` grant). The realm must be an http(s)
+URL, and one reached over plain HTTP gets no credentials from a registry reached over
+HTTPS. A token answer is capped at 1 MiB and checked field by field
+(:func:`parse_token_response`).
 """
 
 from __future__ import annotations
