@@ -9,9 +9,12 @@ once digest and size match.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 
 from esgz.errors import RegistryError, VerificationError
@@ -119,6 +122,7 @@ class Blobs:
                 # Capped at the whole blob: a ranged request may get all of it again.
                 request = http.build("GET", url, headers=headers, limit=size)
                 response = await http.client.send(request, stream=True, follow_redirects=True)
+                chunks = response.aiter_raw()
                 try:
                     if response.status_code == 206 and resume_from:
                         if _range_start(response) != resume_from:
@@ -143,11 +147,12 @@ class Blobs:
                             )
                         total = total or announced
                     await writer.receive(
-                        response.aiter_raw(),
+                        chunks,
                         None if progress is None else lambda n: progress(digest, n, total),
                     )
                 finally:
-                    await response.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await _close(response, chunks)
                 if size is not None and writer.written < size:
                     raise httpx.RemoteProtocolError(
                         f"body ended after {writer.written} of {size} bytes", request=request
@@ -192,6 +197,19 @@ class Blobs:
                     progress(digest, size, size)
                 return existing
         return await self.pull(ref, digest, size, store.path(digest), on_progress=on_progress)
+
+
+async def _close(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Close ``response`` and take its body iterator to its end, wherever it stopped.
+
+    The body iterators are async generators: one left suspended (a failed write, a
+    cancellation) would be finalized by the garbage collector. With the connection closed,
+    the rest of the iteration is what was already buffered, then an error.
+    """
+    await response.aclose()
+    with contextlib.suppress(httpx.HTTPError, httpx.StreamError, OSError):
+        async for _ in chunks:
+            pass
 
 
 def _range_start(response: httpx.Response) -> int | None:
