@@ -12,6 +12,7 @@ APT_PACKAGES=(
     golang-go golang-github-containerd-stargz-snapshotter-dev
     stargz-snapshotter containerd
     busybox-static debootstrap
+    tmux  # the test of the live progress display in a real terminal
 )
 
 missing=()

@@ -1,21 +1,39 @@
-"""Option groups shared by the ``esgz`` commands (asyncclick decorators)."""
+"""Options of the ``esgz`` commands (asyncclick decorators).
+
+The conversion and workload flags are built from the fields of the settings models
+(:class:`~esgz.pipeline.config.ImageSpec`, :class:`~esgz.runtime.workload.WorkloadOptions`):
+a field's :class:`~esgz.spelling.Flag` metadata gives the flag names, its description the
+help, its type and ``ge``/``le`` the value type and range, its default the shown default.
+A flag the user leaves out is not passed on, so the model's default applies.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
+import annotated_types
 import asyncclick as click
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from esgz.spelling import Flag, flag_of
 
 __all__ = [
     "DIR",
     "FILE",
-    "conversion_options",
+    "SettingFlag",
+    "flag_fields",
+    "given_settings",
     "image_options",
     "output_options",
-    "platform_options",
-    "source_options",
+    "setting_flag",
+    "setting_flags",
+    "was_given",
+    "with_flags",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,89 +75,155 @@ def _apply(function: F, decorators: list[Callable[[F], F]]) -> F:
     return function
 
 
-def source_options(function: F) -> F:
-    """``--plain-http`` and ``--reuse``."""
-    return _apply(
-        function,
-        [
-            click.option(
-                "--plain-http",
-                is_flag=True,
-                help="Allow plain-HTTP registries; name them with an http:// prefix"
-                " (http://host:5000/repo:tag).",
-            ),
-            click.option(
-                "--reuse",
-                is_flag=True,
-                help="Pass layers that are already valid eStargz / zstd:chunked (and were not"
-                " accessed by the workload) through without converting them.",
-            ),
-        ],
-    )
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
 
 
-def platform_options(function: F) -> F:
-    """``--platform`` (repeatable) and ``--all-platforms`` (alias ``--all-platform``)."""
-    return _apply(
-        function,
-        [
-            click.option(
-                "--platform",
-                "platforms",
+def _bounds(info: FieldInfo) -> tuple[Any, Any]:
+    low = high = None
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+    return low, high
+
+
+def _shown_default(info: FieldInfo, flag: Flag) -> str | None:
+    """The model's default as the help shows it (None: nothing to show)."""
+    default = info.get_default(call_default_factory=True)
+    if default is None or isinstance(default, bool):
+        return None
+    if isinstance(default, list):
+        return flag.separator.join(str(item) for item in default) or None
+    return str(default)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingFlag:
+    """The command-line flag built from one model field."""
+
+    field: str
+    names: tuple[str, ...]
+    is_flag: bool
+    multiple: bool
+    type: click.ParamType[Any] | None
+    default: str | None
+    help: str
+    metavar: str | None
+
+    @property
+    def label(self) -> str:
+        """How error messages name the flag (``-t/--terminal``)."""
+        if not self.names[0].startswith("--"):
+            return "/".join(self.names[:2])
+        return self.names[0]
+
+    def option(self) -> Callable[[F], F]:
+        """The click option (its default is the model's, shown in the help)."""
+        if self.is_flag:
+            return click.option(*self.names, self.field, is_flag=True, help=self.help)
+        if self.multiple:
+            return click.option(
+                *self.names,
+                self.field,
                 multiple=True,
-                metavar="PLATFORM",
-                help="Convert the image of this platform (<os>|<arch>|<os>/<arch>[/<variant>]);"
-                " repeatable. Default: the host platform.",
-            ),
-            click.option(
-                "--all-platforms",
-                "--all-platform",
-                "all_platforms",
-                is_flag=True,
-                help="Convert the images of all platforms (only the host's is optimized).",
-            ),
-        ],
+                type=self.type,
+                metavar=self.metavar,
+                help=self.help,
+            )
+        return click.option(
+            *self.names,
+            self.field,
+            type=self.type,
+            default=self.default,
+            metavar=self.metavar,
+            show_default=self.default is not None,
+            help=self.help,
+        )
+
+
+def setting_flag(model: type[BaseModel], name: str) -> SettingFlag:
+    """The flag of field ``name`` of ``model``: names, help (the field's description),
+    type and range (its annotation and ``ge``/``le``) and shown default (its default)."""
+    info = model.model_fields[name]
+    flag = flag_of(info.metadata)
+    if not flag.cli:
+        raise ValueError(f"{model.__name__}.{name} has no flag")
+    annotation = _unwrap_optional(info.annotation)
+    origin = get_origin(annotation)
+    param_type: click.ParamType[Any] | None = None
+    is_flag = annotation is bool
+    if is_flag and info.default is not False:
+        raise ValueError(f"{model.__name__}.{name}: an on/off flag needs the default False")
+    if annotation is int:
+        low, high = _bounds(info)
+        param_type = click.IntRange(low, high)
+    elif annotation is float:
+        low, high = _bounds(info)
+        param_type = click.FloatRange(low, high)
+    elif annotation is Path:
+        param_type = DIR if flag.path == "dir" else FILE
+    elif flag.multiple and origin is list and get_args(annotation)[0] is Path:
+        param_type = FILE
+    return SettingFlag(
+        field=name,
+        names=flag.names(name),
+        is_flag=is_flag,
+        multiple=flag.multiple,
+        type=param_type,
+        default=_shown_default(info, flag),
+        help=info.description or "",
+        metavar=flag.metavar,
     )
 
 
-def conversion_options(function: F) -> F:
-    """Output format: ``--oci``, eStargz / zstd:chunked levels and chunk size."""
-    return _apply(
-        function,
-        [
-            click.option(
-                "--oci",
-                is_flag=True,
-                help="Convert Docker media types to OCI (keeps the TOC-digest annotations).",
-            ),
-            click.option(
-                "--estargz-compression-level",
-                type=click.IntRange(-2, 9),
-                default=9,
-                show_default=True,
-                help="gzip compression level of eStargz layers.",
-            ),
-            click.option(
-                "--estargz-chunk-size",
-                type=click.IntRange(min=0),
-                default=0,
-                show_default=True,
-                help="Chunk size of large files in bytes (0: 4 MiB).",
-            ),
-            click.option(
-                "--zstdchunked",
-                is_flag=True,
-                help="Produce zstd:chunked layers instead of eStargz (requires --oci).",
-            ),
-            click.option(
-                "--zstdchunked-compression-level",
-                type=click.IntRange(-7, 22),
-                default=3,
-                show_default=True,
-                help="zstd compression level of zstd:chunked layers.",
-            ),
-        ],
-    )
+def setting_flags(model: type[BaseModel], names: Sequence[str]) -> list[SettingFlag]:
+    """The flags of the fields ``names`` of ``model``, in that order."""
+    return [setting_flag(model, name) for name in names]
+
+
+def flag_fields(model: type[BaseModel], *, exclude: Sequence[str] = ()) -> list[str]:
+    """The fields of ``model`` that have a flag, in declaration order."""
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if flag_of(info.metadata).cli and name not in exclude
+    ]
+
+
+def with_flags(flags: Sequence[SettingFlag]) -> Callable[[F], F]:
+    """A decorator adding the options of ``flags``."""
+
+    def decorate(function: F) -> F:
+        return _apply(function, [flag.option() for flag in flags])
+
+    return decorate
+
+
+def was_given(name: str) -> bool:
+    """Whether the user gave the option ``name`` of the running command."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source is not click.ParameterSource.DEFAULT
+
+
+def given_settings(flags: Sequence[SettingFlag], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the user gave on the command line (flags left out keep the model's
+    defaults): ``{field: value}``, lists as lists, paths as strings."""
+    given: dict[str, Any] = {}
+    for flag in flags:
+        value = values[flag.field]
+        if not was_given(flag.field):
+            continue
+        if isinstance(value, tuple):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        elif isinstance(value, Path):
+            value = str(value)
+        given[flag.field] = value
+    return given
 
 
 def output_options(function: F) -> F:

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Final
 
+# The compression levels are declared with the settings' other limits, outside the engine.
+from esgz.levels import (  # noqa: F401  (re-exported)
+    DEFAULT_GZIP_LEVEL,
+    DEFAULT_ZSTD_LEVEL,
+    GZIP_LEVEL_RANGE,
+    ZSTD_LEVEL_RANGE,
+)
+
 TOC_TAR_NAME: Final = "stargz.index.json"
 """Name of the tar entry that holds the TOC JSON in a gzip eStargz blob."""
 
@@ -25,11 +33,6 @@ EMPTY_DIGEST: Final = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca4
 DEFAULT_CHUNK_SIZE: Final = 4 * 1024 * 1024
 """Chunk size used when none (or a non-positive one) is given."""
 
-DEFAULT_GZIP_LEVEL: Final = 9
-"""gzip level of the reference converter (``gzip.BestCompression``)."""
-
-DEFAULT_ZSTD_LEVEL: Final = 3
-"""zstd level of the reference converter (klauspost ``SpeedDefault``)."""
 
 GZIP_FOOTER_SIZE: Final = 51
 LEGACY_FOOTER_SIZE: Final = 47

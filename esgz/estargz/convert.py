@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
-
-import anyio
-import anyio.to_thread
+from typing import BinaryIO, cast
 
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.writer import ConversionCancelled, write_layer
+from esgz.estargz.writer import write_layer
+from esgz.threads import run_stoppable
 
-__all__ = ["convert_layer", "convert_layer_file"]
+__all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
+
+#: ``progress(read, written)``: bytes read from the source file and written to the output
+#: so far, never decreasing; called from the conversion's threads (one at a time), so it
+#: must be cheap and must not touch the event loop.
+ConvertProgress = Callable[[int, int], None]
 
 _DEFAULT_OPTIONS = ConvertOptions()
 
@@ -37,13 +41,66 @@ def convert_layer(
     return write_layer(src, dst, options)
 
 
+class _Counter:
+    """Bytes read and written by one conversion, reported in order to a callback.
+
+    The source is read by the decompressing thread and the output written by the
+    converting one; the lock keeps the reported pairs from ever going backwards.
+    """
+
+    def __init__(self, progress: ConvertProgress) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._read = 0
+        self._written = 0
+
+    def add(self, read: int, written: int) -> None:
+        with self._lock:
+            self._read += read
+            self._written += written
+            self._progress(self._read, self._written)
+
+
+class _CountedReader:
+    def __init__(self, file: BinaryIO, counter: _Counter) -> None:
+        self._file = file
+        self._counter = counter
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._counter.add(len(data), 0)
+        return data
+
+
+class _CountedWriter:
+    def __init__(self, file: BinaryIO, counter: _Counter) -> None:
+        self._file = file
+        self._counter = counter
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        written = self._file.write(data)
+        self._counter.add(0, written)
+        return written
+
+
 def _convert_file(
-    src: Path, dst: Path, options: ConvertOptions, cancel: threading.Event
+    src: Path,
+    dst: Path,
+    options: ConvertOptions,
+    cancel: threading.Event,
+    progress: ConvertProgress | None = None,
 ) -> LayerResult:
     temp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(src, "rb") as source, open(temp, "wb") as target:
-            result = write_layer(source, target, options, cancel)
+            if progress is None:
+                result = write_layer(source, target, options, cancel)
+            else:
+                counter = _Counter(progress)
+                # write_layer only calls read() on its source and write() on its target
+                reader = cast(BinaryIO, _CountedReader(source, counter))
+                writer = cast(BinaryIO, _CountedWriter(target, counter))
+                result = write_layer(reader, writer, options, cancel)
             target.flush()
             os.fsync(target.fileno())
         os.replace(temp, dst)
@@ -55,40 +112,18 @@ def _convert_file(
 
 
 async def convert_layer_file(
-    src: Path, dst: Path, options: ConvertOptions = _DEFAULT_OPTIONS
+    src: Path,
+    dst: Path,
+    options: ConvertOptions = _DEFAULT_OPTIONS,
+    *,
+    progress: ConvertProgress | None = None,
 ) -> LayerResult:
     """Convert the layer file ``src`` into ``dst`` (atomically) without blocking the loop.
 
     Cancelling the caller stops the conversion at the next entry or compression batch and
-    removes the temporary output before the cancellation propagates.
+    removes the temporary output before the cancellation propagates. ``progress`` is
+    called (from worker threads) after every read of ``src`` and write of the output.
     """
-    cancel = threading.Event()
-    finished = threading.Event()
-    # Whether the worker thread began converting: a cancellation that arrives while the
-    # call still waits for a thread must not wait for a conversion that never starts.
-    state_lock = threading.Lock()
-    started = False
-
-    def run() -> LayerResult:
-        nonlocal started
-        with state_lock:
-            if cancel.is_set():
-                raise ConversionCancelled("cancelled before it started")
-            started = True
-        try:
-            return _convert_file(Path(src), Path(dst), options, cancel)
-        finally:
-            finished.set()
-
-    try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        with state_lock:
-            cancel.set()
-            must_wait = started
-        if must_wait:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finished.wait)
-        raise
-    except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
-        raise
+    return await run_stoppable(
+        lambda cancel: _convert_file(Path(src), Path(dst), options, cancel, progress)
+    )

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Final
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
-from esgz.estargz.tocindex import LayerEntry, clean_entry_name
+from esgz.estargz.dirfd import DIR_FLAGS, DirCursor
+from esgz.estargz.ordering import clean_name
+from esgz.estargz.tocindex import LayerEntry
 
 if TYPE_CHECKING:
     from esgz.estargz.reader import LayerReader
@@ -34,44 +36,12 @@ __all__ = ["extract_layer"]
 
 log = logging.getLogger(__name__)
 
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_PERMITTED: Final = frozenset((errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP))
 
 
 def _split(name: str) -> tuple[str, str]:
     parent, _, base = name.rpartition("/")
     return parent, base
-
-
-def _open_dir(root_fd: int, rel: str, *, create: bool, context: str) -> int:
-    """A descriptor of directory ``rel`` under ``root_fd``, never following a symlink."""
-    fd = os.dup(root_fd)
-    try:
-        for component in rel.split("/") if rel else ():
-            try:
-                next_fd = os.open(component, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise FormatError(f"{context}: {rel!r} does not exist") from None
-                os.mkdir(component, 0o755, dir_fd=fd)
-                next_fd = os.open(component, _DIR_FLAGS, dir_fd=fd)
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    kind = (
-                        "a symlink"
-                        if stat.S_ISLNK(os.lstat(component, dir_fd=fd).st_mode)
-                        else "not a directory"
-                    )
-                    raise FormatError(
-                        f"{context}: parent {component!r} is {kind}; refusing to write through it"
-                    ) from None
-                raise
-            os.close(fd)
-            fd = next_fd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _clear(parent_fd: int, base: str, keep_dir: bool, context: str) -> bool:
@@ -126,6 +96,17 @@ class _Extractor:
         self.same_owner = same_owner
         self.xattrs = xattrs
         self.directories: list[LayerEntry] = []
+        self.cursor = DirCursor(root_fd)
+        """Walks from entry to entry: any depth, linear in the bytes of the names."""
+
+    def _open_dir(self, rel: str, *, create: bool, context: str) -> int:
+        """A new descriptor of directory ``rel``, never following a symlink."""
+        try:
+            return os.dup(self.cursor.at(rel, create=create))
+        except FileNotFoundError:
+            raise FormatError(f"{context}: {rel!r} does not exist") from None
+        except FormatError as err:
+            raise FormatError(f"{context}: {err.message}") from None
 
     def entry(self, entry: LayerEntry) -> None:
         if entry.name in ("", PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK):
@@ -138,7 +119,7 @@ class _Extractor:
 
     def _create(self, entry: LayerEntry, context: str) -> None:
         parent, base = _split(entry.name)
-        parent_fd = _open_dir(self.root_fd, parent, create=True, context=context)
+        parent_fd = self._open_dir(parent, create=True, context=context)
         try:
             kept_dir = _clear(parent_fd, base, entry.type == "dir", context)
             if entry.type == "dir":
@@ -173,9 +154,9 @@ class _Extractor:
             os.close(fd)
 
     def _hardlink(self, parent_fd: int, base: str, entry: LayerEntry, context: str) -> None:
-        target = clean_entry_name(entry.link_name)
+        target = clean_name(entry.link_name)
         target_parent, target_base = _split(target)
-        target_fd = _open_dir(self.root_fd, target_parent, create=False, context=context)
+        target_fd = self._open_dir(target_parent, create=False, context=context)
         try:
             info = os.lstat(target_base, dir_fd=target_fd)
             if stat.S_ISDIR(info.st_mode):
@@ -231,10 +212,10 @@ class _Extractor:
         for entry in sorted(self.directories, key=lambda e: e.name.count("/"), reverse=True):
             parent, base = _split(entry.name)
             context = f"{self.reader.name}: extracting {entry.name!r}"
-            parent_fd = _open_dir(self.root_fd, parent, create=False, context=context)
+            parent_fd = self._open_dir(parent, create=False, context=context)
             try:
                 try:
-                    dir_fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
+                    dir_fd = os.open(base, DIR_FLAGS, dir_fd=parent_fd)
                 except OSError as err:
                     if err.errno in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
                         continue  # replaced by a later entry of another type
@@ -261,11 +242,14 @@ def extract_layer(
     if same_owner is None:
         same_owner = os.geteuid() == 0
     dest.mkdir(parents=True, exist_ok=True)
-    root_fd = os.open(dest, _DIR_FLAGS)
+    root_fd = os.open(dest, DIR_FLAGS)
     try:
         extractor = _Extractor(reader, root_fd, verify=verify, same_owner=same_owner, xattrs=xattrs)
-        for entry in reader.entries():
-            extractor.entry(entry)
-        extractor.finish_directories()
+        try:
+            for entry in reader.entries():
+                extractor.entry(entry)
+            extractor.finish_directories()
+        finally:
+            extractor.cursor.close()
     finally:
         os.close(root_fd)

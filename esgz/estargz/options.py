@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Literal
 
 from esgz.errors import ConfigError
-from esgz.estargz.constants import DEFAULT_CHUNK_SIZE, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL
+from esgz.estargz.constants import DEFAULT_CHUNK_SIZE
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 
-__all__ = ["ConvertOptions", "LayerFormat", "LayerResult"]
+__all__ = ["DEFAULT_LEVELS", "LEVEL_RANGES", "ConvertOptions", "LayerFormat", "LayerResult"]
 
 LayerFormat = Literal["estargz", "zstdchunked"]
-
-_ZSTD_LEVELS = range(1, 23)
-_GZIP_LEVELS = range(-2, 10)
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,8 @@ class ConvertOptions:
 
     * ``format``: ``"estargz"`` (gzip members) or ``"zstdchunked"`` (zstd frames).
     * ``compression_level``: gzip -2..9 (default 9, -1 = library default, -2 = Huffman
-      only) or zstd 1..22 (default 3).
+      only) or zstd -7..22 (default 3; negative levels are faster), see
+      :data:`esgz.levels.LEVEL_RANGES`.
     * ``chunk_size``: files larger than this are split into chunks of this size (> 0).
     * ``prioritized_files``: paths (``a/b``, ``/a/b`` or ``./a/b``) written first, in
       this order, with their parent directories and hardlink targets, followed by
@@ -49,11 +48,10 @@ class ConvertOptions:
             raise ConfigError(f"unknown layer format {self.format!r}")
         level = self.compression_level
         if level is not None:
-            valid = _GZIP_LEVELS if self.format == "estargz" else _ZSTD_LEVELS
-            if isinstance(level, bool) or not isinstance(level, int) or level not in valid:
+            low, high = LEVEL_RANGES[self.format]
+            if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
                 raise ConfigError(
-                    f"compression level {level!r} is out of range for {self.format} "
-                    f"({valid.start}..{valid.stop - 1})"
+                    f"compression level {level!r} is out of range for {self.format} ({low}..{high})"
                 )
         if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
             raise ConfigError(f"chunk size must be an integer, got {self.chunk_size!r}")
@@ -73,7 +71,7 @@ class ConvertOptions:
         """The effective compression level."""
         if self.compression_level is not None:
             return self.compression_level
-        return DEFAULT_GZIP_LEVEL if self.format == "estargz" else DEFAULT_ZSTD_LEVEL
+        return DEFAULT_LEVELS[self.format]
 
     @property
     def worker_count(self) -> int:

@@ -67,27 +67,35 @@ def prioritized_order(
     in_progress: set[str] = set()
     order: list[int] = []
 
-    def move(name: str) -> bool:
-        if name in moved:
-            return True
-        found = occurrences.get(name)
-        if found is None:
-            return name == ""  # no root entry is fine; anything else is not found
-        if name in in_progress:
-            return True
-        in_progress.add(name)
-        if name:
-            parent = parent_name(name)
-            while parent and parent not in occurrences:
-                parent = parent_name(parent)  # skip ancestors without an entry
-            move(parent)
-            target = hardlink_target(found[-1])
-            if target is not None:
-                move(target)
-        in_progress.discard(name)
-        if name not in moved:
-            moved.add(name)
-            order.extend(found)
+    def move(start: str) -> bool:
+        """Move ``start`` after its nearest ancestor entry and its hardlink target.
+
+        Iterative (an explicit stack), so the depth of the tree does not matter.
+        """
+        if start not in occurrences:
+            return start == "" or start in moved  # no root entry is fine
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            name, step = stack.pop()
+            if step == 0:
+                if name in moved or name in in_progress or name not in occurrences:
+                    continue
+                in_progress.add(name)
+                stack.append((name, 1))
+                if name:
+                    parent = parent_name(name)
+                    while parent and parent not in occurrences:
+                        parent = parent_name(parent)  # skip ancestors without an entry
+                    stack.append((parent, 0))
+            elif step == 1:
+                stack.append((name, 2))
+                target = hardlink_target(occurrences[name][-1]) if name else None
+                if target is not None:
+                    stack.append((target, 0))
+            else:
+                in_progress.discard(name)
+                moved.add(name)
+                order.extend(occurrences[name])
         return True
 
     result = OrderResult()

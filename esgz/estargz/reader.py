@@ -33,12 +33,12 @@ import anyio.to_thread
 from esgz.errors import FormatError, VerificationError
 from esgz.estargz.blobfile import BlobFile, ByteStream, Compression, decompressed_range
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
+from esgz.estargz.ordering import clean_name
 from esgz.estargz.toc import TOC
 from esgz.estargz.tocindex import (
     Chunk,
     LayerEntry,
     build_index,
-    clean_entry_name,
     resolve_hardlink,
 )
 from esgz.estargz.tocload import DEFAULT_MAX_TOC_SIZE, BlobFormat, load_toc, sniff_footer
@@ -123,14 +123,14 @@ class LayerReader:
         Implicit parent directories are found too. A hardlink resolves to its target
         unless ``follow_hardlinks`` is false. ``None`` if there is no such entry.
         """
-        entry = self._index.by_name.get(clean_entry_name(name))
+        entry = self._index.by_name.get(clean_name(name))
         if entry is not None and follow_hardlinks and entry.type == "hardlink":
             entry = resolve_hardlink(entry, self._index.by_name)
         return entry
 
     def listdir(self, name: str = "") -> list[str]:
         """Sorted base names of the children of directory ``name`` (root by default)."""
-        return sorted(self._index.children.get(clean_entry_name(name), {}))
+        return sorted(self._index.children.get(clean_name(name), {}))
 
     def prefetch_landmark(self) -> LayerEntry | None:
         """The first root landmark (``.prefetch.landmark`` or ``.no.prefetch.landmark``)."""

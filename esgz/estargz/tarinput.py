@@ -42,6 +42,8 @@ ZERO_BLOCK: Final = bytes(BLOCK)
 _PIECE: Final = 1 << 20
 _MAX_META: Final = 16 << 20
 """Largest PAX / long-name payload accepted (a guard against absurd sizes)."""
+INT64_MAX: Final = (1 << 63) - 1
+"""Numbers beyond a signed 64-bit integer are refused, as Go's ``archive/tar`` does."""
 
 HEADER_ONLY_TYPES: Final = frozenset("123456")
 _NATIVE_PAX_KEYS: Final = frozenset(
@@ -99,30 +101,36 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _in_int64(value: int, what: str, name: str) -> int:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise FormatError(f"tar entry {name!r}: {what} {value} is out of range")
+    return value
+
+
 def _parse_number(raw: bytes, what: str, name: str) -> int:
     if raw and raw[0] & 0x80:
         # GNU base-256: big-endian two's complement, first byte's top bit is the marker.
         value = int.from_bytes(bytes([raw[0] & 0x7F]) + raw[1:], "big")
         if raw[0] & 0x40:
             value -= 1 << (len(raw) * 8 - 1)
-        return value
+        return _in_int64(value, what, name)
     text = raw.strip(b" \0")
     if not text:
         return 0
     try:
-        return int(text, 8)
+        return _in_int64(int(text, 8), what, name)
     except ValueError:
         raise FormatError(f"tar entry {name!r}: bad {what} field {raw!r}") from None
 
 
 def _parse_decimal(value: str, key: str, name: str) -> int:
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise FormatError(f"tar entry {name!r}: bad PAX {key} record {value!r}") from None
-    if number < 0:
-        raise FormatError(f"tar entry {name!r}: negative PAX {key} record {value!r}")
-    return number
+    if not value.isascii() or not value.isdigit():
+        if value.startswith("-") and value[1:].isascii() and value[1:].isdigit():
+            raise FormatError(f"tar entry {name!r}: negative PAX {key} record {value[:40]!r}")
+        raise FormatError(f"tar entry {name!r}: bad PAX {key} record {value[:40]!r}")
+    if len(value.lstrip("0")) > 19:
+        raise FormatError(f"tar entry {name!r}: PAX {key} record {value[:40]!r} is out of range")
+    return _in_int64(int(value, 10), f"PAX {key} record", name)
 
 
 def _parse_pax_time(value: str, name: str) -> tuple[int, int]:
@@ -130,10 +138,12 @@ def _parse_pax_time(value: str, name: str) -> tuple[int, int]:
     sign = -1 if value.startswith("-") else 1
     digits = value[1:] if sign < 0 else value
     whole, _, frac = digits.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()):
-        raise FormatError(f"tar entry {name!r}: bad PAX time {value!r}")
+    if not (whole + frac).isascii() or not whole.isdigit() or (frac and not frac.isdigit()):
+        raise FormatError(f"tar entry {name!r}: bad PAX time {value[:40]!r}")
     nanos = int((frac + "000000000")[:9])
-    seconds = int(whole)
+    if len(whole.lstrip("0")) > 19:
+        raise FormatError(f"tar entry {name!r}: PAX time {value[:40]!r} is out of range")
+    seconds = _in_int64(int(whole), "PAX time", name)
     if sign < 0:
         if nanos:
             return -seconds - 1, 1_000_000_000 - nanos
@@ -480,58 +490,72 @@ class TarReader:
 
     def payload(self, entry: TarEntry, piece: int = _PIECE) -> Iterator[bytes]:
         """The entry's content in pieces of at most ``piece`` bytes (holes expanded)."""
+        position = 0
+        for offset, data in self.regions(entry, piece):
+            yield from _zeros(offset - position, piece)
+            yield data
+            position = offset + len(data)
+        yield from _zeros(entry.size - position, piece)
+
+    def regions(self, entry: TarEntry, piece: int = _PIECE) -> Iterator[tuple[int, bytes]]:
+        """The entry's stored data as ``(file offset, bytes)`` pieces, holes left out.
+
+        For a sparse file the holes between the pieces (and up to ``entry.size``) read as
+        zeros; a writer that keeps them as holes (seek + truncate) allocates no more than
+        the archive holds. For any other file the pieces are the whole content, in order.
+        """
         if entry is not self._pending:
-            raise RuntimeError("payload() must be called on the latest entry")
+            raise RuntimeError("an entry's content must be read before the next entry")
         what = f"the content of {entry.name!r}"
         if entry.sparse is None:
-            while self._left:
-                data = self._in.read_upto(min(self._left, piece))
-                if not data:
-                    raise FormatError(f"tar stream is truncated in {what}")
-                self._left -= len(data)
-                yield data
+            spans = [(0, self._left)]
         else:
             if entry.sparse_map_size < 0:
                 self._read_sparse_map_v1(entry)
-            position = 0
-            for offset, length in entry.sparse:
-                yield from _zeros(offset - position, piece)
-                left = length
-                while left:
-                    data = self._in.read_upto(min(left, piece))
-                    if not data:
-                        raise FormatError(f"tar stream is truncated in {what}")
-                    left -= len(data)
-                    self._left -= len(data)
-                    yield data
-                position = offset + length
-            yield from _zeros(entry.size - position, piece)
+            spans = entry.sparse
+        for offset, length in spans:
+            position = offset
+            left = length
+            while left:
+                data = self._in.read_upto(min(left, piece))
+                if not data:
+                    raise FormatError(f"tar stream is truncated in {what}")
+                left -= len(data)
+                self._left -= len(data)
+                yield position, data
+                position += len(data)
         self._finish(entry)
 
     def _read_sparse_map_v1(self, entry: TarEntry) -> None:
+        """Read the PAX 1.0 sparse map at the start of the data area (linear in its size)."""
         what = f"the sparse map of {entry.name!r}"
-        raw = bytearray()
         numbers: list[int] = []
         count = -1
+        partial = b""
+        size = 0
         while count < 0 or len(numbers) < 2 * count:
             if self._left < BLOCK:
                 raise FormatError(f"tar entry {entry.name!r}: truncated sparse map")
-            raw += self._in.read_exact(BLOCK, what)
+            lines = (partial + self._in.read_exact(BLOCK, what)).split(b"\n")
             self._left -= BLOCK
-            lines = raw.split(b"\n")
-            complete = lines[:-1]
-            if count < 0 and complete:
-                count = _parse_decimal(_decode(bytes(complete[0])), "sparse map", entry.name)
-            if count >= 0:
-                numbers = [
-                    _parse_decimal(_decode(bytes(v)), "sparse map", entry.name)
-                    for v in complete[1 : 1 + 2 * count]
-                ]
+            size += BLOCK
+            partial = lines.pop()
+            for line in lines:
+                value = _parse_decimal(_decode(line), "sparse map", entry.name)
+                if count < 0:
+                    count = value
+                else:
+                    numbers.append(value)
+                if len(numbers) == 2 * count:
+                    break
+            else:
+                if len(partial) > 40:  # no number is that long: not a map
+                    raise FormatError(f"tar entry {entry.name!r}: malformed sparse map")
         entry.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))
-        entry.sparse_map_size = len(raw)
-        entry.stored_size -= len(raw)
+        entry.sparse_map_size = size
+        entry.stored_size -= size
         TarReader._check_sparse(entry)
-        entry.stored_size += len(raw)
+        entry.stored_size += size
         # self._left already excludes the map blocks.
 
     def _finish(self, entry: TarEntry) -> None:

@@ -24,8 +24,7 @@ from typing import Final, NamedTuple
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
-from esgz.estargz.ordering import clean_name as clean_entry_name
-from esgz.estargz.ordering import parent_name
+from esgz.estargz.ordering import clean_name, parent_name
 from esgz.estargz.toc import ENTRY_TYPES, TOC, TOCEntry
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "LayerEntry",
     "TOCIndex",
     "build_index",
-    "clean_entry_name",
     "resolve_hardlink",
 ]
 
@@ -47,7 +45,7 @@ def _unsafe_name_reason(name: str) -> str | None:
         return "contains a NUL byte"
     if ".." in name.split("/"):
         return "has a '..' component"
-    if name.startswith("/") and clean_entry_name(name) != "":
+    if name.startswith("/") and clean_name(name) != "":
         return "is an absolute path"
     return None
 
@@ -221,7 +219,7 @@ def build_index(toc: TOC, data_end: int) -> TOCIndex:
         for key in raw.xattrs:
             if not key or "\0" in key:
                 raise FormatError(f"TOC entry {index}: invalid xattr name {key!r}")
-        name = clean_entry_name(raw.name)
+        name = clean_name(raw.name)
         if raw.user_name:
             user_names[raw.uid] = raw.user_name
         if raw.group_name:
@@ -331,7 +329,7 @@ def resolve_hardlink(entry: LayerEntry, by_name: dict[str, LayerEntry]) -> Layer
         if current.name in seen:
             raise FormatError(f"{entry.name!r} is a hardlink in a cycle of hardlinks")
         seen.add(current.name)
-        target = by_name.get(clean_entry_name(current.link_name))
+        target = by_name.get(clean_name(current.link_name))
         if target is None:
             raise FormatError(
                 f"{current.name!r} is a hardlink but the linkname {current.link_name!r} isn't found"

@@ -31,14 +31,17 @@ Input handling decisions (each documented in docs/format.md):
   that does not look like what an eStargz writer puts there logs a warning.
 * Names: the raw tar name goes into the header and the TOC (``./usr/`` stays
   ``./usr/``), except that absolute names lose their leading ``/``; matching uses the
-  cleaned name. A name or hardlink target with a ``..`` component is a FormatError.
+  cleaned name. Names, whiteouts and hardlinks are interpreted by
+  :class:`~esgz.estargz.layerindex.LayerIndexBuilder`, as the profiler's unpacker does:
+  what it refuses (a ``..`` component, an entry below a file or symlink of the layer, a
+  hardlink to a missing, later, replaced or directory target, …) is a FormatError.
 * Duplicate names keep tar's "last one wins": every occurrence stays in the tar stream in
   order (extracting the blob's tar gives what extracting the input gives) and the TOC lists
   only the last occurrence, at its position.
 * Every hardlink must point at an entry that comes earlier in the output (Go's reader
-  rejects missing targets, the snapshotter's metadata DB rejects later ones): otherwise
-  FormatError. Prioritized hardlinks pull their targets forward, so this only fails for
-  inputs whose own order is broken.
+  rejects missing targets, the snapshotter's metadata DB rejects later ones).
+  Prioritized hardlinks pull their targets forward, and the input order is checked
+  by the tree above, so the final check in output order is a safety net.
 """
 
 from __future__ import annotations
@@ -67,9 +70,10 @@ from esgz.estargz.constants import (
     UNCOMPRESSED_SIZE_ANNOTATION,
 )
 from esgz.estargz.deflate import BACKEND, EStargzCodec, crc32, crc32_combine
+from esgz.estargz.layerindex import LayerIndexBuilder
 from esgz.estargz.layout import Member, Piece, Planner, SpoolRange, piece_length
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.ordering import clean_name, prioritized_order
+from esgz.estargz.ordering import prioritized_order
 from esgz.estargz.source import TarStream
 from esgz.estargz.tarheader import encode_header, plain_header
 from esgz.estargz.tarinput import TarEntry, TarReader
@@ -424,6 +428,8 @@ class _Ingest:
         self._planner = planner
         self._chunk_size = chunk_size
         self._modtimes: dict[tuple[int, int], str] = {}
+        self.tree = LayerIndexBuilder()
+        """The layer as a tree: refuses what the unpacker and the mapper would refuse."""
 
     def _modtime(self, entry: TarEntry) -> str:
         key = (entry.mtime, entry.mtime_ns)
@@ -438,26 +444,19 @@ class _Ingest:
         return text
 
     def item(self, entry: TarEntry) -> _Item | None:
-        cleaned = clean_name(entry.name)  # the same str object when already clean
+        change = self.tree.add(entry)  # names, whiteouts and hardlinks as every reader sees them
+        cleaned = change.name
         if "/" not in cleaned and cleaned in _DROPPED_NAMES:
             self._drop(entry, cleaned)
             return None
-        if ".." in entry.name.split("/"):
-            raise FormatError(f"tar entry {entry.name!r}: '..' in the name is not allowed")
         if entry.name.startswith("/"):
             entry.name = entry.name.lstrip("/") or "./"
         kind = _TYPES[entry.typeflag]
-        if not cleaned and kind != "dir":
-            raise FormatError(f"tar entry {entry.name!r}: the root must be a directory")
         link_target: str | None = None
         if kind == "hardlink":
-            if ".." in entry.linkname.split("/"):
-                raise FormatError(
-                    f"tar entry {entry.name!r}: hardlink target {entry.linkname!r} has '..'"
-                )
             if entry.linkname.startswith("/"):
                 entry.linkname = entry.linkname.lstrip("/")
-            link_target = clean_name(entry.linkname)
+            link_target = change.target
 
         toc = TOCEntry(
             name=entry.name,
@@ -641,6 +640,7 @@ def write_layer(
             count += 1
             if count % 256 == 0:
                 check_cancel()
+        ingest.tree.finish()  # hardlinks whose target was replaced after them
         if not streaming:
             items, missing = _prioritize(items, ingest, prioritized)
             if missing and options.strict_prioritized:

@@ -13,12 +13,12 @@ from esgz.pipeline.config import (
     ImageSpec,
     PipelineConfig,
     RegistryHostConfig,
-    WorkloadConfig,
     config_from_data,
     load_config_file,
     parse_config_text,
 )
 from esgz.pipeline.events import (
+    BytesConverted,
     BytesFetched,
     BytesUploaded,
     Event,
@@ -29,9 +29,11 @@ from esgz.pipeline.events import (
     ImageResolved,
     LayerConverted,
     LayerFetched,
+    LayerPhase,
     LayerReused,
     LayerUploaded,
     PipelineDone,
+    ProfileProgress,
     ProgressEvent,
     Subscription,
     WarningEvent,
@@ -39,8 +41,10 @@ from esgz.pipeline.events import (
 )
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 from esgz.pipeline.runner import RunContext, Runner, Stages
+from esgz.runtime.workload import HostEntry, MountSpec, WorkloadOptions
 
 __all__ = [
+    "BytesConverted",
     "BytesFetched",
     "BytesUploaded",
     "CacheConfig",
@@ -48,6 +52,7 @@ __all__ = [
     "DefaultsConfig",
     "Event",
     "EventBus",
+    "HostEntry",
     "ImageDone",
     "ImageProfiled",
     "ImagePushed",
@@ -56,14 +61,17 @@ __all__ = [
     "ImageSpec",
     "LayerConverted",
     "LayerFetched",
+    "LayerPhase",
     "LayerReused",
     "LayerSummary",
     "LayerUploaded",
     "ManifestResult",
+    "MountSpec",
     "Pipeline",
     "PipelineConfig",
     "PipelineDone",
     "PipelineResult",
+    "ProfileProgress",
     "ProgressEvent",
     "RegistryHostConfig",
     "RunContext",
@@ -71,7 +79,7 @@ __all__ = [
     "Stages",
     "Subscription",
     "WarningEvent",
-    "WorkloadConfig",
+    "WorkloadOptions",
     "WorkloadOutput",
     "config_from_data",
     "convert",

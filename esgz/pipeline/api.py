@@ -29,13 +29,13 @@ from typing import Any
 from esgz.errors import ConfigError, EsgzError, PipelineError
 from esgz.pipeline.config import (
     PipelineConfig,
-    WorkloadConfig,
     config_from_data,
     load_config_file,
 )
 from esgz.pipeline.events import EventBus, PipelineDone, Subscription
 from esgz.pipeline.results import PipelineResult
 from esgz.pipeline.runner import Runner
+from esgz.runtime.workload import WorkloadOptions
 
 __all__ = ["Pipeline", "convert", "optimize", "run_pipeline"]
 
@@ -243,7 +243,7 @@ async def optimize(
     source: str,
     target: str,
     *,
-    workload: WorkloadConfig | Mapping[str, Any] | None = None,
+    workload: WorkloadOptions | Mapping[str, Any] | None = None,
     no_optimize: bool = False,
     record_out: Path | None = None,
     prefetch_list: Path | None = None,
@@ -262,7 +262,7 @@ async def optimize(
 ) -> PipelineResult:
     """Convert one image, optimized for ``workload`` (``esgz optimize``).
 
-    ``workload`` takes the keys of the workload flags (see :class:`WorkloadConfig`).
+    ``workload`` takes the keys of the workload flags (see :class:`WorkloadOptions`).
     """
     image = _image_settings(
         format=format,
@@ -279,7 +279,7 @@ async def optimize(
     if workload is not None:
         image["workload"] = (
             workload.model_dump(exclude_unset=True)
-            if isinstance(workload, WorkloadConfig)
+            if isinstance(workload, WorkloadOptions)
             else dict(workload)
         )
     if record_out is not None:

@@ -26,18 +26,27 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
         workload: {args: ["--version"]}
         record_out: app.record.json
 
-Validation errors become one :class:`~esgz.errors.ConfigError` whose message names the
-file, the line and the key path of every problem, e.g.
-``pipeline.yaml:12: images[1].target: field required``.
+Each setting is declared once, as a field with its type, default, range and description:
+the image settings in the base of :class:`DefaultsConfig` and :class:`ImageSpec`, the
+workload in :class:`~esgz.runtime.workload.WorkloadOptions`, the level ranges in
+:mod:`esgz.levels`.
+The ``optimize`` / ``convert`` flags are built from these fields (:mod:`esgz.cli.options`)
+and the cross-field rules are checked here only, after the defaults are merged.
+
+Validation errors become one :class:`~esgz.errors.ConfigError` naming every problem in
+its reader's words (:mod:`esgz.spelling`): for a YAML file the file, the line and the key
+path (``pipeline.yaml:12: images[1].target: field required``), for Python data the
+Python names (``images[0].format: the zstd:chunked format requires oci=True``), for the
+command line the flags.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from pydantic import (
@@ -46,11 +55,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 
-from esgz.errors import ConfigError, EsgzError, WorkloadError
+from esgz.errors import ConfigError, EsgzError
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -59,16 +68,10 @@ from esgz.pipeline.yamlfile import (
     YamlProblem,
     format_key_path,
     load_yaml_with_lines,
+    read_yaml_text,
 )
-from esgz.runtime.workload import (
-    DEFAULT_CNI_CONF_DIR,
-    DEFAULT_PERIOD,
-    WorkloadOptions,
-    parse_add_hosts,
-    parse_csv,
-    parse_json_array,
-    parse_mount,
-)
+from esgz.runtime.workload import PARTIAL, WorkloadOptions
+from esgz.spelling import KEYWORDS, NO_FLAG, YAML, Flag, Vocabulary, render
 
 __all__ = [
     "CacheConfig",
@@ -79,7 +82,6 @@ __all__ = [
     "PipelineConfig",
     "RegistryHostConfig",
     "ResolvedImage",
-    "WorkloadConfig",
     "config_from_data",
     "default_cache_dir",
     "load_config_file",
@@ -89,160 +91,78 @@ __all__ = [
 #: Output layer formats.
 Format = Literal["estargz", "zstdchunked"]
 
-#: Compression level used when none is configured.
-DEFAULT_COMPRESSION_LEVEL: dict[str, int] = {"estargz": 9, "zstdchunked": 3}
-_LEVEL_RANGE: dict[str, tuple[int, int]] = {"estargz": (-2, 9), "zstdchunked": (-7, 22)}
+#: The workload section of a config: the same model the profiler takes.
+
+_LOWEST_LEVEL = min(low for low, _ in LEVEL_RANGES.values())
+_HIGHEST_LEVEL = max(high for _, high in LEVEL_RANGES.values())
+
+
+def _level_help() -> str:
+    ranges = ", ".join(f"{fmt} {low}..{high}" for fmt, (low, high) in LEVEL_RANGES.items())
+    defaults = ", ".join(f"{level} for {fmt}" for fmt, level in DEFAULT_LEVELS.items())
+    return f"Compression level ({ranges}); default: {defaults}."
 
 
 class _Strict(BaseModel):
-    """Immutable model that rejects unknown keys."""
+    """Immutable model that rejects unknown keys and non-finite numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _split_csv(value: Any) -> Any:
-    """Accept ``"a,b"`` (flag style) as well as ``[a, b]`` (YAML style)."""
-    if isinstance(value, str):
-        return parse_csv(value)
-    return value
-
-
-def _checked(parse: Callable[[str], Any], text: str) -> None:
-    """Run a workload flag parser; its WorkloadError becomes a located config error."""
-    try:
-        parse(text)
-    except WorkloadError as exc:
-        raise ValueError(exc.message) from None
-
-
-class WorkloadConfig(_Strict):
-    """How to run the workload that is profiled: the ``optimize`` workload flags.
-
-    Keys mirror the flags (``--dns-nameservers`` ↔ ``dns_nameservers``, ``-i`` ↔
-    ``interactive``); list-valued keys also take the flag's comma-separated string and
-    ``entrypoint``/``args`` the flag's JSON array string. :meth:`to_options` gives the
-    profiler's :class:`~esgz.runtime.workload.WorkloadOptions`.
-    """
-
-    period: float = Field(DEFAULT_PERIOD, description="seconds of profiling (--period)")
-    terminal: bool = Field(False, description="TTY for the workload (-t/--terminal)")
-    interactive: bool = Field(False, description="attach stdin (-i)")
-    user: str | None = Field(None, description="user[:group] (--user)")
-    cwd: str | None = Field(None, description="working directory (--cwd)")
-    entrypoint: list[str] | None = Field(None, description="entrypoint (--entrypoint)")
-    args: list[str] | None = Field(None, description="arguments (--args)")
-    env: list[str] = Field(default_factory=list, description="KEY=VALUE items (--env)")
-    env_file: Path | None = Field(None, description="file of KEY=VALUE lines (--env-file)")
-    mount: list[str] = Field(default_factory=list, description="mount specs (--mount)")
-    dns_nameservers: list[str] = Field(default_factory=lambda: ["8.8.8.8"])
-    dns_search_domains: list[str] = Field(default_factory=list)
-    dns_options: list[str] = Field(default_factory=list)
-    add_hosts: list[str] = Field(default_factory=list, description="host:IP items")
-    cni: bool = False
-    cni_plugin_conf_dir: Path = DEFAULT_CNI_CONF_DIR
-    cni_plugin_dir: str | None = Field(None, description="default: /opt/cni/bin:/usr/lib/cni")
-    net_host: bool = False
-    wait_on_signal: bool = False
-    wait_on_line: str | None = None
-    gpus: str | None = Field(None, description="not supported; any value is an error")
-
-    @field_validator("dns_nameservers", "dns_search_domains", "dns_options", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("add_hosts", mode="before")
-    @classmethod
-    def _hosts(cls, value: Any) -> Any:
-        items = _split_csv(value)
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, str):
-                    _checked(parse_add_hosts, item)
-        return items
-
-    @field_validator("entrypoint", "args", mode="before")
-    @classmethod
-    def _json(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str):
-            try:
-                return parse_json_array(value, flag="--" + str(info.field_name))
-            except WorkloadError as exc:
-                raise ValueError(exc.message) from None
-        return value
-
-    @field_validator("mount")
-    @classmethod
-    def _mounts(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _checked(parse_mount, item)
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _check_env(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if "=" not in item or item.startswith("="):
-                raise ValueError(f"invalid environment variable {item!r}: expected KEY=VALUE")
-        return value
-
-    @field_validator("gpus")
-    @classmethod
-    def _reject_gpus(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("GPU passthrough (--gpus) is not supported by esgz")
-        return value
-
-    def to_options(self, *, accept_failed_workload: bool = False) -> WorkloadOptions:
-        """The profiler's options for this workload; WorkloadError if it rejects them."""
-        values: dict[str, Any] = {
-            "entrypoint": self.entrypoint,
-            "args": self.args,
-            "env": self.env,
-            "env_file": self.env_file,
-            "user": self.user,
-            "cwd": self.cwd,
-            "period": self.period,
-            "wait_on_signal": self.wait_on_signal,
-            "wait_on_line": self.wait_on_line,
-            "terminal": self.terminal,
-            "stdin": self.interactive,
-            "mounts": self.mount,
-            "cni": self.cni,
-            "cni_plugin_conf_dir": self.cni_plugin_conf_dir,
-            "net_host": self.net_host,
-            "add_hosts": self.add_hosts,
-            "dns_nameservers": self.dns_nameservers,
-            "dns_search_domains": self.dns_search_domains,
-            "dns_options": self.dns_options,
-            "accept_failed_workload": accept_failed_workload,
-        }
-        if self.cni_plugin_dir is not None:
-            values["cni_plugin_dir"] = self.cni_plugin_dir
-        try:
-            return WorkloadOptions.model_validate(values)
-        except ValidationError as exc:
-            raise WorkloadError(f"invalid workload: {exc.errors()[0]['msg']}") from None
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _ImageSettings(_Strict):
-    """Settings every image has; ``None`` in an image means "as in defaults"."""
+    """The settings of one image's conversion, each declared once with its default.
 
-    format: Format | None = None
-    oci: bool | None = None
-    compression_level: int | None = None
-    chunk_size: int | None = Field(None, ge=0)
-    reuse: bool | None = None
-    platforms: list[str] | None = None
-    all_platforms: bool | None = None
-    plain_http: bool | None = None
-    no_optimize: bool | None = None
-    accept_failed_workload: bool | None = None
+    ``defaults`` holds them for every image and each image may set any of them again
+    (what an image sets is in its ``model_fields_set``). ``Annotated`` :class:`Flag`
+    metadata says how the ``optimize`` / ``convert`` flag built from a field is spelled.
+    """
+
+    format: Annotated[Format, NO_FLAG] = Field(
+        "estargz",
+        description="Layer format: estargz (gzip) or zstdchunked (zstd; requires oci).",
+    )
+    oci: bool = Field(
+        False, description="Convert Docker media types to OCI (keeps the TOC-digest annotations)."
+    )
+    compression_level: Annotated[int | None, NO_FLAG] = Field(
+        None, ge=_LOWEST_LEVEL, le=_HIGHEST_LEVEL, description=_level_help()
+    )
+    chunk_size: Annotated[int, Flag(("--estargz-chunk-size",))] = Field(
+        0, ge=0, description="Chunk size of large files in bytes (0: 4 MiB)."
+    )
+    reuse: bool = Field(
+        False,
+        description="Pass layers that are already valid eStargz / zstd:chunked (and were not"
+        " accessed by the workload) through without converting them.",
+    )
+    platforms: Annotated[list[str], Flag(("--platform",), metavar="PLATFORM", multiple=True)] = (
+        Field(
+            default_factory=list,
+            description="Convert the image of this platform (<os>|<arch>|<os>/<arch>[/<variant>]);"
+            " repeatable. Default: the host platform.",
+        )
+    )
+    all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
+        False, description="Convert the images of all platforms (only the host's is optimized)."
+    )
+    plain_http: bool = Field(
+        False,
+        description="Allow plain-HTTP registries; name them with an http:// prefix"
+        " (http://host:5000/repo:tag).",
+    )
+    no_optimize: bool = Field(
+        False, description="Convert without running the workload (no prioritized files)."
+    )
+    accept_failed_workload: Annotated[bool, NO_FLAG] = Field(
+        False,
+        description=f"{WorkloadOptions.model_fields['accept_failed_workload'].description}"
+        " (also a workload key).",
+    )
 
     @field_validator("platforms")
     @classmethod
-    def _check_platforms(cls, value: list[str] | None) -> list[str] | None:
-        for spec in value or ():
+    def _check_platforms(cls, value: list[str]) -> list[str]:
+        for spec in value:
             try:
                 parse_platform(spec)
             except EsgzError as exc:
@@ -251,29 +171,37 @@ class _ImageSettings(_Strict):
 
 
 class DefaultsConfig(_ImageSettings):
-    """Settings applied to every image unless the image overrides them."""
+    """Settings applied to every image unless the image sets them too."""
 
-    format: Format = "estargz"
-    oci: bool = False
-    chunk_size: int = Field(0, ge=0)
-    reuse: bool = False
-    platforms: list[str] = Field(default_factory=list)
-    all_platforms: bool = False
-    plain_http: bool = False
-    no_optimize: bool = False
-    accept_failed_workload: bool = False
-    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    workload: WorkloadOptions = Field(
+        default_factory=WorkloadOptions, description="How to run the workload that is profiled."
+    )
 
 
 class ImageSpec(_ImageSettings):
-    """One image to convert: where from, where to, and its own overrides."""
+    """One image to convert: where from, where to, and the settings it sets itself."""
 
-    source: str = Field(description="source reference (registry or local://)")
-    target: str = Field(description="target reference (registry or local://)")
-    workload: WorkloadConfig | None = None
-    record_out: Path | None = Field(None, description="write the access record here")
-    record_in: Path | None = Field(None, description="prioritize the paths of a record file")
-    prefetch_list: Path | None = Field(None, description="prioritize the paths listed here")
+    source: Annotated[str, NO_FLAG] = Field(description="Source reference (registry or local://).")
+    target: Annotated[str, NO_FLAG] = Field(description="Target reference (registry or local://).")
+    workload: WorkloadOptions | None = Field(
+        None, description="Workload keys of this image (each replaces the one of defaults)."
+    )
+    record_out: Annotated[Path | None, Flag(path="file")] = Field(
+        None, description="Write the workload's file accesses to this record file (JSON lines)."
+    )
+    record_in: Annotated[
+        Path | None,
+        Flag(("--record-in", "--estargz-record-in", "--zstdchunked-record-in"), path="file"),
+    ] = Field(
+        None,
+        description="Record file (JSON lines, from optimize --record-out): its paths are"
+        " prioritized in every layer that has them.",
+    )
+    prefetch_list: Annotated[Path | None, Flag(path="file")] = Field(
+        None,
+        description="File of paths and globs to prioritize, each in the layer that provides it"
+        " (instead of running the workload).",
+    )
 
 
 class CacheConfig(_Strict):
@@ -340,7 +268,7 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedImage:
-    """The effective settings of one image: defaults with its overrides applied."""
+    """The effective settings of one image: defaults with its own settings applied."""
 
     index: int
     source: str
@@ -355,15 +283,19 @@ class ResolvedImage:
     platforms: tuple[str, ...]
     all_platforms: bool
     no_optimize: bool
-    accept_failed_workload: bool
-    workload: WorkloadConfig
+    workload: WorkloadOptions
     record_out: Path | None
     record_in: Path | None
     prefetch_list: Path | None
 
+    @property
+    def accept_failed_workload(self) -> bool:
+        """Whether the profile of a failed workload is kept."""
+        return self.workload.accept_failed_workload
+
     def workload_options(self) -> WorkloadOptions:
         """The profiler's options for this image's workload."""
-        return self.workload.to_options(accept_failed_workload=self.accept_failed_workload)
+        return self.workload
 
     @property
     def needs_workload(self) -> bool:
@@ -372,15 +304,19 @@ class ResolvedImage:
 
 
 def _pick(image: ImageSpec, defaults: DefaultsConfig, name: str) -> Any:
-    value = getattr(image, name)
-    return getattr(defaults, name) if value is None else value
+    return getattr(image if name in image.model_fields_set else defaults, name)
 
 
-def _merged_workload(defaults: WorkloadConfig, image: WorkloadConfig | None) -> WorkloadConfig:
-    if image is None:
-        return defaults
-    update = {name: getattr(image, name) for name in image.model_fields_set}
-    return defaults.model_copy(update=update)
+def _merged_workload(config: PipelineConfig, image: ImageSpec) -> WorkloadOptions:
+    workload = config.defaults.workload
+    update: dict[str, Any] = {}
+    if "accept_failed_workload" in config.defaults.model_fields_set:
+        update["accept_failed_workload"] = config.defaults.accept_failed_workload
+    if image.workload is not None:
+        update |= {name: getattr(image.workload, name) for name in image.workload.model_fields_set}
+    if "accept_failed_workload" in image.model_fields_set:
+        update["accept_failed_workload"] = image.accept_failed_workload
+    return workload.model_copy(update=update) if update else workload
 
 
 def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
@@ -395,14 +331,13 @@ def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedIm
         target_ref=parse_reference(image.target),
         format=fmt,
         oci=_pick(image, defaults, "oci"),
-        compression_level=DEFAULT_COMPRESSION_LEVEL[fmt] if level is None else level,
+        compression_level=DEFAULT_LEVELS[fmt] if level is None else level,
         chunk_size=_pick(image, defaults, "chunk_size"),
         reuse=_pick(image, defaults, "reuse"),
         platforms=tuple(_pick(image, defaults, "platforms")),
         all_platforms=_pick(image, defaults, "all_platforms"),
         no_optimize=_pick(image, defaults, "no_optimize"),
-        accept_failed_workload=_pick(image, defaults, "accept_failed_workload"),
-        workload=_merged_workload(defaults.workload, image.workload),
+        workload=_merged_workload(config, image),
         record_out=image.record_out,
         record_in=image.record_in,
         prefetch_list=image.prefetch_list,
@@ -414,6 +349,8 @@ def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedIm
 
 @dataclass(frozen=True, slots=True)
 class _Issue:
+    """A problem at a key path; ``message`` may name settings as ``{name=value}``."""
+
     path: KeyPath
     message: str
 
@@ -440,19 +377,62 @@ def _check_reference(
     try:
         ref = parse_reference(text)
     except EsgzError as exc:
-        return [_Issue(("images", index, key), exc.message)]
+        return [_Issue(("images", index, key), _literal(exc.message))]
     if isinstance(ref, RegistryReference) and ref.plain_http:
         host_allows = config.registry_options(ref.registry).plain_http
         if not (plain_http_allowed or host_allows):
-            bare = text[len("http://") :]
+            bare = _literal(text[len("http://") :])
             return [
                 _Issue(
                     ("images", index, key),
-                    f'"--plain-http" option must be specified to connect to "{bare}" using HTTP'
-                    f" (set plain_http: true, or registries.{ref.registry}.plain_http)",
+                    f'{{plain_http=true}} is needed to connect to "{bare}" using HTTP',
                 )
             ]
     return []
+
+
+def _literal(text: str) -> str:
+    """``text`` as a part of a rule message (its braces are not placeholders)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _rule_issues(config: PipelineConfig, index: int, resolved: ResolvedImage) -> list[_Issue]:
+    issues: list[_Issue] = []
+    if resolved.format == "zstdchunked" and not resolved.oci:
+        issues.append(
+            _Issue(
+                _setting_path(config, index, "format"),
+                "the zstd:chunked format requires {oci=true}",
+            )
+        )
+    low, high = LEVEL_RANGES[resolved.format]
+    if not low <= resolved.compression_level <= high:
+        issues.append(
+            _Issue(
+                _setting_path(config, index, "compression_level"),
+                f"{resolved.compression_level} is out of range for {resolved.format}"
+                f" ({low}..{high})",
+            )
+        )
+    if resolved.record_out is not None and resolved.no_optimize:
+        issues.append(
+            _Issue(
+                ("images", index, "record_out"),
+                "needs the workload to run; it cannot be used with {no_optimize=true}",
+            )
+        )
+    if resolved.prefetch_list is not None and resolved.no_optimize:
+        issues.append(
+            _Issue(
+                ("images", index, "prefetch_list"),
+                "cannot be used with {no_optimize=true}",
+            )
+        )
+    if resolved.prefetch_list is not None and resolved.record_in is not None:
+        issues.append(_Issue(("images", index, "prefetch_list"), "cannot be used with {record_in}"))
+    for name, template in resolved.workload.rule_violations():
+        issues.append(_Issue(_workload_path(config, index, name), template))
+    return issues
 
 
 def _semantic_issues(config: PipelineConfig) -> list[_Issue]:
@@ -462,81 +442,12 @@ def _semantic_issues(config: PipelineConfig) -> list[_Issue]:
         ref_issues = _check_reference(config, index, "source", plain_http)
         ref_issues += _check_reference(config, index, "target", plain_http)
         issues += ref_issues
-        if ref_issues:
-            continue
-        resolved = _resolve(config, index, image)
-        if resolved.format == "zstdchunked" and not resolved.oci:
-            issues.append(
-                _Issue(
-                    _setting_path(config, index, "format"),
-                    "zstdchunked must be used in conjunction with oci: true"
-                    " (option --zstdchunked must be used in conjunction with --oci)",
-                )
-            )
-        low, high = _LEVEL_RANGE[resolved.format]
-        if not low <= resolved.compression_level <= high:
-            issues.append(
-                _Issue(
-                    _setting_path(config, index, "compression_level"),
-                    f"compression level {resolved.compression_level} is out of range for"
-                    f" {resolved.format} ({low}..{high})",
-                )
-            )
-        if resolved.record_out is not None and resolved.no_optimize:
-            issues.append(
-                _Issue(
-                    ("images", index, "record_out"),
-                    "record_out needs a workload run and cannot be used with no_optimize",
-                )
-            )
-        if resolved.prefetch_list is not None and resolved.no_optimize:
-            issues.append(
-                _Issue(
-                    ("images", index, "prefetch_list"),
-                    "prefetch_list cannot be used with no_optimize",
-                )
-            )
-        if resolved.prefetch_list is not None and resolved.record_in is not None:
-            issues.append(
-                _Issue(
-                    ("images", index, "prefetch_list"),
-                    "prefetch_list and record_in cannot be used together",
-                )
-            )
-        workload = resolved.workload
-        if resolved.needs_workload:
-            try:
-                workload.to_options(accept_failed_workload=resolved.accept_failed_workload)
-            except WorkloadError as exc:
-                issues.append(
-                    _Issue(
-                        ("images", index, "workload")
-                        if image.workload is not None
-                        else ("defaults", "workload"),
-                        exc.message,
-                    )
-                )
-        if workload.terminal and not workload.interactive:
-            issues.append(
-                _Issue(
-                    _workload_path(config, index, "terminal"),
-                    "terminal (-t) requires interactive (-i)",
-                )
-            )
-        if workload.terminal and workload.wait_on_signal:
-            issues.append(
-                _Issue(
-                    _workload_path(config, index, "wait_on_signal"),
-                    "wait_on_signal cannot be used with terminal (-t)",
-                )
-            )
+        if not ref_issues:
+            issues += _rule_issues(config, index, _resolve(config, index, image))
     return issues
 
 
 # --------------------------------------------------------------------------- loading
-
-#: Turns a key path into the name shown to the user (e.g. a CLI flag).
-PathLabeler = Callable[[KeyPath], str]
 
 _MESSAGES = {
     "missing": "field required",
@@ -552,12 +463,12 @@ def _pydantic_issues(error: ValidationError) -> list[_Issue]:
             message = str(item["msg"]).removeprefix("Value error, ")
             if message[1:2].islower():
                 message = message[:1].lower() + message[1:]
-        issues.append(_Issue(tuple(item["loc"]), message))
+        issues.append(_Issue(tuple(item["loc"]), _literal(message)))
     return issues
 
 
 def _raise_issues(
-    issues: Sequence[_Issue], source: str, lines: LineMap | None, label: PathLabeler | None
+    issues: Sequence[_Issue], source: str, lines: LineMap | None, vocabulary: Vocabulary
 ) -> None:
     parts = []
     for issue in issues:
@@ -565,9 +476,12 @@ def _raise_issues(
         line = lines.line_of(issue.path) if lines is not None else None
         if line is not None:
             where += f":{line}"
-        name = label(issue.path) if label is not None else format_key_path(issue.path)
+        name = vocabulary.label(issue.path)
+        if name is None:
+            name = format_key_path(issue.path)
         prefix = ": ".join(part for part in (where, name) if part)
-        parts.append(f"{prefix}: {issue.message}" if prefix else issue.message)
+        message = render(issue.message, vocabulary)
+        parts.append(f"{prefix}: {message}" if prefix else message)
     raise ConfigError("; ".join(parts))
 
 
@@ -576,25 +490,29 @@ def config_from_data(
     *,
     source: str = "config",
     lines: LineMap | None = None,
-    label: PathLabeler | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> PipelineConfig:
-    """Validate plain data (as loaded from YAML) into a :class:`PipelineConfig`.
+    """Validate plain data (as loaded from YAML, or built in Python) into a
+    :class:`PipelineConfig`.
 
     ``source`` names where the data came from (a file name) and ``lines`` maps key
-    paths to its lines; ``label`` renames key paths in messages (the CLI shows flags).
-    Raises :class:`ConfigError` listing every problem.
+    paths to its lines. ``vocabulary`` spells the settings in messages (default: YAML
+    keys when ``lines`` are given, else Python names, see :mod:`esgz.spelling`; the CLI
+    passes its flags). Raises :class:`ConfigError` listing every problem on one line.
     """
+    if vocabulary is None:
+        vocabulary = YAML if lines is not None else KEYWORDS
     if not isinstance(data, Mapping):
         where = f"{source}:1" if lines is not None else source
         raise ConfigError(f"{where}: a pipeline config must be a mapping")
     try:
-        config = PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data, context=dict(PARTIAL))
     except ValidationError as exc:
-        _raise_issues(_pydantic_issues(exc), source, lines, label)
+        _raise_issues(_pydantic_issues(exc), source, lines, vocabulary)
         raise AssertionError("unreachable") from exc
     issues = _semantic_issues(config)
     if issues:
-        _raise_issues(issues, source, lines, label)
+        _raise_issues(issues, source, lines, vocabulary)
     return config
 
 
@@ -618,7 +536,7 @@ async def load_config_file(path: Path | str) -> PipelineConfig:
     """
     file = anyio.Path(path)
     try:
-        text = await file.read_text(encoding="utf-8")
+        text = await anyio.to_thread.run_sync(read_yaml_text, file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline config {str(path)!r}: {exc}") from None
     return parse_config_text(text, source=str(path))

@@ -1,13 +1,21 @@
 """Typed progress events and the bus that fans them out to subscribers.
 
 The pipeline publishes events without ever waiting on a subscriber: each subscriber has
-its own bounded buffer. Byte-progress events (:class:`ProgressEvent`) carry cumulative
-counts, so a newer one replaces the pending (unread) one for the same
-(kind, image, layer), keeping its place in the queue, and, when the buffer is full, a
-new one without a pending slot is dropped — the next one carries the total anyway.
-Every other event (resolved, profiled, workload output, reused, converted, pushed, done,
-warnings) is delivered,
-even past the bound: there are only a few per layer.
+its own bounded buffer. Progress events — byte counts (:class:`ProgressEvent`: fetched,
+converted, uploaded) and the workload's clock (:class:`ProfileProgress`) — carry
+cumulative values, so a newer one replaces the pending (unread) one for the same
+(kind, image, layer or platform), keeping its place in the queue, and, when the buffer is
+full, a new one without a pending slot is dropped — the next one carries the total
+anyway. Every other event (resolved, layer phases, profiled, workload output, reused,
+converted, pushed, done, warnings) is delivered, even past the bound: there are only a
+few per layer.
+
+A layer's life is told by :class:`LayerPhase` events (``fetch`` → ``wait`` →
+``convert`` → ``upload``), each followed by byte progress of that phase and ended by
+the phase's result event (:class:`LayerFetched`, :class:`LayerConverted`,
+:class:`LayerUploaded`). Publishers of byte progress throttle it
+(:class:`ProgressThrottle`, :func:`publish_progress_while`) to a few events a second
+per layer, so progress stays cheap whatever the transfer's chunk size.
 
 Subscribers iterate a :class:`Subscription` (``async for event in sub``); iteration ends
 once the bus is closed and the buffer drained.
@@ -15,17 +23,21 @@ once the bus is closed and the buffer drained.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Final, Literal, TypeVar
 
 import anyio
 
-if TYPE_CHECKING:
-    from esgz.registry.client import PushOutcome
+from esgz.registry.client import PushOutcome  # at run time too: get_type_hints resolves it
 
 __all__ = [
+    "PROFILE_TICK",
+    "PROGRESS_INTERVAL",
+    "BytesConverted",
     "BytesFetched",
     "BytesUploaded",
     "Event",
@@ -36,14 +48,29 @@ __all__ = [
     "ImageResolved",
     "LayerConverted",
     "LayerFetched",
+    "LayerPhase",
+    "LayerPhaseName",
     "LayerReused",
     "LayerUploaded",
     "PipelineDone",
+    "ProfileProgress",
     "ProgressEvent",
+    "ProgressThrottle",
     "Subscription",
     "WarningEvent",
     "WorkloadOutput",
+    "publish_progress_while",
 ]
+
+#: Seconds between two byte-progress events of one layer (at most ~10 a second).
+PROGRESS_INTERVAL: Final = 0.1
+#: Seconds between two :class:`ProfileProgress` events of a running workload.
+PROFILE_TICK: Final = 0.5
+
+#: The phases of a layer, in order: ``fetch`` (the source blob is being pulled), ``wait``
+#: (fetched; waiting for the manifest's other layers and, when it runs, the workload),
+#: ``convert`` (being rewritten), ``upload`` (being pushed / written to the target).
+LayerPhaseName = Literal["fetch", "wait", "convert", "upload"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,8 +100,35 @@ class ImageResolved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LayerPhase(Event):
+    """Layer ``layer`` (the source digest) entered ``phase``.
+
+    ``total`` is the number of bytes the phase works through when known (the source size
+    for ``fetch`` and ``convert``, the output size for ``upload``), else None. Work shared
+    between images (a blob fetched, converted or uploaded once) is announced once, for
+    the image that does it.
+    """
+
+    layer: str
+    phase: LayerPhaseName
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BytesFetched(ProgressEvent):
     """Bytes of a source layer fetched so far."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BytesConverted(ProgressEvent):
+    """Bytes of a source layer (as stored: compressed) the conversion has read so far.
+
+    ``written`` is the number of bytes of the output blob written so far: with
+    prioritized files the whole input is read first and compressed afterwards, so
+    ``written`` is what moves in that second half.
+    """
+
+    written: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +155,22 @@ class WorkloadOutput(Event):
 
     stream: str
     line: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileProgress(Event):
+    """The workload of one manifest is being profiled: ``elapsed`` of ``period`` seconds.
+
+    Published about every :data:`PROFILE_TICK` seconds from the start of the profile
+    step (``elapsed`` counts from there, so it includes unpacking the layers and
+    starting the container) until :class:`ImageProfiled`. The workload may end before
+    ``period`` (it exits, ``wait_on_line`` matches) or run a little past it while it is
+    being stopped.
+    """
+
+    platform: str | None
+    elapsed: float
+    period: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,9 +258,12 @@ class PipelineDone(Event):
 
 
 _ProgressKey = tuple[type, str, str]
+_Cumulative = ProgressEvent | ProfileProgress
 
 
-def _progress_key(event: ProgressEvent) -> _ProgressKey:
+def _progress_key(event: _Cumulative) -> _ProgressKey:
+    if isinstance(event, ProfileProgress):
+        return (type(event), event.image, event.platform or "")
     return (type(event), event.image, event.layer)
 
 
@@ -200,14 +273,14 @@ class Subscription:
 
     max_buffer: int
     _queue: deque[Event | _ProgressKey] = field(default_factory=deque)
-    _progress: dict[_ProgressKey, ProgressEvent] = field(default_factory=dict)
+    _progress: dict[_ProgressKey, _Cumulative] = field(default_factory=dict)
     _wakeup: anyio.Event | None = None
     _closed: bool = False
     _bus: EventBus | None = None
     dropped: int = 0
 
     def _offer(self, event: Event) -> None:
-        if isinstance(event, ProgressEvent):
+        if isinstance(event, ProgressEvent | ProfileProgress):
             key = _progress_key(event)
             if key in self._progress:
                 # merged: the newest count is delivered at the older event's position
@@ -311,3 +384,95 @@ class EventBus:
     def _remove(self, subscription: Subscription) -> None:
         if subscription in self._subscribers:
             self._subscribers.remove(subscription)
+
+
+T = TypeVar("T")
+
+
+class ProgressThrottle:
+    """Publish a transfer's cumulative byte counts at most once per ``interval``.
+
+    Call it with ``(done, total)`` as often as the transfer likes, on the event loop's
+    thread (as the registry client's and the endpoints' progress callbacks are): it
+    publishes ``make(done, total)`` for the first call, then at most every ``interval``
+    seconds, and always for the final count (``done == total``). :meth:`flush`
+    publishes a count that was held back.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        make: Callable[[int, int | None], Event],
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self._bus = bus
+        self._make = make
+        self._interval = interval
+        self._last_time: float | None = None
+        self._last: tuple[int, int | None] | None = None
+        self._held: tuple[int, int | None] | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Take the newest count; publish it unless one was published too recently."""
+        now = time.monotonic()
+        final = total is not None and done >= total
+        recent = self._last_time is not None and now - self._last_time < self._interval
+        if (recent and not final) or self._last == (done, total):
+            self._held = None if self._last == (done, total) else (done, total)
+            return
+        self._publish(done, total, now)
+
+    def flush(self) -> None:
+        """Publish the newest count if it was held back."""
+        if self._held is not None:
+            self._publish(*self._held, time.monotonic())
+
+    def _publish(self, done: int, total: int | None, now: float) -> None:
+        self._last_time = now
+        self._last = (done, total)
+        self._held = None
+        self._bus.publish(self._make(done, total))
+
+
+async def publish_progress_while(
+    bus: EventBus,
+    work: Callable[[], Awaitable[T]],
+    sample: Callable[[], Event | None],
+    interval: float = PROGRESS_INTERVAL,
+) -> T:
+    """Await ``work()``; meanwhile publish ``sample()`` every ``interval`` seconds.
+
+    For work whose progress is counted where events cannot be published (a worker
+    thread) or that only has a clock (a running workload): ``sample`` reads the current
+    state and returns the event to publish, or None for nothing new; an event equal to
+    the previous one is not published again. Once ``work`` succeeds, the final sample is
+    published (if new). ``work``'s result or exception is passed through unchanged; the
+    ticking stops as soon as it ends.
+    """
+    failure: Exception | None = None
+    results: list[T] = []
+    previous: list[Event | None] = [None]
+
+    def publish_sample() -> None:
+        event = sample()
+        if event is not None and event != previous[0]:
+            bus.publish(event)
+            previous[0] = event
+
+    async def tick() -> None:
+        while True:
+            await anyio.sleep(interval)
+            publish_sample()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        try:
+            results.append(await work())
+        except Exception as exc:  # re-raised as is, outside the task group
+            failure = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    publish_sample()
+    return results[0]

@@ -7,11 +7,11 @@ as ``ctr-remote image optimize`` does. Usable without the pipeline; needs root.
 Entry point::
 
     from esgz.runtime.profile import profile_workload
-    from esgz.runtime.unpack import LayerSource
+    from esgz.runtime.unpack import LayerFile
     from esgz.runtime.workload import WorkloadOptions
 
     result = await profile_workload(
-        [LayerSource(digest, blob_path, diff_id), ...],   # bottom layer first
+        [LayerFile(digest, blob_path, diff_id), ...],   # bottom layer first
         image_config,                                     # the config blob (dict)
         WorkloadOptions(args=["python3 -c 'import json'"], period=10),
         work_dir=Path("/var/tmp/esgz"),

@@ -14,7 +14,8 @@ import logging
 import posixpath
 from collections.abc import Iterable, Sequence
 
-from esgz.runtime.unpack import LayerIndex, clean_entry_name
+from esgz.errors import FormatError
+from esgz.estargz.layerindex import LayerIndex, entry_path
 
 __all__ = ["cleaned_names", "layer_of", "prioritized_by_layer"]
 
@@ -33,13 +34,14 @@ def _ancestors(path: str) -> list[str]:
 def cleaned_names(paths: Iterable[str]) -> list[str]:
     """``paths`` as entry names (no leading ``/``), each once, first one first.
 
-    The root itself and paths that climb out of it are dropped.
+    The root itself and paths no layer entry can have (a ``..`` component, a NUL byte)
+    are dropped; names are cleaned as tar names are (:func:`entry_path`).
     """
     names: dict[str, None] = {}
     for path in paths:
         try:
-            name = clean_entry_name(path)
-        except ValueError:
+            name = entry_path(path)
+        except FormatError:
             continue
         if name:
             names[name] = None
@@ -49,19 +51,23 @@ def cleaned_names(paths: Iterable[str]) -> list[str]:
 def layer_of(path: str, layers: Sequence[LayerIndex]) -> int | None:
     """Index (bottom = 0) of the layer serving ``path``, or None if no layer does."""
     try:
-        name = clean_entry_name(path)
-    except ValueError:
+        name = entry_path(path)
+    except FormatError:
         return None
     return _serving_layer(name, layers) if name else None
 
 
 def _serving_layer(name: str, layers: Sequence[LayerIndex]) -> int | None:
     """:func:`layer_of` for a cleaned, non-empty entry name."""
-    ancestors = _ancestors(name)
+    ancestors: list[str] | None = None  # computed once, and only if a layer deletes things
     for index in range(len(layers) - 1, -1, -1):
         layer = layers[index]
         if name in layer.entries:
             return index
+        if not layer.whiteouts and not layer.opaque_dirs:
+            continue
+        if ancestors is None:
+            ancestors = _ancestors(name)
         if name in layer.whiteouts or any(a in layer.whiteouts for a in ancestors if a):
             log.debug("%s: deleted in layer %d", name, index)
             return None

@@ -48,6 +48,7 @@ import anyio
 import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
+from esgz.fsutil import remove_tree
 from esgz.runtime.fanotify import FanotifyMonitor
 from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
@@ -62,8 +63,9 @@ from esgz.runtime.spec import (
     resolve_user,
     stop_signal,
 )
-from esgz.runtime.unpack import LayerSource, UnpackedLayer, unpack_layer
+from esgz.runtime.unpack import LayerFile, UnpackedLayer, unpack_layer
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
+from esgz.signals import preserving_signal_handlers
 
 __all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
 
@@ -171,7 +173,7 @@ def _check_host(runtime: str) -> None:
 
 
 async def profile_workload(
-    layers: Sequence[LayerSource],
+    layers: Sequence[LayerFile],
     image_config: Mapping[str, Any],
     workload: WorkloadOptions,
     *,
@@ -295,12 +297,12 @@ async def profile_workload(
     )
 
 
-async def _unpack_all(layers: Sequence[LayerSource], cache: Path) -> list[UnpackedLayer]:
+async def _unpack_all(layers: Sequence[LayerFile], cache: Path) -> list[UnpackedLayer]:
     """Unpack (or find cached) every layer, a few at a time."""
     results: dict[int, UnpackedLayer] = {}
     limiter = anyio.CapacityLimiter(_UNPACK_PARALLELISM)
 
-    async def one(index: int, layer: LayerSource) -> None:
+    async def one(index: int, layer: LayerFile) -> None:
         async with limiter:
             results[index] = await unpack_layer(layer, cache)
 
@@ -428,9 +430,8 @@ async def _watch_signals(state: _RunState) -> None:
     """With ``--wait-on-signal``: SIGINT/SIGTERM/SIGHUP/SIGQUIT end the run normally."""
     if threading.current_thread() is not threading.main_thread():
         return
-    with anyio.open_signal_receiver(
-        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-    ) as signals:
+    waited = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    with preserving_signal_handlers(*waited), anyio.open_signal_receiver(*waited) as signals:
         async for _ in signals:
             log.info("signal detected")
             state.signalled.set()
@@ -489,4 +490,4 @@ async def _temp_dir(parent: Path, prefix: str) -> AsyncIterator[Path]:
         yield path
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+            await anyio.to_thread.run_sync(lambda: remove_tree(path, ignore_errors=True))

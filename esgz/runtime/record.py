@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esgz.errors import FormatError
+from esgz.estargz.layerindex import LayerIndex, entry_path
 from esgz.oci import gojson
 from esgz.runtime.layermap import prioritized_by_layer
-from esgz.runtime.unpack import LayerIndex, clean_entry_name
 
 __all__ = [
     "RecordEntry",
@@ -153,8 +153,8 @@ def layer_lists_from_records(
         if index is None or not 0 <= index < layer_count:
             continue
         try:
-            name = clean_entry_name(entry.path)
-        except ValueError:
+            name = entry_path(entry.path)
+        except FormatError:
             continue
         if name and name not in seen[index]:
             seen[index].add(name)
@@ -198,7 +198,9 @@ def _segment_regex(segment: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            end = segment.find("]", i + 2 if segment[i + 1 : i + 2] in ("!", "^") else i + 1)
+            # A ']' right after '[' (or '[!') is a member of the class, as in Go.
+            first = i + 2 if segment[i + 1 : i + 2] in ("!", "^") else i + 1
+            end = segment.find("]", first + 1)
             if end < 0:
                 out.append(re.escape(char))
             else:
@@ -206,7 +208,8 @@ def _segment_regex(segment: str) -> str:
                 negate = body[:1] in ("!", "^")
                 if negate:
                     body = body[1:]
-                body = body.replace("\\", "\\\\")
+                # Every character of the class literally, but '-' (a range, as in Go).
+                body = "".join(c if c == "-" else re.escape(c) for c in body)
                 out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
                 i = end
         elif char == "\\" and i + 1 < len(segment):
@@ -235,7 +238,10 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         else:
             regex += ("/" if need_separator else "") + _segment_regex(segment)
             need_separator = True
-    return re.compile(regex + r"\Z")
+    try:
+        return re.compile(regex + r"\Z")
+    except re.error as err:
+        raise FormatError(f"prefetch list: invalid glob pattern {pattern!r}: {err.msg}") from None
 
 
 def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> list[str]:
@@ -257,8 +263,8 @@ def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> li
             result.update(dict.fromkeys(matched))
             continue
         try:
-            name = clean_entry_name(line)
-        except ValueError:
+            name = entry_path(line)
+        except FormatError:
             log.warning("prefetch list: %r points outside the image; ignored", line)
             continue
         if name:

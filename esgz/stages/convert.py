@@ -13,7 +13,12 @@ from dataclasses import replace
 
 from esgz.estargz.convert import convert_layer_file
 from esgz.estargz.options import ConvertOptions
-from esgz.pipeline.events import WarningEvent
+from esgz.pipeline.events import (
+    BytesConverted,
+    LayerPhase,
+    WarningEvent,
+    publish_progress_while,
+)
 from esgz.pipeline.jobs import LayerJob, LayerOutput
 from esgz.pipeline.runner import RunContext
 
@@ -43,8 +48,25 @@ def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
 
 async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
     """Convert ``layer.fetched_path`` and move the output into the blob store."""
+    source = layer.fetched_path
     temp = ctx.store.temp_path("convert")
-    result = await convert_layer_file(layer.fetched_path, temp, options_for(layer, ctx))
+    image, digest, size = layer.image.name, layer.source.digest, layer.source.size
+    ctx.events.publish(LayerPhase(image=image, layer=digest, phase="convert", total=size))
+    counts = (0, 0)  # (source bytes read, output bytes written), set by the worker thread
+
+    def on_progress(read: int, written: int) -> None:
+        nonlocal counts
+        counts = (read, written)
+
+    def sample() -> BytesConverted:
+        read, written = counts
+        return BytesConverted(image=image, layer=digest, done=read, total=size, written=written)
+
+    result = await publish_progress_while(
+        ctx.events,
+        lambda: convert_layer_file(source, temp, options_for(layer, ctx), progress=on_progress),
+        sample,
+    )
     # A record file's paths are applied to every layer; most layers lack most of them.
     if result.missing_prioritized and layer.image.settings.record_in is None:
         count = len(result.missing_prioritized)

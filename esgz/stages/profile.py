@@ -36,7 +36,14 @@ import anyio.to_thread
 
 from esgz.errors import ConfigError
 from esgz.pipeline.config import ResolvedImage
-from esgz.pipeline.events import ImageProfiled, WarningEvent, WorkloadOutput
+from esgz.pipeline.events import (
+    PROFILE_TICK,
+    ImageProfiled,
+    ProfileProgress,
+    WarningEvent,
+    WorkloadOutput,
+    publish_progress_while,
+)
 from esgz.pipeline.jobs import ManifestJob
 from esgz.pipeline.runner import RunContext
 from esgz.runtime.layermap import prioritized_by_layer
@@ -48,7 +55,7 @@ from esgz.runtime.record import (
     record_paths,
     write_record_file,
 )
-from esgz.runtime.unpack import LayerSource
+from esgz.runtime.unpack import LayerFile
 from esgz.stages.layerindex import index_layer_file
 
 __all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
@@ -126,7 +133,11 @@ async def _from_prefetch_list(
         return {}
     indexes = []
     for layer in manifest.layers:
-        indexes.append(await anyio.to_thread.run_sync(index_layer_file, layer.fetched_path))
+        indexes.append(
+            await anyio.to_thread.run_sync(
+                index_layer_file, layer.fetched_path, layer.source.digest
+            )
+        )
     names = set().union(*(index.entries for index in indexes))
     paths = expand_prefetch_list(lines, names)
     return dict(enumerate(prioritized_by_layer(paths, indexes)))
@@ -141,19 +152,33 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
     settings = image.settings
     layers = []
     for job in manifest.layers:
-        layers.append(LayerSource(job.source.digest, job.fetched_path))
+        layers.append(LayerFile(job.source.digest, job.fetched_path))
 
     def on_output(stream: str, line: str) -> None:
         ctx.events.publish(WorkloadOutput(image=image.name, stream=stream, line=line))
 
+    workload = settings.workload_options()
     started = time.monotonic()
-    result = await profile_workload(
-        layers,
-        manifest.source.config.raw,
-        settings.workload_options(),
-        work_dir=ctx.store.scratch / "profile",
-        on_output=on_output,
-        runtime=OCI_RUNTIME,
+
+    def clock() -> ProfileProgress:
+        elapsed = round(time.monotonic() - started, 1)
+        return ProfileProgress(
+            image=image.name, platform=manifest.platform, elapsed=elapsed, period=workload.period
+        )
+
+    ctx.events.publish(clock())
+    result = await publish_progress_while(
+        ctx.events,
+        lambda: profile_workload(
+            layers,
+            manifest.source.config.raw,
+            workload,
+            work_dir=ctx.store.scratch / "profile",
+            on_output=on_output,
+            runtime=OCI_RUNTIME,
+        ),
+        clock,
+        PROFILE_TICK,
     )
     seconds = time.monotonic() - started
     _publish_summary(manifest, result, seconds, ctx)

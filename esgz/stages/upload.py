@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from esgz.pipeline.events import BytesUploaded
+from esgz.pipeline.events import BytesUploaded, LayerPhase, ProgressThrottle
 from esgz.pipeline.jobs import LayerJob
 from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Source, Target
@@ -28,8 +28,16 @@ async def upload_layer(
     assert output is not None
     image = layer.image.name
 
-    def progress(digest: str, done: int, total: int) -> None:
-        ctx.events.publish(BytesUploaded(image=image, layer=digest, done=done, total=total))
+    ctx.events.publish(
+        LayerPhase(image=image, layer=layer.source.digest, phase="upload", total=output.size)
+    )
+    throttle = ProgressThrottle(
+        ctx.events,
+        lambda done, total: BytesUploaded(image=image, layer=output.digest, done=done, total=total),
+    )
+
+    def progress(_digest: str, done: int, total: int) -> None:
+        throttle(done, total)
 
     return await target.push_blob(
         output.digest,

@@ -159,3 +159,21 @@ def test_hardlink_chains_and_cycles() -> None:
 )
 def test_clean_name_is_gos_clean_entry_name(raw: str, cleaned: str) -> None:
     assert clean_name(raw) == cleaned
+
+
+def test_a_file_below_1200_nested_directories_is_prioritized_without_recursion() -> None:
+    """Deeper than Python's recursion limit: the directories move first, top-down."""
+    names = ["/".join(["d"] * n) for n in range(1, 1201)]
+    deepest = names[-1] + "/f"
+    source = make_tar(
+        [Spec("other", data=b"o"), *(Spec(n, D, mode=0o755) for n in names), Spec(deepest)]
+    )
+    blob, result = convert(source, prioritized_files=(deepest,))
+    assert result.missing_prioritized == ()
+    names_out = toc_names(blob)
+    landmark = names_out.index(".prefetch.landmark")
+    assert names_out[:landmark] == [*(n + "/" for n in names), deepest]  # tarfile adds "/"
+    assert names_out[landmark + 1 :] == ["other"]
+
+    order = prioritized_order([*names, deepest], lambda i: None, [deepest])
+    assert order.prioritized == list(range(1201))

@@ -18,8 +18,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from esgz.estargz.ordering import clean_name
 from esgz.estargz.reader import LayerReader, is_reusable_layer, open_layer
-from esgz.estargz.tocindex import clean_entry_name
 from tests.fixtures.gotools import go_build, go_check, go_tool
 from tests.interop.sourcetar import assert_reader_matches_tar, write_tar
 from tests.interop.trees import CHUNK, Tree, examples, trees
@@ -44,7 +44,7 @@ def _check_prioritized(layer: LayerReader, tree: Tree, missing: tuple[str, ...])
     before = layer.prioritized_names()
     explicit = {e.name for e in layer.entries()}
     for path in tree.prioritized:
-        name = clean_entry_name(path)
+        name = clean_name(path)
         if path in missing:
             continue
         assert name in before, name

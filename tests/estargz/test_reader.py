@@ -16,6 +16,7 @@ import zstandard
 
 import esgz.estargz.reader as reader_module
 from esgz.errors import FormatError, VerificationError
+from esgz.estargz.ordering import clean_name
 from esgz.estargz.reader import (
     LayerReader,
     is_reusable_layer,
@@ -23,7 +24,6 @@ from esgz.estargz.reader import (
     open_layer,
     sniff_layer_format,
 )
-from esgz.estargz.tocindex import clean_entry_name
 from tests.fixtures.blobcraft import CraftFile, craft_blob
 from tests.interop.sourcetar import pattern
 
@@ -56,8 +56,8 @@ def layer(tmp_path: Path) -> Any:
     ("raw", "clean"),
     [("./a/", "a"), ("/a//b", "a/b"), ("./", ""), ("/", ""), ("a/./b/", "a/b"), ("//x", "x")],
 )
-def test_clean_entry_name(raw: str, clean: str) -> None:
-    assert clean_entry_name(raw) == clean
+def test_clean_name(raw: str, clean: str) -> None:
+    assert clean_name(raw) == clean
 
 
 ENTRY_NAMES = [

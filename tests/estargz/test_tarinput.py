@@ -251,3 +251,77 @@ def test_signed_header_checksum_is_accepted() -> None:
         assert reference.getnames() == ["caf\u00e9-\u00fc.txt"]  # tarfile takes it as valid
     [(entry, payload)] = read_all(bytes(data))
     assert (entry.name, payload) == ("caf\u00e9-\u00fc.txt", b"x")
+
+
+def _pax_1_0_sparse(name: str, spans: list[tuple[int, bytes]], real_size: int) -> bytes:
+    """A PAX 1.0 sparse entry (the map in the data area, as GNU tar writes it)."""
+    lines = [str(len(spans))] + [f"{offset}\n{len(data)}" for offset, data in spans]
+    sparse_map = ("\n".join(lines) + "\n").encode()
+    sparse_map += bytes(-len(sparse_map) % 512)
+    payload = sparse_map + b"".join(data for _, data in spans)
+    pax = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(real_size),
+    }
+    spec = Spec(f"GNUSparseFile.0/{name}", data=payload, pax=pax)
+    return make_tar([spec, Spec("after", data=b"after")])
+
+
+def test_a_large_pax_1_0_sparse_map_is_read_in_one_pass() -> None:
+    """40,000 spans (an 83 KB map): read once, not re-parsed for every block of it."""
+    spans = [(index * 4096, b"%d" % (index % 10)) for index in range(40_000)]
+    real_size = 40_000 * 4096
+    [(entry, content), (after, _)] = read_all(_pax_1_0_sparse("holes", spans, real_size))
+    assert (entry.name, entry.size, after.name) == ("holes", real_size, "after")
+    assert entry.sparse is not None
+    assert len(entry.sparse) == 40_000
+    assert entry.sparse_map_size > 80_000
+    assert content[4096 * 12_345] == ord("5")
+    assert content.count(0) == real_size - 40_000
+
+
+@pytest.mark.parametrize(
+    ("pax", "message"),
+    [
+        ({"uid": "99999999999999999999"}, r"'f'.*uid.*out of range"),
+        ({"gid": "9223372036854775808"}, r"'f'.*gid.*out of range"),
+        ({"uid": "1e20"}, r"'f'.*bad PAX uid"),
+        ({"uid": "+5"}, r"'f'.*bad PAX uid"),
+        ({"uid": "-1"}, r"'f'.*negative PAX uid"),
+        ({"mtime": "1e300"}, r"'f'.*bad PAX time"),
+        ({"mtime": "9" * 30}, r"'f'.*PAX time.*out of range"),
+        ({"mtime": "-9223372036854775809"}, r"'f'.*PAX time.*out of range"),
+        ({"size": "9223372036854775808"}, r"'f'.*size.*out of range"),
+        ({"GNU.sparse.map": "0,0", "GNU.sparse.size": "1" * 25}, r"'f'.*out of range"),
+    ],
+)
+def test_numbers_beyond_int64_or_not_decimal_are_format_errors(
+    pax: dict[str, str], message: str
+) -> None:
+    """As Go's reader refuses them: no Python number may reach the output or a syscall."""
+    with pytest.raises(FormatError, match=message):
+        read_all(make_tar([Spec("f", data=b"", pax=pax)]))
+
+
+def test_base256_numbers_beyond_int64_are_format_errors() -> None:
+    data = bytearray(make_tar([Spec("f", data=b"")], fmt=tarfile.GNU_FORMAT))
+    data[108:116] = b"\x80" + b"\xff" * 7  # uid: 2**56 - 1 fits
+    data[124:136] = b"\x80\x00\x00\x01" + bytes(8)  # size: 2**64
+    data[148:156] = b"        "
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    with pytest.raises(FormatError, match=r"'f'.*size 18446744073709551616 is out of range"):
+        read_all(bytes(data))
+
+
+def test_regions_leave_the_holes_out() -> None:
+    spans = [(0, b"head"), (1 << 30, b"middle")]
+    reader = TarReader(TarStream(io.BytesIO(_pax_1_0_sparse("bomb", spans, 2 << 30))))
+    entry = reader.next()
+    assert entry is not None
+    assert entry.size == 2 << 30
+    assert list(reader.regions(entry)) == spans
+    after = reader.next()
+    assert after is not None
+    assert b"".join(reader.payload(after)) == b"after"

@@ -73,3 +73,28 @@ async def test_cancellation_before_a_worker_thread_is_free_returns_at_once(
         for borrower in borrowers:
             limiter.release_on_behalf_of(borrower)
     assert os.listdir(tmp_path) == ["layer.tar.gz"]
+
+
+@pytest.mark.parametrize("prioritized", [(), ("f3",)])
+async def test_progress_reports_bytes_read_and_written(
+    tmp_path: Path, prioritized: tuple[str, ...]
+) -> None:
+    src = tmp_path / "layer.tar.gz"
+    chunk = os.urandom(256 << 10)
+    src.write_bytes(gzip.compress(make_tar([Spec(f"f{i}", data=chunk) for i in range(8)])))
+    dst = tmp_path / "blob"
+    seen: list[tuple[int, int]] = []
+    result = await convert_layer_file(
+        src,
+        dst,
+        ConvertOptions(prioritized_files=prioritized, workers=2),
+        progress=lambda read, written: seen.append((read, written)),
+    )
+    assert seen[-1] == (src.stat().st_size, result.size)
+    reads = [read for read, _ in seen]
+    writes = [written for _, written in seen]
+    assert reads == sorted(reads)
+    assert writes == sorted(writes)
+    # with prioritized files, the whole input is read before anything is written
+    if prioritized:
+        assert all(read == reads[-1] for read, written in seen if written)

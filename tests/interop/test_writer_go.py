@@ -162,7 +162,16 @@ def test_duplicate_entries(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "level"),
-    [("estargz", 0), ("estargz", 1), ("estargz", -1), ("zstdchunked", 1), ("zstdchunked", 19)],
+    [
+        ("estargz", 0),
+        ("estargz", 1),
+        ("estargz", -1),
+        ("estargz", -2),
+        ("zstdchunked", -7),
+        ("zstdchunked", -3),
+        ("zstdchunked", 1),
+        ("zstdchunked", 19),
+    ],
 )
 def test_compression_levels_pass_go_checker(
     tmp_path: Path, source_tar: Path, fmt: str, level: int

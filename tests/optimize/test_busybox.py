@@ -228,7 +228,7 @@ def test_record_out_needs_the_workload(busybox_image: SampleImage, tmp_path: Pat
         f"local://{tmp_path}/out:x",
     )
     assert run.returncode == 2
-    assert "--record-out needs the workload to run" in run.error_line()
+    assert "--record-out: needs the workload to run" in run.error_line()
 
 
 def test_not_root_is_one_line_naming_it(busybox_image: SampleImage, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import ConfigError
+from esgz.estargz.options import ConvertOptions
 from esgz.pipeline.config import config_from_data, load_config_file, parse_config_text
+from esgz.spelling import IMAGE_KEYWORDS, KEYWORDS, YAML, cli_vocabulary, render
 
 GOOD = """\
 defaults:
@@ -100,18 +102,71 @@ def test_type_errors_and_all_problems_listed() -> None:
 
 def test_semantic_errors_point_at_the_setting() -> None:
     text = "defaults:\n  format: zstdchunked\nimages:\n  - {source: a, target: b}\n"
-    message = error_of(text)
-    assert message.startswith("pipeline.yaml:2: defaults.format: zstdchunked must be used")
-    assert "--oci" in message
+    assert error_of(text) == (
+        "pipeline.yaml:2: defaults.format: the zstd:chunked format requires oci: true"
+    )
     text = "images:\n  - source: a\n    target: b\n    compression_level: 12\n"
-    assert error_of(text).startswith("pipeline.yaml:4: images[0].compression_level:")
+    assert error_of(text) == (
+        "pipeline.yaml:4: images[0].compression_level: 12 is out of range for estargz (-2..9)"
+    )
+    text = "images:\n  - source: a\n    target: b\n    compression_level: 23\n"
+    assert error_of(text) == (
+        "pipeline.yaml:4: images[0].compression_level: input should be less than or equal to 22"
+    )
+
+
+def test_zstd_levels_follow_the_format_engine() -> None:
+    for level in (-7, -3, 0, 22):
+        text = (
+            "defaults: {oci: true, format: zstdchunked}\n"
+            f"images:\n  - source: a\n    target: b\n    compression_level: {level}\n"
+        )
+        (image,) = parse_config_text(text).resolved_images()
+        assert ConvertOptions(format=image.format, compression_level=image.compression_level)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_rejected(value: str) -> None:
+    text = f"images:\n  - source: a\n    target: b\n    workload:\n      period: {value}\n"
+    assert error_of(text) == (
+        "pipeline.yaml:5: images[0].workload.period: input should be a finite number"
+    )
+
+
+def test_python_data_errors_name_python_fields() -> None:
+    def error(data: dict[str, object]) -> str:
+        with pytest.raises(ConfigError) as caught:
+            config_from_data(data, source="options")
+        return str(caught.value)
+
+    image = {"source": "a", "target": "b"}
+    message = error({"images": [{**image, "format": "zstdchunked"}]})
+    assert message == "options: images[0].format: the zstd:chunked format requires oci=True"
+    message = error({"images": [{**image, "workload": {"terminal": True}}]})
+    assert message == "options: images[0].workload.terminal: requires interactive=True"
+    message = error({"images": [{**image, "no_optimize": True, "record_out": "r"}]})
+    assert message == (
+        "options: images[0].record_out: needs the workload to run;"
+        " it cannot be used with no_optimize=True"
+    )
+    message = error({"images": [{**image, "target": "http://localhost:5000/x:1"}]})
+    assert message.startswith("options: images[0].target: plain_http=True is needed")
+    data = {"images": [{**image, "workload": {"period": float("nan")}}]}
+    with pytest.raises(ConfigError) as caught:
+        config_from_data(data, source="options", vocabulary=IMAGE_KEYWORDS)
+    assert str(caught.value) == "options: workload.period: input should be a finite number"
+    for message in (
+        error({"images": [{**image, "workload": {"period": float("nan")}}]}),
+        error({"images": [{**image, "compression_level": 30}]}),
+    ):
+        assert "--" not in message
 
 
 def test_http_reference_needs_plain_http() -> None:
     text = "images:\n  - source: a\n    target: http://localhost:5000/x:1\n"
-    assert error_of(text).startswith(
-        'pipeline.yaml:3: images[0].target: "--plain-http" option must be specified to'
-        ' connect to "localhost:5000/x:1" using HTTP'
+    assert error_of(text) == (
+        'pipeline.yaml:3: images[0].target: plain_http: true is needed to connect to "localhost:'
+        '5000/x:1" using HTTP'
     )
     allowed = text.replace("images:", "defaults: {plain_http: true}\nimages:")
     assert parse_config_text(allowed).resolved_images()[0].target_ref
@@ -127,19 +182,30 @@ def test_bad_reference_and_platform() -> None:
 
 def test_workload_rules() -> None:
     text = "images:\n  - source: a\n    target: b\n    workload: {gpus: all}\n"
-    assert "images[0].workload.gpus: GPU passthrough (--gpus) is not supported" in error_of(text)
+    assert "images[0].workload.gpus: GPU passthrough is not supported by esgz" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {terminal: true}\n"
-    assert "terminal (-t) requires interactive (-i)" in error_of(text)
+    assert error_of(text) == (
+        "pipeline.yaml:4: images[0].workload.terminal: requires interactive: true"
+    )
+    # the rule holds for the merged workload: defaults give interactive, the image terminal
+    text = (
+        "defaults:\n  workload: {interactive: true}\n"
+        "images:\n  - source: a\n    target: b\n    workload: {terminal: true}\n"
+    )
+    assert parse_config_text(text).resolved_images()[0].workload.terminal
     text = "images:\n  - source: a\n    target: b\n    workload: {entrypoint: '[1'}\n"
-    assert "images[0].workload.entrypoint: --entrypoint: cannot parse '[1'" in error_of(text)
+    assert "images[0].workload.entrypoint: cannot parse '[1'" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload:\n      mount: [type=bind]\n"
-    assert "pipeline.yaml:5: images[0].workload.mount: --mount 'type=bind'" in error_of(text)
+    assert "pipeline.yaml:5: images[0].workload.mount: 'type=bind': destination" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'h:notip'}\n"
     assert "is not an IP address" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    workload: {add_hosts: 'nohost'}\n"
     assert "cannot parse 'nohost' as extra host; must be \"host:IP\"" in error_of(text)
     text = "images:\n  - source: a\n    target: b\n    no_optimize: true\n    record_out: r\n"
-    assert "images[0].record_out: record_out needs a workload run" in error_of(text)
+    assert (
+        "images[0].record_out: needs the workload to run; it cannot be used with no_optimize: true"
+        in (error_of(text))
+    )
 
 
 def test_yaml_syntax_duplicates_and_shape() -> None:
@@ -178,3 +244,19 @@ async def test_load_config_file(tmp_path: Path) -> None:
         await load_config_file(bad)
     with pytest.raises(ConfigError, match="cannot read pipeline config"):
         await load_config_file(tmp_path / "missing.yaml")
+
+
+def test_rule_messages_in_each_vocabulary() -> None:
+    template = "cannot be used with {no_optimize=true} or {record_in} {{as written}}"
+    assert render(template, YAML) == (
+        "cannot be used with no_optimize: true or record_in {as written}"
+    )
+    assert render(template, KEYWORDS) == (
+        "cannot be used with no_optimize=True or record_in {as written}"
+    )
+    flags = cli_vocabulary({"record_in": "--record-in"}, {("format", "zstdchunked"): "--zstd"})
+    assert (
+        render(template, flags) == "cannot be used with --no-optimize or --record-in {as written}"
+    )
+    assert render("{format=zstdchunked} and {level=3}", flags) == "--zstd and --level 3"
+    assert flags.label(("images", 0, "record_in")) == "--record-in"

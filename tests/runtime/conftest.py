@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from esgz.runtime.unpack import LayerSource
+from esgz.runtime.unpack import LayerFile
 from esgz.runtime.workload import DEFAULT_CNI_PLUGIN_DIRS
 from tests.fixtures.images import SampleImage, busybox_image, python_image
 
@@ -41,10 +41,10 @@ def require_sandbox() -> None:
         pytest.skip(reason)
 
 
-def layer_sources(image: SampleImage) -> list[LayerSource]:
-    """The layers of a sample image as :class:`LayerSource` (bottom first)."""
+def layer_sources(image: SampleImage) -> list[LayerFile]:
+    """The layers of a sample image as :class:`LayerFile` (bottom first)."""
     return [
-        LayerSource(digest=layer.digest, path=image.blob_path(layer.digest), diff_id=layer.diff_id)
+        LayerFile(digest=layer.digest, path=image.blob_path(layer.digest), diff_id=layer.diff_id)
         for layer in image.layers
     ]
 
@@ -83,7 +83,7 @@ def tar_member(name: str, kind: bytes = tarfile.REGTYPE, **fields: object) -> ta
 
 def make_layer(
     path: Path, members: list[tuple[tarfile.TarInfo, bytes]], compression: str = "gzip"
-) -> LayerSource:
+) -> LayerFile:
     """Write a layer blob from (TarInfo, data) pairs; return its source."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -102,7 +102,7 @@ def make_layer(
     else:
         blob = raw
     path.write_bytes(blob)
-    return LayerSource(
+    return LayerFile(
         digest="sha256:" + hashlib.sha256(blob).hexdigest(), path=path, diff_id=diff_id
     )
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from esgz.estargz.layerindex import LayerIndex
 from esgz.runtime.layermap import cleaned_names, layer_of, prioritized_by_layer
-from esgz.runtime.unpack import LayerIndex, read_layer_index, unpack_layer, unpack_layer_sync
+from esgz.runtime.unpack import unpack_layer_sync
+from esgz.stages.layerindex import index_layer_file
 from tests.fixtures.images import SampleImage
 from tests.runtime.conftest import layer_sources
 
@@ -71,10 +73,9 @@ def test_sample_image_whiteouts_and_opaque_dir(busybox_image: SampleImage, tmp_p
         }
 
 
-@pytest.mark.anyio
-async def test_index_without_unpacking_matches_the_unpacked_one(
+def test_index_without_unpacking_matches_the_unpacked_one(
     busybox_image: SampleImage, tmp_path: Path
 ) -> None:
     for source in layer_sources(busybox_image):
-        scanned = await read_layer_index(source)
-        assert scanned == (await unpack_layer(source, tmp_path / "cache")).index
+        scanned = index_layer_file(source.path)
+        assert scanned == unpack_layer_sync(source, tmp_path / "cache").index

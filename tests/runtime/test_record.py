@@ -175,10 +175,20 @@ def test_prefetch_globs_against_image_entries(
         ("bin/[!a-k]s", "bin/ls", True),
         ("bin/[a-k]s", "bin/ls", False),
         ("*", "bin/ls", False),
+        ("bin/[[]s", "bin/[s", True),
+        ("bin/[!]]s", "bin/ls", True),
+        ("bin/[\\Z]s", "bin/Zs", True),
+        ("bin/[.-z]s", "bin/ls", True),
     ],
 )
 def test_glob_semantics(pattern: str, name: str, matches: bool) -> None:
     assert (expand_prefetch_list([pattern], [name]) == [name]) is matches
+
+
+@pytest.mark.parametrize("pattern", ["bin/[z-a]", "[.-*]"])
+def test_bad_glob_is_a_format_error(pattern: str) -> None:
+    with pytest.raises(FormatError, match="invalid glob pattern"):
+        expand_prefetch_list([pattern], ["bin/ls"])
 
 
 def test_layer_lists_from_records() -> None:

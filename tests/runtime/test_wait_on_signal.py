@@ -21,10 +21,10 @@ import json, sys
 from pathlib import Path
 import anyio
 from esgz.runtime.profile import profile_workload
-from esgz.runtime.unpack import LayerSource
+from esgz.runtime.unpack import LayerFile
 from esgz.runtime.workload import WorkloadOptions
 
-layers = [LayerSource(d, Path(p), i) for d, p, i in json.loads(sys.argv[1])]
+layers = [LayerFile(d, Path(p), i) for d, p, i in json.loads(sys.argv[1])]
 config = json.loads(Path(sys.argv[2]).read_text())
 
 def show(stream, line):

@@ -30,6 +30,35 @@ def test_defaults() -> None:
     assert WorkloadOptions(period=0).effective_period == 10
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"period": float("nan")}, "period: input should be a finite number"),
+        ({"period": "inf"}, "period: input should be a finite number"),
+        ({"period": -1}, "period: input should be greater than or equal to 0"),
+        ({"stop_grace_period": float("-inf")}, "stop_grace_period: input should be a finite"),
+        ({"cwd": "relative"}, "cwd: 'relative' must be an absolute path"),
+        ({"gpus": "all"}, "gpus: GPU passthrough is not supported by esgz"),
+        ({"bogus": 1}, "bogus: unknown setting"),
+    ],
+)
+def test_bad_values_name_the_python_field(options: dict[str, object], message: str) -> None:
+    with pytest.raises(WorkloadError) as caught:
+        WorkloadOptions.model_validate(options)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+    assert "--" not in str(caught.value)
+
+
+def test_runtime_spellings_are_the_same_fields() -> None:
+    options = WorkloadOptions.model_validate(
+        {"stdin": True, "mounts": ["type=bind,src=/a,dst=/b"], "terminal": True}
+    )
+    assert options.interactive
+    assert options.stdin
+    assert options.mount == options.mounts == [MountSpec(source="/a", destination="/b")]
+
+
 def test_string_forms() -> None:
     options = WorkloadOptions.model_validate(
         {
@@ -87,9 +116,10 @@ def test_bad_mount_specs(spec: str, message: str) -> None:
 
 @pytest.mark.parametrize("text", ["[bad", '"just a string"', "[1, 2]", '{"a": 1}'])
 def test_bad_json_arrays(text: str) -> None:
-    with pytest.raises(WorkloadError, match="--entrypoint") as caught:
+    with pytest.raises(WorkloadError, match=r"^entrypoint: ") as caught:
         WorkloadOptions(entrypoint=text)  # type: ignore[arg-type]
     assert "\n" not in str(caught.value)
+    assert "--entrypoint" not in str(caught.value)
 
 
 def test_json_array() -> None:
@@ -107,7 +137,7 @@ def test_hosts_split_at_first_colon() -> None:
 
 
 def test_env_validation_and_env_file() -> None:
-    with pytest.raises(WorkloadError, match="KEY=value"):
+    with pytest.raises(WorkloadError, match=r"^env: 'NOVALUE' must be KEY=VALUE$"):
         WorkloadOptions(env=["NOVALUE"])
     assert parse_env_file("A=1\n\n# c\n B=2 \n") == ["A=1", "B=2"]
     with pytest.raises(WorkloadError, match="line 2"):
@@ -115,8 +145,10 @@ def test_env_validation_and_env_file() -> None:
 
 
 def test_terminal_needs_stdin_and_no_wait_on_signal() -> None:
-    assert WorkloadOptions(terminal=True, stdin=True).terminal
-    with pytest.raises(WorkloadError, match="requires -i"):
+    assert WorkloadOptions(terminal=True, interactive=True).terminal
+    with pytest.raises(WorkloadError, match=r"^terminal: requires interactive=True$"):
         WorkloadOptions(terminal=True)
-    with pytest.raises(WorkloadError, match="wait-on-signal"):
-        WorkloadOptions(terminal=True, stdin=True, wait_on_signal=True)
+    with pytest.raises(WorkloadError, match=r"^wait_on_signal: cannot be used with terminal=True"):
+        WorkloadOptions(terminal=True, interactive=True, wait_on_signal=True)
+    assert WorkloadOptions(terminal=True, interactive=True).rule_violations() == []
+    assert WorkloadOptions(wait_on_signal=True).rule_violations() == []
