@@ -56,23 +56,27 @@ Modules: :mod:`~esgz.registry.client` (:class:`RegistryClient`, a facade over
 
 from __future__ import annotations
 
-from esgz.registry.auth import Challenge, RegistryAuth, parse_www_authenticate
-from esgz.registry.client import RegistryClient
-from esgz.registry.credentials import (
-    CredentialProvider,
-    Credentials,
-    DockerConfigCredentials,
-    StaticCredentials,
-)
-from esgz.registry.model import (
-    BlobRef,
-    FetchedManifest,
-    ManifestInfo,
-    ProgressCallback,
-    PushOutcome,
-)
-from esgz.registry.options import RegistryOptions
-from esgz.registry.retry import RetryPolicy
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from esgz.registry.auth import Challenge, RegistryAuth, parse_www_authenticate
+    from esgz.registry.client import RegistryClient
+    from esgz.registry.credentials import (
+        CredentialProvider,
+        Credentials,
+        DockerConfigCredentials,
+        StaticCredentials,
+    )
+    from esgz.registry.model import (
+        BlobRef,
+        FetchedManifest,
+        ManifestInfo,
+        ProgressCallback,
+        PushOutcome,
+    )
+    from esgz.registry.options import RegistryOptions
+    from esgz.registry.retry import RetryPolicy
 
 __all__ = [
     "BlobRef",
@@ -91,3 +95,38 @@ __all__ = [
     "StaticCredentials",
     "parse_www_authenticate",
 ]
+
+# Each name is imported from its module on first use (PEP 562), so that the value types
+# in esgz.registry.model (PushOutcome, ProgressCallback, ...) can be imported without
+# loading httpx and the client.
+_HOMES = {
+    "BlobRef": "model",
+    "Challenge": "auth",
+    "CredentialProvider": "credentials",
+    "Credentials": "credentials",
+    "DockerConfigCredentials": "credentials",
+    "FetchedManifest": "model",
+    "ManifestInfo": "model",
+    "ProgressCallback": "model",
+    "PushOutcome": "model",
+    "RegistryAuth": "auth",
+    "RegistryClient": "client",
+    "RegistryOptions": "options",
+    "RetryPolicy": "retry",
+    "StaticCredentials": "credentials",
+    "parse_www_authenticate": "auth",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
