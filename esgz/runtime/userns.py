@@ -25,7 +25,7 @@ helper process started in a fresh user, mount and pid namespace::
   death signal chain (``setpriv --pdeathsig``, ``unshare --kill-child``) ends it when the
   profiler dies, even by SIGKILL. The per-run dir (``userns-*`` in the work dir) holds
   files owned by mapped ids, so it is removed from inside a user namespace with the same
-  mapping (:func:`remove_tree`).
+  mapping (:func:`remove_userns_tree`).
 
 The network: the default (a fresh network namespace with only loopback) and
 ``--net-host`` work; ``--cni`` needs root.
@@ -40,6 +40,7 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,8 +54,10 @@ import anyio
 import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
+from esgz.fsutil import remove_tree
 from esgz.runtime.runc import read_lines
 from esgz.runtime.workload import WorkloadOptions
+from esgz.signals import preserving_signal_handlers
 
 __all__ = [
     "USERNS_RUN_PREFIX",
@@ -65,7 +68,8 @@ __all__ = [
     "has_sys_admin",
     "id_mapping",
     "in_user_namespace",
-    "remove_tree",
+    "remove_userns_tree",
+    "remove_userns_tree_sync",
     "rootless_unavailable_reason",
     "run_helper",
 ]
@@ -269,18 +273,29 @@ def _helper_env() -> dict[str, str]:
     return env
 
 
-async def remove_tree(path: Path, mapping: IdMapping) -> None:
+def _remove_command(path: Path, mapping: IdMapping) -> list[str]:
+    return ["unshare", "--user", *mapping.unshare_args(), "--", "rm", "-rf", "--", str(path)]
+
+
+async def remove_userns_tree(path: Path, mapping: IdMapping) -> None:
     """Remove ``path``, whose files may belong to mapped ids, from inside a user namespace."""
-    if not await anyio.to_thread.run_sync(path.exists):
+    if not await anyio.to_thread.run_sync(os.path.lexists, path):
         return
     if os.geteuid() == 0:
-        await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+        await anyio.to_thread.run_sync(lambda: remove_tree(path, ignore_errors=True))
         return
-    command = ["unshare", "--user", *mapping.unshare_args(), "--", "rm", "-rf", "--", str(path)]
-    result = await anyio.run_process(command, check=False)
+    result = await anyio.run_process(_remove_command(path, mapping), check=False)
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip()
         raise SandboxError(f"cannot remove {path}: {message}")
+
+
+def remove_userns_tree_sync(path: Path) -> bool:
+    """Blocking :func:`remove_userns_tree` with this user's mapping; whether it worked."""
+    if shutil.which("unshare") is None:
+        return False
+    result = subprocess.run(_remove_command(path, id_mapping()), capture_output=True, check=False)
+    return result.returncode == 0
 
 
 @asynccontextmanager
@@ -295,7 +310,7 @@ async def _run_dir(work_dir: Path, mapping: IdMapping) -> AsyncIterator[Path]:
         yield path
     finally:
         with anyio.CancelScope(shield=True):
-            await remove_tree(path, mapping)
+            await remove_userns_tree(path, mapping)
 
 
 async def _kill(process: anyio.abc.Process) -> None:
@@ -383,9 +398,8 @@ async def _forward_signals(process: anyio.abc.Process) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     assert process.stdin is not None
-    with anyio.open_signal_receiver(
-        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-    ) as signals:
+    waited = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    with preserving_signal_handlers(*waited), anyio.open_signal_receiver(*waited) as signals:
         async for _ in signals:
             log.info("signal detected")
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
