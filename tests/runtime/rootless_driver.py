@@ -41,6 +41,7 @@ async def main(request: dict[str, object]) -> dict[str, object]:
     return {
         "mode": result.mode,
         "exit_status": result.exit_status,
+        "stopped_on_signal": result.stopped_on_signal,
         "records": [[e.layer_index, e.path] for e in result.records()],
         "timings": result.timings,
     }

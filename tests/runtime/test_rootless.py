@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from esgz.errors import WorkloadError
+from esgz.pipeline.config import parse_config_text
 from esgz.runtime.profile import profile_workload
 from esgz.runtime.userns import IdMapping, _sub_range, choose_mode
 from esgz.runtime.workload import WorkloadOptions
@@ -239,6 +240,33 @@ def _assert_nothing_left(user: RootlessUser, user_dir: Path) -> None:
     assert _user_processes(user) == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(user_dir) not in mounts
+
+
+def test_wait_on_signal_ends_the_run_normally(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    workload = {
+        "entrypoint": ["sh", "-c", "echo started; cat /etc/passwd; sleep 60"],
+        "args": [],
+        "wait_on_signal": True,
+    }
+    process = _start(user, _request(busybox_image, user_dir, **workload))
+    _wait_running(process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    result = json.loads(stdout.splitlines()[-1])
+    assert result["stopped_on_signal"] is True, result
+    assert [0, "etc/passwd"] in result["records"]
+    _assert_nothing_left(user, user_dir)
+
+
+def test_rootless_is_a_workload_key_in_yaml() -> None:
+    text = "images:\n  - source: a\n    target: b\n    workload:\n      rootless: true\n"
+    (image,) = parse_config_text(text).resolved_images()
+    assert image.workload.rootless is True
+    (default,) = parse_config_text("images:\n  - {source: a, target: b}\n").resolved_images()
+    assert default.workload.rootless is False
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
