@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -340,6 +341,12 @@ async def run_helper(
     """
     result: dict[str, Any] = {}
     error: dict[str, str] = {}
+    stderr_tail: deque[str] = deque(maxlen=5)
+
+    def log_line(line: str) -> None:
+        stderr_tail.append(line)
+        log.info("userns helper: %s", line)
+
     async with _run_dir(work_dir, mapping) as run_dir:
         payload = json.dumps({**request, "run_dir": str(run_dir)}).encode() + b"\n"
 
@@ -375,7 +382,7 @@ async def run_helper(
             await process.stdin.send(payload)
             async with anyio.create_task_group() as group:
                 group.start_soon(read_lines, process.stdout, on_message)
-                group.start_soon(read_lines, process.stderr, _log_helper_line)
+                group.start_soon(read_lines, process.stderr, log_line)
                 if wait_on_signal:
                     group.start_soon(_forward_signals, process)
                 await process.wait()
@@ -385,12 +392,9 @@ async def run_helper(
     if error:
         raise _error(error)
     if not result:
-        raise SandboxError(f"the rootless profiler ended with code {process.returncode}")
+        last = f": {stderr_tail[-1]}" if stderr_tail else ""
+        raise SandboxError(f"the rootless profiler ended with code {process.returncode}{last}")
     return result
-
-
-def _log_helper_line(line: str) -> None:
-    log.info("userns helper: %s", line)
 
 
 async def _forward_signals(process: anyio.abc.Process) -> None:

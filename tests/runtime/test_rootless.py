@@ -28,7 +28,12 @@ from esgz.runtime.userns import IdMapping, _sub_range, choose_mode
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.goimage import go_image
 from tests.fixtures.images import SampleImage
-from tests.fixtures.rootless import RootlessUser, rootless_skip_reason, rootless_user
+from tests.fixtures.rootless import (
+    RootlessUser,
+    rootless_skip_reason,
+    rootless_user,
+    single_id_user,
+)
 from tests.runtime.conftest import layer_sources, require_sandbox
 
 DRIVER = Path(__file__).with_name("rootless_driver.py")
@@ -203,6 +208,36 @@ async def test_go_build_matches_root(
     assert _jaccard(root, rootless) >= 0.95
     assert rootless[:3] == root[:3]  # go, then the dynamic loader and libc
     assert _pairs_in_same_order(root, rootless) >= 0.6
+
+
+def test_failing_workload_is_the_same_error_as_in_root_mode(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    workload = {"entrypoint": ["sh", "-c", "echo bye; exit 3"], "args": []}
+    result = _as_user(user, _request(busybox_image, user_dir, **workload))
+    assert result["type"] == "WorkloadError"
+    assert "workload exited with code 3" in result["error"]
+    assert "bye" in result["error"]
+
+
+def test_single_id_mapping_runs_root_and_refuses_nobody(
+    user: RootlessUser, busybox_image: SampleImage, tmp_path: Path
+) -> None:
+    alone = single_id_user()
+    work = alone.home / f"work-{uuid.uuid4().hex[:12]}"
+    work.mkdir()
+    os.chown(work, alone.uid, alone.gid)
+    try:
+        workload = {"entrypoint": ["cat", "/etc/passwd"], "args": []}
+        result = _as_user(alone, _request(busybox_image, work, **workload))
+        assert result.get("mode") == "rootless", result
+        assert [0, "etc/passwd"] in result["records"]
+        result = _as_user(alone, _request(busybox_image, work, user="nobody", **workload))
+        assert result["type"] == "WorkloadError"
+        assert "which maps only root" in result["error"]
+        assert list(work.iterdir()) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_cni_is_refused_in_rootless_mode(
