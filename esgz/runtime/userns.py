@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -311,7 +312,9 @@ async def _run_dir(work_dir: Path, mapping: IdMapping) -> AsyncIterator[Path]:
         yield path
     finally:
         with anyio.CancelScope(shield=True):
+            started = time.monotonic()
             await remove_userns_tree(path, mapping)
+            log.debug("removed %s in %.2fs", path, time.monotonic() - started)
 
 
 async def _kill(process: anyio.abc.Process) -> None:
@@ -386,6 +389,7 @@ async def run_helper(
                 if wait_on_signal:
                     group.start_soon(_forward_signals, process)
                 await process.wait()
+                log.debug("rootless profiler exited with code %s", process.returncode)
                 group.cancel_scope.cancel()
         finally:
             await _kill(process)
