@@ -243,7 +243,8 @@ async def profile_workload(
     ``<layer_cache>-userns`` (its files belong to the ids mapped in the namespace), or,
     without ``layer_cache``, into its run dir, removed with it.
     """
-    if choose_mode(True if workload.rootless else None) == "rootless":
+    forced = True if workload.rootless else None
+    if await anyio.to_thread.run_sync(choose_mode, forced) == "rootless":
         return await _profile_rootless(
             layers,
             image_config,

@@ -114,10 +114,12 @@ def in_user_namespace() -> bool:
 
 
 def choose_mode(rootless: bool | None) -> ProfileMode:
-    """The profiling mode: forced by ``rootless``, else root when root with CAP_SYS_ADMIN."""
+    """The profiling mode: forced by ``rootless``, else root when root with CAP_SYS_ADMIN
+    in the initial user namespace (fanotify mount marks need it there). Blocking."""
     if rootless is not None:
         return "rootless" if rootless else "root"
-    return "root" if os.geteuid() == 0 and has_sys_admin() else "rootless"
+    privileged = os.geteuid() == 0 and has_sys_admin() and not in_user_namespace()
+    return "root" if privileged else "rootless"
 
 
 def _sub_range(table: Path, name: str, ident: int) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from esgz.errors import WorkloadError
@@ -238,6 +239,23 @@ def test_single_id_mapping_runs_root_and_refuses_nobody(
         assert list(work.iterdir()) == []
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.anyio
+async def test_rootless_forced_as_root(
+    user: RootlessUser, busybox_image: SampleImage, work_dir: Path
+) -> None:
+    workload = {"entrypoint": ["cat", "/etc/passwd"], "args": []}
+    root = await _as_root(busybox_image, work_dir, **workload)
+    result = await profile_workload(
+        layer_sources(busybox_image),
+        busybox_image.config(),
+        WorkloadOptions.model_validate({**workload, "rootless": True}),
+        work_dir=work_dir,
+    )
+    assert result.mode == "rootless"
+    assert [(e.layer_index or 0, e.path) for e in result.records()] == root
+    assert not list(await anyio.to_thread.run_sync(lambda: list(work_dir.glob("userns-*"))))
 
 
 def test_cni_is_refused_in_rootless_mode(
