@@ -195,6 +195,7 @@ def _pairs_in_same_order(a: list[tuple[int, str]], b: list[tuple[int, str]]) -> 
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the comparison, not the backend
 async def test_go_build_matches_root(
     user: RootlessUser, go_image: SampleImage, user_dir: Path, work_dir: Path
 ) -> None:
@@ -322,7 +323,7 @@ def test_rootless_is_a_workload_key_in_yaml() -> None:
     assert default.workload.rootless is False
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_leaves_nothing(
     user: RootlessUser, busybox_image: SampleImage, user_dir: Path, how: signal.Signals
 ) -> None:
