@@ -58,7 +58,12 @@ from esgz.runtime.record import (
 from esgz.runtime.unpack import LayerFile
 from esgz.stages.layerindex import index_layer_file
 
-__all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
+__all__ = [
+    "OCI_RUNTIME",
+    "profile_manifest",
+    "profiler_unavailable_reason",
+    "share_layer_files",
+]
 
 #: The OCI runtime binary the workload runs with.
 OCI_RUNTIME = "runc"
@@ -94,12 +99,41 @@ async def profile_manifest(manifest: ManifestJob, ctx: RunContext) -> Mapping[in
         paths = record_paths(entries)
         return {layer.index: paths for layer in manifest.layers}
     if settings.prefetch_list is not None:
-        return await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
+        listed = await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
+        return share_layer_files(manifest, listed)[0]
     if settings.needs_workload and manifest.profile:
         return await _from_workload(manifest, ctx)
     if settings.needs_workload and not any(job.profile for job in manifest.image.manifests):
         _warn_no_host_manifest(manifest, ctx)
-    return {}
+    return share_layer_files(manifest, {})[0]
+
+
+def share_layer_files(
+    manifest: ManifestJob, chosen: Mapping[int, Sequence[str]]
+) -> tuple[dict[int, Sequence[str]], tuple[tuple[int, str], ...]]:
+    """One prioritization per layer digest across the image's manifests.
+
+    A layer whose digest an earlier manifest of the image (the native platform first,
+    then index order: :attr:`~esgz.pipeline.jobs.ManifestJob.profile_rank`) prioritized
+    gets that manifest's files; otherwise ``chosen`` stands and is remembered for later
+    manifests. Returns the files per layer index and, for each layer that took another
+    platform's files, (index, that platform).
+    """
+    shared = manifest.image.shared_prioritized
+    result: dict[int, Sequence[str]] = {}
+    taken: list[tuple[int, str]] = []
+    for layer in manifest.layers:
+        digest = layer.source.digest
+        owner = shared.get(digest)
+        if owner is not None and owner[0] != manifest.index:
+            result[layer.index] = owner[2]
+            taken.append((layer.index, owner[1] or "?"))
+        elif layer.index in chosen:
+            files = tuple(chosen[layer.index])
+            result[layer.index] = files
+            if owner is None:
+                shared[digest] = (manifest.index, manifest.platform, files)
+    return result, tuple(taken)
 
 
 def _warn_no_host_manifest(manifest: ManifestJob, ctx: RunContext) -> None:
@@ -120,7 +154,7 @@ def _warn_no_host_manifest(manifest: ManifestJob, ctx: RunContext) -> None:
 async def _from_prefetch_list(
     manifest: ManifestJob, list_file: Path, ctx: RunContext
 ) -> Mapping[int, Sequence[str]]:
-    if not manifest.profile:
+    if manifest.execution != "native":
         return {}
     try:
         lines = await anyio.to_thread.run_sync(read_prefetch_list, list_file)
@@ -176,16 +210,28 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
             work_dir=ctx.store.scratch / "profile",
             on_output=on_output,
             runtime=OCI_RUNTIME,
+            ignore_paths=_emulator_paths(manifest),
         ),
         clock,
         PROFILE_TICK,
     )
     seconds = time.monotonic() - started
-    _publish_summary(manifest, result, seconds, ctx)
+    prioritized, shared_from = share_layer_files(manifest, dict(enumerate(result.prioritized)))
+    _publish_summary(manifest, result, prioritized, shared_from, seconds, ctx)
     if settings.record_out is not None:
-        entries = result.records(manifest.source_digest)
+        image.recorded.extend(result.records(manifest.source_digest))
+        entries = list(image.recorded)
         await anyio.to_thread.run_sync(write_record_file, settings.record_out, entries)
-    return dict(enumerate(result.prioritized))
+    return prioritized
+
+
+def _emulator_paths(manifest: ManifestJob) -> tuple[str, ...]:
+    """Paths of the emulator that runs ``manifest`` (never a workload access)."""
+    interpreter = manifest.emulator_interpreter
+    if manifest.execution != "emulated" or not interpreter:
+        return ()
+    paths = {interpreter, os.path.realpath(interpreter)}
+    return tuple(sorted(path.lstrip("/") for path in paths))
 
 
 def _stopped_by(result: ProfileResult) -> str | None:
@@ -199,7 +245,12 @@ def _stopped_by(result: ProfileResult) -> str | None:
 
 
 def _publish_summary(
-    manifest: ManifestJob, result: ProfileResult, seconds: float, ctx: RunContext
+    manifest: ManifestJob,
+    result: ProfileResult,
+    prioritized: Mapping[int, Sequence[str]],
+    shared_from: tuple[tuple[int, str], ...],
+    seconds: float,
+    ctx: RunContext,
 ) -> None:
     name = manifest.image.name
     if result.overflowed:
@@ -216,7 +267,12 @@ def _publish_summary(
             exit_status=result.exit_status,
             stopped=_stopped_by(result),
             accessed=len(result.accessed_paths),
-            prioritized=tuple(len(paths) for paths in result.prioritized),
+            prioritized=tuple(
+                len(prioritized.get(index, ())) for index in range(len(manifest.layers))
+            ),
             seconds=seconds,
+            execution="emulated" if manifest.execution == "emulated" else "native",
+            emulator=manifest.emulator if manifest.execution == "emulated" else None,
+            shared_from=shared_from,
         )
     )

@@ -7,21 +7,25 @@ manifest, and each config (parsed once; the parsed config and its bytes are kept
 
 from __future__ import annotations
 
+import anyio.to_thread
+
 from esgz.errors import ImageError, PlatformError
 from esgz.oci import mediatypes
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest, parse_manifest_or_index
 from esgz.oci.platform import (
     ALL_PLATFORMS,
     OrderedMatcher,
+    Platform,
     PlatformMatcher,
     default_strict,
     parse_platforms,
     select_manifests,
 )
 from esgz.pipeline.config import ResolvedImage
-from esgz.pipeline.events import WarningEvent
+from esgz.pipeline.events import PlatformExecution, WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerInput, ManifestJob, SourceManifest
 from esgz.pipeline.runner import RunContext
+from esgz.runtime.emulation import BinfmtStatus, platform_execution, read_binfmt
 from esgz.stages.endpoints import Source
 
 __all__ = ["is_attestation", "matcher_for", "resolve_image"]
@@ -89,7 +93,13 @@ async def resolve_image(image: ImageJob, ctx: RunContext, source: Source) -> Non
                 )
             platform = str(entry.platform) if entry.platform is not None else None
             job = await _add_manifest(image, source, entry, manifest, platform)
-            job.profile = entry.platform is not None and host.match(entry.platform)
+            job.execution = (
+                "native"
+                if entry.platform is not None and host.match(entry.platform)
+                else "not profiled"
+            )
+        if settings.needs_workload:
+            await _plan_execution(image, ctx, [entry.platform for entry in selected])
         return
     if settings.platforms or settings.all_platforms:
         ctx.events.publish(
@@ -100,7 +110,59 @@ async def resolve_image(image: ImageJob, ctx: RunContext, source: Source) -> Non
             )
         )
     job = await _add_manifest(image, source, descriptor, document, None)
-    job.profile = True
+    job.execution = "native"
+    if settings.needs_workload:
+        await _plan_execution(image, ctx, [job.source.config.platform], thin=True)
+
+
+async def _plan_execution(
+    image: ImageJob, ctx: RunContext, platforms: list[Platform | None], *, thin: bool = False
+) -> None:
+    """Decide, per manifest, whether its workload runs natively, emulated or not at all.
+
+    A platform other than the host's is profiled under an enabled binfmt_misc handler
+    with the ``F`` flag (unless ``no_emulation``); one that cannot run gets a warning
+    naming the missing handler. A single-manifest image is always run (as the reference
+    does), emulated when its config names another architecture that a handler runs.
+    The native manifest is profiled first, then the others in index order.
+    """
+    settings = image.settings
+    binfmt: BinfmtStatus | None = None
+    if not settings.no_emulation:
+        binfmt = await anyio.to_thread.run_sync(read_binfmt)
+    for job, platform in zip(image.manifests, platforms, strict=True):
+        reason: str | None = None
+        if platform is None or not platform.architecture:
+            if not thin:
+                reason = "the index entry names no platform"
+        elif job.execution != "native" or thin:
+            found = platform_execution(platform, emulation=not settings.no_emulation, binfmt=binfmt)
+            if found.mode == "emulated":
+                job.execution = "emulated"
+                job.emulator = found.handler
+                job.emulator_interpreter = found.interpreter
+            elif found.mode == "unavailable" and not thin:
+                job.execution = "not profiled"
+                job.emulator = found.handler
+                reason = found.reason
+        job.profile_rank = 0 if job.execution == "native" else 1 + job.index
+        ctx.events.publish(
+            PlatformExecution(
+                image=image.name,
+                platform=job.platform,
+                execution=job.execution,
+                emulator=job.emulator,
+                reason=reason,
+            )
+        )
+        if job.execution == "not profiled" and not settings.no_emulation and reason:
+            ctx.events.publish(
+                WarningEvent(
+                    image=image.name,
+                    message=f"platform {job.platform} is not profiled (its layers get"
+                    f" .no.prefetch.landmark): {reason}",
+                )
+            )
 
 
 async def _add_manifest(
