@@ -177,7 +177,7 @@ def describe(event: Event) -> str | None:
 def _execution(event: ImageProfiled) -> str:
     if event.execution == "emulated":
         return f"emulated by {event.emulator}" if event.emulator else "emulated"
-    return "native" if event.platform else ""
+    return ""
 
 
 def _snake(name: str) -> str:
