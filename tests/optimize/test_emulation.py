@@ -1,0 +1,207 @@
+"""`esgz optimize --all-platforms` profiles the arm64 image too, under qemu-user-static.
+
+The images are real multi-arch images built from Debian's amd64 and arm64 packages
+(:mod:`tests.fixtures.multiarch`); qemu is registered in binfmt_misc by the
+``qemu_binfmt`` fixture, as an administrator would. Every output layer goes through the
+Go reference checker, and the converted arm64 image is run (under qemu) from its
+converted layers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from esgz.oci.platform import host_platform
+from tests.cli.outputcheck import blob_path
+from tests.fixtures.images import SMALL_TEXT, SampleImage
+from tests.fixtures.multiarch import APP_GREETING, TRIPLETS
+from tests.optimize.support import (
+    NO_PREFETCH,
+    OPTIMIZE_JSON,
+    PREFETCH,
+    LayerReport,
+    prioritized_files,
+    read_layers,
+    records_of,
+    require_sandbox,
+    run_esgz,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _amd64_host() -> None:
+    if str(host_platform()) != "linux/amd64":
+        pytest.skip("the multi-arch fixtures emulate arm64 on an amd64 host")
+
+
+def _layers_by_platform(out: Path, tag: str) -> dict[str, list[LayerReport]]:
+    return {output.platform or "": layers for output, layers in read_layers(out, tag)}
+
+
+def _guest_path(path: str, arch: str) -> str:
+    """``path`` without its architecture-specific names (GNU triplet, loader)."""
+    path = path.replace(TRIPLETS[arch], "<triplet>")
+    return re.sub(r"ld-linux-[a-z0-9_-]+\.so\.[0-9]+", "<loader>", path)
+
+
+def _extract(layout: Path, layers: list[LayerReport], root: Path) -> None:
+    """The converted layers, bottom first, extracted with the standard tarfile module."""
+    for report in layers:
+        with tarfile.open(blob_path(layout, report.digest), "r:gz") as tar:
+            members = [
+                member
+                for member in tar.getmembers()
+                if member.name not in ("stargz.index.json", PREFETCH, NO_PREFETCH)
+            ]
+            tar.extractall(root, members=members, filter="fully_trusted")
+
+
+def test_busybox_every_platform_profiled(
+    multiarch_busybox_image: SampleImage, qemu_binfmt: dict[str, str], tmp_path: Path
+) -> None:
+    require_sandbox()
+    out = tmp_path / "out"
+    run = run_esgz(
+        *OPTIMIZE_JSON, "--all-platforms", multiarch_busybox_image.reference, f"local://{out}:opt"
+    )
+    assert run.returncode == 0, run.stderr
+    plans = {event["platform"]: event for event in run.events("platform_execution")}
+    assert plans["linux/amd64"]["execution"] == "native"
+    assert plans["linux/arm64"]["execution"] == "emulated"
+    assert plans["linux/arm64"]["emulator"] == qemu_binfmt["arm64"]
+    profiled = {event["platform"]: event for event in run.events("image_profiled")}
+    assert set(profiled) == {"linux/amd64", "linux/arm64"}
+    for event in profiled.values():
+        assert event["exit_status"] == 0, event
+    assert profiled["linux/arm64"]["execution"] == "emulated"
+    # the data layer is the same blob in both manifests: the native profile chose its files
+    assert profiled["linux/arm64"]["shared_from"] == [[1, "linux/amd64"]]
+    print(
+        "busybox workload: native {:.2f}s, emulated {:.2f}s".format(
+            profiled["linux/amd64"]["seconds"], profiled["linux/arm64"]["seconds"]
+        )
+    )
+
+    layers = _layers_by_platform(out, "opt")  # every layer through the Go checker
+    for arch in ("amd64", "arm64"):
+        source = next(m for m in multiarch_busybox_image.manifests if m.platform == f"linux/{arch}")
+        base, data = (
+            prioritized_files(report, layer.files)
+            for report, layer in zip(layers[f"linux/{arch}"], source.layers, strict=True)
+        )
+        assert "bin/busybox" in base, (arch, base)
+        assert data == ["data/small.txt"], (arch, data)
+        assert all(report.landmark == PREFETCH for report in layers[f"linux/{arch}"])
+    # one prioritization, so one output blob for the shared layer
+    assert layers["linux/amd64"][1].digest == layers["linux/arm64"][1].digest
+    assert layers["linux/amd64"][0].digest != layers["linux/arm64"][0].digest
+
+    # the converted arm64 image runs under qemu from its converted layers
+    root = tmp_path / "root"
+    _extract(out, layers["linux/arm64"], root)
+    result = subprocess.run(
+        ["chroot", str(root), "/bin/sh", "-c", "uname -m && cat /data/small.txt"],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"aarch64\n" + SMALL_TEXT
+
+
+def test_python_same_guest_paths_native_and_emulated(
+    multiarch_python_image: SampleImage, qemu_binfmt: dict[str, str], tmp_path: Path
+) -> None:
+    require_sandbox()
+    out = tmp_path / "out"
+    record = tmp_path / "record.json"
+    run = run_esgz(
+        *OPTIMIZE_JSON,
+        "--all-platforms",
+        "--record-out",
+        str(record),
+        multiarch_python_image.reference,
+        f"local://{out}:opt",
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    profiled = {event["platform"]: event for event in run.events("image_profiled")}
+    assert [profiled[p]["execution"] for p in ("linux/amd64", "linux/arm64")] == [
+        "native",
+        "emulated",
+    ]
+    outputs = [e["line"] for e in run.events("workload_output") if e["stream"] == "stdout"]
+    assert outputs == [APP_GREETING, APP_GREETING]
+    print(
+        "python workload: native {:.2f}s, emulated {:.2f}s".format(
+            profiled["linux/amd64"]["seconds"], profiled["linux/arm64"]["seconds"]
+        )
+    )
+
+    # the record has each platform's accesses under its manifest digest
+    sources = {m.platform: m for m in multiarch_python_image.manifests}
+    recorded: dict[str, list[str]] = {}
+    for entry in records_of(record):
+        for name, manifest in sources.items():
+            if entry.manifest_digest == manifest.manifest_digest:
+                assert name is not None
+                arch = name.split("/")[1]
+                recorded.setdefault(arch, []).append(_guest_path(entry.path, arch))
+    assert set(recorded) == {"amd64", "arm64"}
+    assert recorded["arm64"] == recorded["amd64"]  # same guest paths, same order
+    assert "usr/bin/python3.11" in recorded["arm64"]
+    assert "app/data.json" in recorded["arm64"]
+    assert not any("qemu" in path for path in recorded["arm64"])
+
+    layers = _layers_by_platform(out, "opt")
+    for name, reports in layers.items():
+        files = [
+            prioritized_files(report, layer.files)
+            for report, layer in zip(reports, sources[name].layers, strict=True)
+        ]
+        assert all(files), (name, files)
+        assert files[2] == ["app/main.py", "app/data.json"]
+    assert layers["linux/amd64"][2].digest == layers["linux/arm64"][2].digest
+
+    root = tmp_path / "root"
+    _extract(out, layers["linux/arm64"], root)
+    result = subprocess.run(
+        ["chroot", str(root), "/usr/bin/python3", "/app/main.py"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == APP_GREETING + "\n"
+
+
+def test_no_emulation_profiles_the_host_only(
+    multiarch_busybox_image: SampleImage, qemu_binfmt: dict[str, str], tmp_path: Path
+) -> None:
+    require_sandbox()
+    out = tmp_path / "out"
+    run = run_esgz(
+        *OPTIMIZE_JSON,
+        "--all-platforms",
+        "--no-emulation",
+        multiarch_busybox_image.reference,
+        f"local://{out}:opt",
+    )
+    assert run.returncode == 0, run.stderr
+    plans = {event["platform"]: event for event in run.events("platform_execution")}
+    assert plans["linux/amd64"]["execution"] == "native"
+    assert plans["linux/arm64"]["execution"] == "not profiled"
+    assert plans["linux/arm64"]["reason"] == "emulation is disabled"
+    assert [event["platform"] for event in run.events("image_profiled")] == ["linux/amd64"]
+    assert not run.events("warning")
+    layers = _layers_by_platform(out, "opt")
+    assert layers["linux/arm64"][0].landmark == NO_PREFETCH
+    # the shared data layer keeps the host profile's files on both platforms
+    assert layers["linux/arm64"][1].digest == layers["linux/amd64"][1].digest
+    assert layers["linux/arm64"][1].landmark == PREFETCH
