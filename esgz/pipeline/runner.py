@@ -560,12 +560,17 @@ class Runner:
                     for layer in manifest.layers
                     if layer.output is not None
                 )
+                execution = (
+                    manifest.execution if image.settings.needs_workload else "not profiled"
+                )
                 manifests.append(
                     ManifestResult(
                         platform=manifest.platform,
                         digest=manifest.pushed.digest,
                         media_type=manifest.pushed.media_type,
                         layers=layers,
+                        execution=execution,
+                        emulator=manifest.emulator if execution == "emulated" else None,
                     )
                 )
             images.append(
