@@ -189,8 +189,9 @@ class ManifestJob:
     #: The binfmt_misc handler that runs the workload (``emulated``), or that would be
     #: needed (``not profiled``); None when native or unknown.
     emulator: str | None = None
-    #: The emulator's interpreter path (``emulated``): never recorded as a workload access.
-    emulator_interpreter: str | None = None
+    #: The emulator's interpreter (and the file it links to) as rootfs paths
+    #: (``emulated``): never recorded as workload accesses.
+    emulator_paths: tuple[str, ...] = ()
     #: Profile-map order within the image: the native manifest first, then the others in
     #: index order; a layer shared by several manifests keeps the files of the first.
     profile_rank: int = 0

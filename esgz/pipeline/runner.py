@@ -560,9 +560,7 @@ class Runner:
                     for layer in manifest.layers
                     if layer.output is not None
                 )
-                execution = (
-                    manifest.execution if image.settings.needs_workload else "not profiled"
-                )
+                execution = manifest.execution if image.settings.needs_workload else "not profiled"
                 manifests.append(
                     ManifestResult(
                         platform=manifest.platform,

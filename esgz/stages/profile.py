@@ -210,7 +210,7 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
             work_dir=ctx.store.scratch / "profile",
             on_output=on_output,
             runtime=OCI_RUNTIME,
-            ignore_paths=_emulator_paths(manifest),
+            ignore_paths=manifest.emulator_paths,
         ),
         clock,
         PROFILE_TICK,
@@ -223,15 +223,6 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
         entries = list(image.recorded)
         await anyio.to_thread.run_sync(write_record_file, settings.record_out, entries)
     return prioritized
-
-
-def _emulator_paths(manifest: ManifestJob) -> tuple[str, ...]:
-    """Paths of the emulator that runs ``manifest`` (never a workload access)."""
-    interpreter = manifest.emulator_interpreter
-    if manifest.execution != "emulated" or not interpreter:
-        return ()
-    paths = {interpreter, os.path.realpath(interpreter)}
-    return tuple(sorted(path.lstrip("/") for path in paths))
 
 
 def _stopped_by(result: ProfileResult) -> str | None:

@@ -7,6 +7,8 @@ manifest, and each config (parsed once; the parsed config and its bytes are kept
 
 from __future__ import annotations
 
+import os
+
 import anyio.to_thread
 
 from esgz.errors import ImageError, PlatformError
@@ -25,7 +27,8 @@ from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.events import PlatformExecution, WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerInput, ManifestJob, SourceManifest
 from esgz.pipeline.runner import RunContext
-from esgz.runtime.emulation import BinfmtStatus, platform_execution, read_binfmt
+from esgz.runtime.emulation import PlatformExecution as EmulationCheck
+from esgz.runtime.emulation import platform_execution, read_binfmt
 from esgz.stages.endpoints import Source
 
 __all__ = ["is_attestation", "matcher_for", "resolve_image"]
@@ -127,20 +130,17 @@ async def _plan_execution(
     The native manifest is profiled first, then the others in index order.
     """
     settings = image.settings
-    binfmt: BinfmtStatus | None = None
-    if not settings.no_emulation:
-        binfmt = await anyio.to_thread.run_sync(read_binfmt)
-    for job, platform in zip(image.manifests, platforms, strict=True):
+    found_all = await anyio.to_thread.run_sync(_detect, platforms, settings.no_emulation)
+    for job, platform, (found, paths) in zip(image.manifests, platforms, found_all, strict=True):
         reason: str | None = None
         if platform is None or not platform.architecture:
             if not thin:
                 reason = "the index entry names no platform"
-        elif job.execution != "native" or thin:
-            found = platform_execution(platform, emulation=not settings.no_emulation, binfmt=binfmt)
+        elif found is not None and (job.execution != "native" or thin):
             if found.mode == "emulated":
                 job.execution = "emulated"
                 job.emulator = found.handler
-                job.emulator_interpreter = found.interpreter
+                job.emulator_paths = paths
             elif found.mode == "unavailable" and not thin:
                 job.execution = "not profiled"
                 job.emulator = found.handler
@@ -163,6 +163,32 @@ async def _plan_execution(
                     f" .no.prefetch.landmark): {reason}",
                 )
             )
+
+
+def _detect(
+    platforms: list[Platform | None], no_emulation: bool
+) -> list[tuple[EmulationCheck | None, tuple[str, ...]]]:
+    """How each platform can run here, and its emulator's files. Blocking.
+
+    binfmt_misc is read once.
+    """
+    binfmt = None if no_emulation else read_binfmt()
+    found: list[tuple[EmulationCheck | None, tuple[str, ...]]] = []
+    for platform in platforms:
+        if platform is None or not platform.architecture:
+            found.append((None, ()))
+            continue
+        check = platform_execution(platform, emulation=not no_emulation, binfmt=binfmt)
+        found.append((check, _interpreter_paths(check.interpreter)))
+    return found
+
+
+def _interpreter_paths(interpreter: str | None) -> tuple[str, ...]:
+    """An emulator's interpreter and the file it links to, as rootfs paths. Blocking."""
+    if not interpreter:
+        return ()
+    paths = {interpreter, os.path.realpath(interpreter)}
+    return tuple(sorted(path.lstrip("/") for path in paths))
 
 
 async def _add_manifest(

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
+import esgz
+import esgz.stages.resolve as resolve_stage
+from esgz import EventBus, ImageProfiled, PlatformExecution, WarningEvent
 from esgz.oci.platform import host_platform
+from esgz.runtime.emulation import read_binfmt
 from tests.cli.outputcheck import blob_path
 from tests.fixtures.images import SMALL_TEXT, SampleImage
 from tests.fixtures.multiarch import APP_GREETING, TRIPLETS
@@ -205,3 +209,66 @@ def test_no_emulation_profiles_the_host_only(
     # the shared data layer keeps the host profile's files on both platforms
     assert layers["linux/arm64"][1].digest == layers["linux/amd64"][1].digest
     assert layers["linux/arm64"][1].landmark == PREFETCH
+
+
+_AARCH64_WITHOUT_F = (
+    "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PO\noffset 0\n"
+    "magic 7f454c460201010000000000000000000200b700\n"
+    "mask ffffffffffffff00fffffffffffffffffeffffff\n"
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        (None, "no binfmt_misc handler for arm64 is registered (such as qemu-aarch64 from"),
+        (_AARCH64_WITHOUT_F, "the binfmt_misc handler qemu-aarch64 lacks the F flag"),
+    ],
+    ids=["missing", "without-F"],
+)
+async def test_platform_that_cannot_run_keeps_no_prefetch_landmark(
+    multiarch_busybox_image: SampleImage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    handler: str | None,
+    reason: str,
+) -> None:
+    """A host whose binfmt_misc cannot run arm64 (its files, as the kernel shows them)."""
+    require_sandbox()
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    (binfmt / "status").write_text("enabled\n")
+    if handler is not None:
+        (binfmt / "qemu-aarch64").write_text(handler)
+    monkeypatch.setattr(resolve_stage, "read_binfmt", lambda: read_binfmt(binfmt))
+    bus = EventBus()
+    events = bus.subscribe()
+    out = tmp_path / "out"
+    result = await esgz.optimize(
+        multiarch_busybox_image.reference,
+        f"local://{out}:opt",
+        oci=True,
+        all_platforms=True,
+        cache=False,
+        events=bus,
+    )
+    seen = [event async for event in events]
+    warnings = [e.message for e in seen if isinstance(e, WarningEvent)]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        "platform linux/arm64 is not profiled (its layers get .no.prefetch.landmark): " + reason
+    )
+    plans = {e.platform: e for e in seen if isinstance(e, PlatformExecution)}
+    assert plans["linux/amd64"].execution == "native"
+    assert plans["linux/arm64"].execution == "not profiled"
+    assert plans["linux/arm64"].emulator == "qemu-aarch64"
+    assert [e.platform for e in seen if isinstance(e, ImageProfiled)] == ["linux/amd64"]
+    manifests = result.images[0].manifests
+    assert [(m.platform, m.execution) for m in manifests] == [
+        ("linux/amd64", "native"),
+        ("linux/arm64", "not profiled"),
+    ]
+    layers = _layers_by_platform(out, "opt")
+    assert layers["linux/arm64"][0].landmark == NO_PREFETCH
+    assert layers["linux/arm64"][1].digest == layers["linux/amd64"][1].digest
