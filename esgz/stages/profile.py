@@ -3,15 +3,21 @@
 * ``record_in`` (a record file): the same paths for every layer, missing ones ignored,
   as ``ctr-remote image convert --estargz-record-in`` does;
 * ``prefetch_list``: the listed paths and globs, each given to the topmost layer that
-  holds it (deleted or shadowed paths dropped), for the host-platform manifest only, as
+  holds it (deleted or shadowed paths dropped), for the native manifest only, as
   ``ctr-remote image optimize --prefetch-list`` does; an empty list is a warning;
 * otherwise, for an image whose workload runs (``optimize`` without ``no_optimize``) and
-  a host-platform manifest: the workload runs once in a container
+  a manifest that can run here — natively, or under a binfmt_misc emulator
+  (``ManifestJob.execution``, decided by resolve): the workload runs once in a container
   (:func:`esgz.runtime.profile.profile_workload`) and each layer gets the files it
   served, in access order; its output lines are published as
   :class:`~esgz.pipeline.events.WorkloadOutput` events, the summary as
-  :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the record
-  file. Other manifests get no prioritized files (``.no.prefetch.landmark``).
+  :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the records
+  of every manifest profiled so far. Other manifests get no prioritized files
+  (``.no.prefetch.landmark``).
+
+A layer shared by several manifests of the image (same digest) gets one prioritization:
+the files of the first manifest that chose some for it, in ``profile_rank`` order (the
+native platform first, then index order), see :func:`share_layer_files`.
 
 Every layer of a manifest this stage chose files for is marked ``profiled``; with
 ``reuse`` the runner passes a valid eStargz / zstd:chunked layer through only if it has
