@@ -272,3 +272,24 @@ async def test_platform_that_cannot_run_keeps_no_prefetch_landmark(
     layers = _layers_by_platform(out, "opt")
     assert layers["linux/arm64"][0].landmark == NO_PREFETCH
     assert layers["linux/arm64"][1].digest == layers["linux/amd64"][1].digest
+
+
+def test_single_manifest_arm64_image_runs_emulated(
+    multiarch_busybox_image: SampleImage, qemu_binfmt: dict[str, str], tmp_path: Path
+) -> None:
+    """A thin arm64 image (its manifest named by digest) is profiled under qemu."""
+    require_sandbox()
+    arm64 = next(m for m in multiarch_busybox_image.manifests if m.platform == "linux/arm64")
+    out = tmp_path / "out"
+    run = run_esgz(
+        *OPTIMIZE_JSON,
+        f"local://{multiarch_busybox_image.layout}@{arm64.manifest_digest}",
+        f"local://{out}:opt",
+    )
+    assert run.returncode == 0, run.stderr
+    (plan,) = run.events("platform_execution")
+    assert (plan["platform"], plan["execution"]) == ("linux/arm64", "emulated")
+    (profiled,) = run.events("image_profiled")
+    assert (profiled["execution"], profiled["emulator"]) == ("emulated", qemu_binfmt["arm64"])
+    (layers,) = _layers_by_platform(out, "opt").values()
+    assert prioritized_files(layers[1], arm64.layers[1].files) == ["data/small.txt"]
