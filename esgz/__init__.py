@@ -39,6 +39,7 @@ from esgz.errors import (
     PlatformError,
     RegistryError,
     SandboxError,
+    StorageError,
     VerificationError,
     WorkloadError,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "RegistryError",
     "RegistryHostConfig",
     "SandboxError",
+    "StorageError",
     "Subscription",
     "VerificationError",
     "WarningEvent",
