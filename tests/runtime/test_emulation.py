@@ -7,6 +7,9 @@ cases a host rarely has (no F flag, disabled, not mounted); the real
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from esgz.runtime.emulation import (
     platform_execution,
     read_binfmt,
 )
-from tests.fixtures.multiarch import BINFMT, register_qemu
+from tests.fixtures.multiarch import BINFMT, debian_root, register_qemu
 
 AMD64 = parse_platform("linux/amd64")
 ARM64 = parse_platform("linux/arm64")
@@ -71,8 +74,6 @@ def test_parses_handlers_and_skips_extension_ones(tmp_path: Path) -> None:
 
 def test_real_arm64_binary_header_matches(tmp_path: Path) -> None:
     """The synthetic header agrees with a real arm64 ELF file on what the mask keeps."""
-    from tests.fixtures.multiarch import debian_root
-
     busybox = debian_root("arm64", ["busybox-static"]) / "bin" / "busybox"
     real = busybox.read_bytes()[:64]
     (handler,) = read_binfmt(_binfmt(tmp_path)).handlers
@@ -151,3 +152,31 @@ def test_registered_qemu_handlers_are_detected() -> None:
     for spec, name in handlers.items():
         found = platform_execution(parse_platform(spec), binfmt=status, host=AMD64)
         assert (found.mode, found.handler) == ("emulated", name), found
+
+
+@pytest.mark.root
+def test_handlers_serve_an_unprivileged_user_namespace() -> None:
+    """binfmt_misc handlers are the kernel's: rootless profiling (a user namespace of an
+    unprivileged user) runs arm64 binaries through them too."""
+    register_qemu(["qemu-aarch64"])
+    busybox = debian_root("arm64", ["busybox-static"]) / "bin" / "busybox"
+    root = Path(tempfile.mkdtemp(prefix="esgz-emulation-"))
+    try:
+        root.chmod(0o755)
+        (root / "bin").mkdir()
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        command = [
+            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+            *("unshare", "--user", "--map-root-user", "--mount"),
+            *("chroot", str(root), "/bin/busybox", "uname", "-m"),
+        ]
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(root)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "aarch64\n"
