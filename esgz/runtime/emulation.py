@@ -15,8 +15,8 @@ docs/pipeline.md, "Profiling other platforms under emulation"); this module only
   interpreter, flags, offset, magic, mask) and the global status;
 * :func:`elf_header` — a representative ELF header of an OCI architecture (class,
   byte order and machine), which a handler's magic/mask must match;
-* :func:`platform_execution` — how a platform's workload can run here
-  (:class:`PlatformExecution`: ``native``, ``emulated`` with the handler, or
+* :func:`platform_support` — how a platform's workload can run here
+  (:class:`PlatformSupport`: ``native``, ``emulated`` with the handler, or
   ``unavailable`` with the reason and the handler that is missing).
 """
 
@@ -34,10 +34,10 @@ __all__ = [
     "BinfmtHandler",
     "BinfmtStatus",
     "ExecutionMode",
-    "PlatformExecution",
+    "PlatformSupport",
     "elf_header",
     "emulator_name",
-    "platform_execution",
+    "platform_support",
     "read_binfmt",
 ]
 
@@ -199,7 +199,7 @@ def emulator_name(platform: Platform) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PlatformExecution:
+class PlatformSupport:
     """How the workload of one platform can run on this host.
 
     ``mode``: ``native``, ``emulated`` (by ``handler``, whose ``interpreter`` the kernel
@@ -220,13 +220,13 @@ class PlatformExecution:
         return self.mode != "unavailable"
 
 
-def platform_execution(
+def platform_support(
     platform: Platform,
     *,
     emulation: bool = True,
     binfmt: BinfmtStatus | None = None,
     host: Platform | None = None,
-) -> PlatformExecution:
+) -> PlatformSupport:
     """How the workload of ``platform`` can run here. Blocking (reads binfmt_misc).
 
     Native if it is the host platform (os, architecture, variant); otherwise, with
@@ -241,22 +241,22 @@ def platform_execution(
         host.architecture,
         host.variant,
     ):
-        return PlatformExecution(name, "native")
+        return PlatformSupport(name, "native")
     needed = emulator_name(wanted)
     if not emulation:
-        return PlatformExecution(name, "unavailable", needed, reason="emulation is disabled")
+        return PlatformSupport(name, "unavailable", needed, reason="emulation is disabled")
     if wanted.os != host.os:
-        return PlatformExecution(
+        return PlatformSupport(
             name, "unavailable", reason=f"{wanted.os} binaries cannot run on {host.os}"
         )
     header = elf_header(wanted)
     if header is None:
-        return PlatformExecution(
+        return PlatformSupport(
             name, "unavailable", reason=f"no known ELF machine for {wanted.architecture!r}"
         )
     status = binfmt if binfmt is not None else read_binfmt()
     if not status.mounted:
-        return PlatformExecution(
+        return PlatformSupport(
             name,
             "unavailable",
             needed,
@@ -264,14 +264,14 @@ def platform_execution(
             " is registered",
         )
     if not status.enabled:
-        return PlatformExecution(
+        return PlatformSupport(
             name, "unavailable", needed, reason=f"binfmt_misc is disabled ({status.root}/status)"
         )
     matching = [handler for handler in status.handlers if handler.matches(header)]
     usable = [handler for handler in matching if handler.enabled and handler.fix_binary]
     if usable:
         handler = usable[0]
-        return PlatformExecution(
+        return PlatformSupport(
             name,
             "emulated",
             handler.name,
@@ -279,7 +279,7 @@ def platform_execution(
             flags=handler.flags,
         )
     if not matching:
-        return PlatformExecution(
+        return PlatformSupport(
             name,
             "unavailable",
             needed,
@@ -295,6 +295,6 @@ def platform_execution(
             f" {handler.flags or 'none'}), so its interpreter {handler.interpreter} cannot"
             " be opened inside the container"
         )
-    return PlatformExecution(
+    return PlatformSupport(
         name, "unavailable", handler.name, handler.interpreter, reason, handler.flags
     )

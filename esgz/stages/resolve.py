@@ -27,8 +27,7 @@ from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.events import PlatformExecution, WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerInput, ManifestJob, SourceManifest
 from esgz.pipeline.runner import RunContext
-from esgz.runtime.emulation import PlatformExecution as EmulationCheck
-from esgz.runtime.emulation import platform_execution, read_binfmt
+from esgz.runtime.emulation import PlatformSupport, platform_support, read_binfmt
 from esgz.stages.endpoints import Source
 
 __all__ = ["is_attestation", "matcher_for", "resolve_image"]
@@ -167,18 +166,18 @@ async def _plan_execution(
 
 def _detect(
     platforms: list[Platform | None], no_emulation: bool
-) -> list[tuple[EmulationCheck | None, tuple[str, ...]]]:
+) -> list[tuple[PlatformSupport | None, tuple[str, ...]]]:
     """How each platform can run here, and its emulator's files. Blocking.
 
     binfmt_misc is read once.
     """
     binfmt = None if no_emulation else read_binfmt()
-    found: list[tuple[EmulationCheck | None, tuple[str, ...]]] = []
+    found: list[tuple[PlatformSupport | None, tuple[str, ...]]] = []
     for platform in platforms:
         if platform is None or not platform.architecture:
             found.append((None, ()))
             continue
-        check = platform_execution(platform, emulation=not no_emulation, binfmt=binfmt)
+        check = platform_support(platform, emulation=not no_emulation, binfmt=binfmt)
         found.append((check, _interpreter_paths(check.interpreter)))
     return found
 

@@ -19,7 +19,7 @@ from esgz.runtime.emulation import (
     BinfmtHandler,
     elf_header,
     emulator_name,
-    platform_execution,
+    platform_support,
     read_binfmt,
 )
 from tests.fixtures.multiarch import BINFMT, debian_root, register_qemu
@@ -86,23 +86,23 @@ def test_real_arm64_binary_header_matches(tmp_path: Path) -> None:
 
 def test_native_emulated_and_unavailable(tmp_path: Path) -> None:
     binfmt = read_binfmt(_binfmt(tmp_path))
-    assert platform_execution(AMD64, binfmt=binfmt, host=AMD64).mode == "native"
-    emulated = platform_execution(ARM64, binfmt=binfmt, host=AMD64)
+    assert platform_support(AMD64, binfmt=binfmt, host=AMD64).mode == "native"
+    emulated = platform_support(ARM64, binfmt=binfmt, host=AMD64)
     assert (emulated.mode, emulated.handler) == ("emulated", "qemu-aarch64")
     assert emulated.interpreter == "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
-    missing = platform_execution(parse_platform("linux/s390x"), binfmt=binfmt, host=AMD64)
+    missing = platform_support(parse_platform("linux/s390x"), binfmt=binfmt, host=AMD64)
     assert (missing.mode, missing.handler) == ("unavailable", "qemu-s390x")
     assert missing.reason == (
         "no binfmt_misc handler for s390x is registered (such as qemu-s390x from qemu-user-static)"
     )
-    disabled = platform_execution(ARM64, emulation=False, binfmt=binfmt, host=AMD64)
+    disabled = platform_support(ARM64, emulation=False, binfmt=binfmt, host=AMD64)
     assert (disabled.mode, disabled.reason) == ("unavailable", "emulation is disabled")
-    windows = platform_execution(parse_platform("windows/amd64"), binfmt=binfmt, host=AMD64)
+    windows = platform_support(parse_platform("windows/amd64"), binfmt=binfmt, host=AMD64)
     assert windows.mode == "unavailable"
 
 
 def test_handler_without_f_flag_is_not_usable_in_a_container(tmp_path: Path) -> None:
-    found = platform_execution(ARM64, binfmt=read_binfmt(_binfmt(tmp_path, flags="P")), host=AMD64)
+    found = platform_support(ARM64, binfmt=read_binfmt(_binfmt(tmp_path, flags="P")), host=AMD64)
     assert found.mode == "unavailable"
     assert found.reason is not None
     assert "lacks the F flag" in found.reason
@@ -110,13 +110,13 @@ def test_handler_without_f_flag_is_not_usable_in_a_container(tmp_path: Path) -> 
 
 
 def test_disabled_handler_and_unmounted_binfmt(tmp_path: Path) -> None:
-    found = platform_execution(
+    found = platform_support(
         ARM64, binfmt=read_binfmt(_binfmt(tmp_path, enabled=False)), host=AMD64
     )
     assert found.reason == "the binfmt_misc handler qemu-aarch64 is disabled"
     unmounted = read_binfmt(tmp_path / "nothing")
     assert not unmounted.mounted
-    found = platform_execution(ARM64, binfmt=unmounted, host=AMD64)
+    found = platform_support(ARM64, binfmt=unmounted, host=AMD64)
     assert found.mode == "unavailable"
     assert found.reason is not None
     assert "not mounted" in found.reason
@@ -150,7 +150,7 @@ def test_registered_qemu_handlers_are_detected() -> None:
     register_qemu(handlers.values())
     status = read_binfmt(BINFMT)
     for spec, name in handlers.items():
-        found = platform_execution(parse_platform(spec), binfmt=status, host=AMD64)
+        found = platform_support(parse_platform(spec), binfmt=status, host=AMD64)
         assert (found.mode, found.handler) == ("emulated", name), found
 
 
