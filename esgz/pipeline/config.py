@@ -145,8 +145,8 @@ class _ImageSettings(_Strict):
     )
     all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
         False,
-        description="Convert the images of all platforms (each one that can run here is"
-        " optimized: natively, or emulated through binfmt_misc).",
+        description="Convert the images of all platforms (optimize profiles each one that can"
+        " run here: natively, or under a binfmt_misc emulator).",
     )
     plain_http: bool = Field(
         False,
