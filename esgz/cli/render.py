@@ -448,9 +448,9 @@ class ProgressBoard:
         elif isinstance(event, ProfileProgress):
             image.profile[event.platform] = (event.elapsed, event.period)
         elif isinstance(event, ImageProfiled):
-            how = f" {_execution(event)}" if event.execution == "emulated" else ""
+            how = f" ({_execution(event)})" if event.execution == "emulated" else ""
             image.profiled[event.platform] = (
-                f"ran{how} {event.seconds:.1f}s, {event.accessed} files accessed"
+                f"ran {event.seconds:.1f}s{how}, {event.accessed} files accessed"
             )
             image.profile.setdefault(event.platform, (event.seconds, event.seconds))
         elif isinstance(event, ImageDone):
