@@ -124,9 +124,10 @@ async def _plan_execution(
 
     A platform other than the host's is profiled under an enabled binfmt_misc handler
     with the ``F`` flag (unless ``no_emulation``); one that cannot run gets a warning
-    naming the missing handler. A single-manifest image is always run (as the reference
-    does), emulated when its config names another architecture that a handler runs.
-    The native manifest is profiled first, then the others in index order.
+    naming the missing handler. A single-manifest image whose config names another
+    architecture is run emulated, or not at all (with ``no_emulation`` it is run
+    as it is, as the reference does). The native manifest is profiled first, then the
+    others in index order.
     """
     settings = image.settings
     found_all = await anyio.to_thread.run_sync(_detect, platforms, settings.no_emulation)
@@ -140,7 +141,7 @@ async def _plan_execution(
                 job.execution = "emulated"
                 job.emulator = found.handler
                 job.emulator_paths = paths
-            elif found.mode == "unavailable" and not thin:
+            elif found.mode == "unavailable" and not (thin and settings.no_emulation):
                 job.execution = "not profiled"
                 job.emulator = found.handler
                 reason = found.reason

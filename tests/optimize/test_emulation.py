@@ -293,3 +293,36 @@ def test_single_manifest_arm64_image_runs_emulated(
     assert (profiled["execution"], profiled["emulator"]) == ("emulated", qemu_binfmt["arm64"])
     (layers,) = _layers_by_platform(out, "opt").values()
     assert prioritized_files(layers[1], arm64.layers[1].files) == ["data/small.txt"]
+
+
+@pytest.mark.anyio
+async def test_single_manifest_image_that_cannot_run_is_not_profiled(
+    multiarch_busybox_image: SampleImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_sandbox()
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    (binfmt / "status").write_text("enabled\n")
+    monkeypatch.setattr(resolve_stage, "read_binfmt", lambda: read_binfmt(binfmt))
+    arm64 = next(m for m in multiarch_busybox_image.manifests if m.platform == "linux/arm64")
+    bus = EventBus()
+    events = bus.subscribe()
+    out = tmp_path / "out"
+    result = await esgz.optimize(
+        f"local://{multiarch_busybox_image.layout}@{arm64.manifest_digest}",
+        f"local://{out}:opt",
+        oci=True,
+        cache=False,
+        events=bus,
+    )
+    seen = [event async for event in events]
+    (plan,) = [e for e in seen if isinstance(e, PlatformExecution)]
+    assert (plan.platform, plan.execution, plan.emulator) == (
+        "linux/arm64",
+        "not profiled",
+        "qemu-aarch64",
+    )
+    assert not [e for e in seen if isinstance(e, ImageProfiled)]
+    assert result.images[0].manifests[0].execution == "not profiled"
+    (layers,) = _layers_by_platform(out, "opt").values()
+    assert [layer.landmark for layer in layers] == [NO_PREFETCH, NO_PREFETCH]
