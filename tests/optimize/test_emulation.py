@@ -10,8 +10,10 @@ converted layers.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from esgz import EventBus, ImageProfiled, PlatformExecution, WarningEvent
 from esgz.oci.platform import host_platform
 from esgz.runtime.emulation import read_binfmt
 from tests.cli.outputcheck import blob_path
+from tests.cli.process import read_until, start_esgz
 from tests.fixtures.images import SMALL_TEXT, SampleImage
 from tests.fixtures.multiarch import APP_GREETING, TRIPLETS
 from tests.optimize.support import (
@@ -35,6 +38,7 @@ from tests.optimize.support import (
     require_sandbox,
     run_esgz,
 )
+from tests.optimize.test_interrupt import SLEEP, mounts_below
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -326,3 +330,57 @@ async def test_single_manifest_image_that_cannot_run_is_not_profiled(
     assert result.images[0].manifests[0].execution == "not profiled"
     (layers,) = _layers_by_platform(out, "opt").values()
     assert [layer.landmark for layer in layers] == [NO_PREFETCH, NO_PREFETCH]
+
+
+def _emulated_sleepers() -> list[int]:
+    """Pids of ``sleep 987`` processes, also run by qemu (``qemu … sleep 987``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if argv[-2:] == [b"sleep", SLEEP.encode()]:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_ctrl_c_while_an_emulated_workload_runs(
+    multiarch_busybox_image: SampleImage, qemu_binfmt: dict[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C under emulation: exit 130, no mount, container, qemu process or temp dir left."""
+    require_sandbox()
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    process = start_esgz(
+        "optimize",
+        "--cache-dir",
+        str(cache),
+        "--platform",
+        "linux/arm64",
+        "--period",
+        "120",
+        "--args",
+        f'["echo started; exec sleep {SLEEP}"]',
+        multiarch_busybox_image.reference,
+        f"local://{out}:x",
+    )
+    try:
+        read_until(process.stderr, "workload stdout: started")
+        deadline = time.monotonic() + 30
+        while not _emulated_sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the shell's exec of sleep, under qemu
+        assert _emulated_sleepers()
+        assert mounts_below(cache)
+    finally:
+        process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "esgz: interrupted"
+    assert stdout == b""
+    assert mounts_below(cache) == []
+    assert list((cache / "tmp").iterdir()) == []
+    assert _emulated_sleepers() == []
+    assert not (out / "index.json").exists()
