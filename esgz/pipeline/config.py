@@ -60,7 +60,7 @@ from pydantic import (
 )
 
 from esgz.errors import ConfigError, EsgzError
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -78,7 +78,6 @@ __all__ = [
     "CacheConfig",
     "ConcurrencyConfig",
     "DefaultsConfig",
-    "Format",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -89,8 +88,6 @@ __all__ = [
     "parse_config_text",
 ]
 
-#: Output layer formats.
-Format = Literal["estargz", "zstdchunked"]
 
 #: The workload section of a config: the same model the profiler takes.
 
@@ -118,7 +115,7 @@ class _ImageSettings(_Strict):
     metadata says how the ``optimize`` / ``convert`` flag built from a field is spelled.
     """
 
-    format: Annotated[Format, NO_FLAG] = Field(
+    format: Annotated[LayerFormat, NO_FLAG] = Field(
         "estargz",
         description="Layer format: estargz (gzip) or zstdchunked (zstd; requires oci).",
     )
@@ -283,7 +280,7 @@ class ResolvedImage:
     target: str
     source_ref: RegistryReference | LayoutReference
     target_ref: RegistryReference | LayoutReference
-    format: Format
+    format: LayerFormat
     oci: bool
     compression_level: int
     chunk_size: int
@@ -330,7 +327,7 @@ def _merged_workload(config: PipelineConfig, image: ImageSpec) -> WorkloadOption
 
 def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
     defaults = config.defaults
-    fmt: Format = _pick(image, defaults, "format")
+    fmt: LayerFormat = _pick(image, defaults, "format")
     level = _pick(image, defaults, "compression_level")
     return ResolvedImage(
         index=index,

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from esgz.levels import LayerFormat
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
-    from esgz.estargz.options import LayerFormat
     from esgz.pipeline.events import ProfileExecution
     from esgz.runtime.record import RecordEntry
 
