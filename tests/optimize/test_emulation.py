@@ -4,7 +4,11 @@ The images are real multi-arch images built from Debian's amd64 and arm64 packag
 (:mod:`tests.fixtures.multiarch`); qemu is registered in binfmt_misc by the
 ``qemu_binfmt`` fixture, as an administrator would. Every output layer goes through the
 Go reference checker, and the converted arm64 image is run (under qemu) from its
-converted layers.
+converted layers. Also: the same guest paths recorded natively and emulated,
+``--no-emulation``, a single-manifest arm64 image, Ctrl-C during an emulated run. A host
+whose binfmt_misc cannot run arm64 (no handler, no F flag) is shown to the resolve stage
+as handler files in the kernel's format in a temporary directory, since the real
+registrations are the host's and are left alone.
 """
 
 from __future__ import annotations
