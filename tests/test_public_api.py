@@ -51,6 +51,7 @@ EXPECTED = {
     "WorkloadOutput",
     "ProfileProgress",
     "ImageProfiled",
+    "PlatformExecution",
     "__version__",
 }
 

@@ -14,6 +14,7 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
       all_platforms: false
       plain_http: false          # allow http:// references (as --plain-http)
       no_optimize: false
+      no_emulation: false        # profile other platforms only natively (no binfmt_misc)
       workload: {period: 10, entrypoint: [...], ...}
     cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB}
     concurrency: {fetch: 4, convert: 2, upload: 4, ...}
@@ -59,7 +60,7 @@ from pydantic import (
 )
 
 from esgz.errors import ConfigError, EsgzError
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -77,7 +78,6 @@ __all__ = [
     "CacheConfig",
     "ConcurrencyConfig",
     "DefaultsConfig",
-    "Format",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -88,8 +88,6 @@ __all__ = [
     "parse_config_text",
 ]
 
-#: Output layer formats.
-Format = Literal["estargz", "zstdchunked"]
 
 #: The workload section of a config: the same model the profiler takes.
 
@@ -117,7 +115,7 @@ class _ImageSettings(_Strict):
     metadata says how the ``optimize`` / ``convert`` flag built from a field is spelled.
     """
 
-    format: Annotated[Format, NO_FLAG] = Field(
+    format: Annotated[LayerFormat, NO_FLAG] = Field(
         "estargz",
         description="Layer format: estargz (gzip) or zstdchunked (zstd; requires oci).",
     )
@@ -143,7 +141,9 @@ class _ImageSettings(_Strict):
         )
     )
     all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
-        False, description="Convert the images of all platforms (only the host's is optimized)."
+        False,
+        description="Convert the images of all platforms (optimize profiles each one that can"
+        " run here: natively, or under a binfmt_misc emulator).",
     )
     plain_http: bool = Field(
         False,
@@ -152,6 +152,11 @@ class _ImageSettings(_Strict):
     )
     no_optimize: bool = Field(
         False, description="Convert without running the workload (no prioritized files)."
+    )
+    no_emulation: bool = Field(
+        False,
+        description="Profile only the host platform; other platforms get no prioritized"
+        " files, even where a binfmt_misc emulator could run them.",
     )
     accept_failed_workload: Annotated[bool, NO_FLAG] = Field(
         False,
@@ -275,7 +280,7 @@ class ResolvedImage:
     target: str
     source_ref: RegistryReference | LayoutReference
     target_ref: RegistryReference | LayoutReference
-    format: Format
+    format: LayerFormat
     oci: bool
     compression_level: int
     chunk_size: int
@@ -283,6 +288,7 @@ class ResolvedImage:
     platforms: tuple[str, ...]
     all_platforms: bool
     no_optimize: bool
+    no_emulation: bool
     workload: WorkloadOptions
     record_out: Path | None
     record_in: Path | None
@@ -321,7 +327,7 @@ def _merged_workload(config: PipelineConfig, image: ImageSpec) -> WorkloadOption
 
 def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
     defaults = config.defaults
-    fmt: Format = _pick(image, defaults, "format")
+    fmt: LayerFormat = _pick(image, defaults, "format")
     level = _pick(image, defaults, "compression_level")
     return ResolvedImage(
         index=index,
@@ -337,6 +343,7 @@ def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedIm
         platforms=tuple(_pick(image, defaults, "platforms")),
         all_platforms=_pick(image, defaults, "all_platforms"),
         no_optimize=_pick(image, defaults, "no_optimize"),
+        no_emulation=_pick(image, defaults, "no_emulation"),
         workload=_merged_workload(config, image),
         record_out=image.record_out,
         record_in=image.record_in,

@@ -228,12 +228,6 @@ class RegistryClient:
         """
         return await self._blobs.pull_bytes(ref, digest, max_size=max_size)
 
-    async def fetch_blob(
-        self, ref: RegistryReference, digest: str, *, max_size: int = MAX_CONFIG_BLOB
-    ) -> bytes:
-        """Former name of :meth:`pull_blob_bytes`, kept until its callers have moved."""
-        return await self._blobs.pull_bytes(ref, digest, max_size=max_size)
-
     async def pull_blob(
         self,
         ref: RegistryReference,

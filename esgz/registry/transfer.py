@@ -22,7 +22,7 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from esgz.errors import VerificationError
-from esgz.oci.digest import hasher_for
+from esgz.oci.digest import DigestingWriter
 
 __all__ = ["READ_SIZE", "BytesStream", "FileSliceStream", "VerifyingBlobWriter"]
 
@@ -111,10 +111,14 @@ class VerifyingBlobWriter:
         self.destination = destination
         self.digest = digest
         self.size = size
-        self.written = 0
         self._temp = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.partial")
         self._file: BinaryIO | None = None
-        self._hasher = hasher_for(digest)
+        self._checker = DigestingWriter(expected_digest=digest)
+
+    @property
+    def written(self) -> int:
+        """Bytes in the file so far (where a resumed download starts)."""
+        return self._checker.size
 
     async def __aenter__(self) -> VerifyingBlobWriter:
         def open_temp_sync() -> BinaryIO:
@@ -122,6 +126,7 @@ class VerifyingBlobWriter:
             return self._temp.open("wb")
 
         self._file = await anyio.to_thread.run_sync(open_temp_sync)
+        self._checker = DigestingWriter(self._file, expected_digest=self.digest)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -185,10 +190,7 @@ class VerifyingBlobWriter:
                 await anyio.to_thread.run_sync(self._write_and_hash_sync, data)
 
     def _write_and_hash_sync(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
-        self._hasher.update(data)
-        self.written += len(data)
+        self._checker.write(data)
 
     async def restart(self) -> None:
         """Drop everything written (the server ignored a Range request)."""
@@ -199,21 +201,11 @@ class VerifyingBlobWriter:
             self._file.truncate()
 
         await anyio.to_thread.run_sync(truncate_sync)
-        self._hasher = hasher_for(self.digest)
-        self.written = 0
+        self._checker = DigestingWriter(self._file, expected_digest=self.digest)
 
     async def commit(self) -> Path:
         """Check digest and size, then move the file to its destination."""
-        if self.size is not None and self.written != self.size:
-            raise VerificationError(
-                f"size mismatch: expected {self.size} bytes, got {self.written}",
-                layer=self.digest,
-            )
-        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
-        if actual != self.digest:
-            raise VerificationError(
-                f"digest mismatch: expected {self.digest}, got {actual}", layer=self.digest
-            )
+        self._checker.verify(self.digest, self.size)
 
         def finish_sync() -> None:
             assert self._file is not None

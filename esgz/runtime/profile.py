@@ -39,7 +39,7 @@ import threading
 import time
 import tty
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +229,7 @@ async def profile_workload(
     runtime_args: Sequence[str] = (),
     layer_cache: Path | None = None,
     mark: Literal["mount", "filesystem"] = "mount",
+    ignore_paths: Collection[str] = (),
 ) -> ProfileResult:
     """Run ``workload`` on the image made of ``layers`` (bottom first); what it read.
 
@@ -242,6 +243,8 @@ async def profile_workload(
     root with CAP_SYS_ADMIN. The rootless mode unpacks into its own layer cache,
     ``<layer_cache>-userns`` (its files belong to the ids mapped in the namespace), or,
     without ``layer_cache``, into its run dir, removed with it.
+    ``ignore_paths`` (cleaned, e.g. an emulator's interpreter inside the rootfs) are
+    never recorded as accesses.
     """
     forced = True if workload.rootless else None
     if await anyio.to_thread.run_sync(choose_mode, forced) == "rootless":
@@ -254,6 +257,7 @@ async def profile_workload(
             runtime=runtime,
             runtime_args=runtime_args,
             layer_cache=layer_cache,
+            ignore_paths=ignore_paths,
         )
     return await _profile(
         layers,
@@ -265,6 +269,7 @@ async def profile_workload(
         runtime_args=runtime_args,
         layer_cache=layer_cache,
         mark=mark,
+        ignore_paths=ignore_paths,
     )
 
 
@@ -278,6 +283,7 @@ async def _profile_rootless(
     runtime: str,
     runtime_args: Sequence[str],
     layer_cache: Path | None,
+    ignore_paths: Collection[str],
 ) -> ProfileResult:
     """The profile run by the user-namespace helper (:func:`profile_in_userns`)."""
     image = image_runtime_config(image_config)
@@ -291,6 +297,7 @@ async def _profile_rootless(
         "workload": workload.model_dump(mode="json"),
         "runtime": runtime,
         "runtime_args": list(runtime_args),
+        "ignore_paths": sorted(ignore_paths),
         "layer_cache": (
             str(layer_cache.with_name(layer_cache.name + "-userns")) if layer_cache else None
         ),
@@ -327,6 +334,7 @@ async def profile_in_userns(
         runtime_args=request["runtime_args"],
         layer_cache=Path(request["layer_cache"]) if request["layer_cache"] else None,
         mark="mount",
+        ignore_paths=request.get("ignore_paths", ()),
         userns=mapping,
     )
     return dataclasses.replace(result, mode="rootless")
@@ -343,6 +351,7 @@ async def _profile(
     runtime_args: Sequence[str],
     layer_cache: Path | None,
     mark: Literal["mount", "filesystem"],
+    ignore_paths: Collection[str] = (),
     userns: IdMapping | None = None,
 ) -> ProfileResult:
     """The profile on this host (root), or inside the helper's namespace (``userns``)."""
@@ -437,7 +446,8 @@ async def _profile(
         if not workload.accept_failed_workload:
             raise WorkloadError(message)
         log.warning("%s (accepted)", message)
-    accessed = cleaned_names(monitor.paths)
+    ignored = set(ignore_paths)
+    accessed = [path for path in cleaned_names(monitor.paths) if path not in ignored]
     prioritized = prioritized_by_layer(accessed, [layer.index for layer in unpacked])
     log.info("container exit with code %s; %d files accessed", status, len(accessed))
     return ProfileResult(
