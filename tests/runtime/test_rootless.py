@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from tests.fixtures.rootless import (
     rootless_user,
     single_id_user,
 )
-from tests.runtime.conftest import layer_sources, require_sandbox
+from tests.runtime.conftest import layer_sources, make_layer, require_sandbox, tar_member
 
 DRIVER = Path(__file__).with_name("rootless_driver.py")
 
@@ -257,6 +258,59 @@ async def test_rootless_forced_as_root(
     assert result.mode == "rootless"
     assert [(e.layer_index or 0, e.path) for e in result.records()] == root
     assert not list(await anyio.to_thread.run_sync(lambda: list(work_dir.glob("userns-*"))))
+
+
+OWNERS_SCRIPT = (
+    "stat -c '%n %u:%g %a' /srv/private /srv/private/secret /srv/tool /srv/owned;"
+    " ls /opt/replaced; test -e /etc/motd && echo motd-present || echo motd-gone"
+)
+
+
+@pytest.mark.anyio
+async def test_owners_modes_whiteouts_and_opaque_dirs_survive(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, work_dir: Path
+) -> None:
+    extra = make_layer(
+        user_dir / "extra.tar.gz",
+        [
+            (tar_member("srv", tarfile.DIRTYPE), b""),
+            (tar_member("srv/private", tarfile.DIRTYPE, mode=0o700, uid=65534, gid=65534), b""),
+            (tar_member("srv/private/secret", mode=0o600, uid=65534, gid=65534), b"s"),
+            (tar_member("srv/tool", mode=0o4755), b"#!/bin/sh\n"),
+            (tar_member("srv/owned", mode=0o640, uid=1234, gid=5678), b"o"),
+        ],
+    )
+    layers = [*layer_sources(busybox_image), extra]
+    workload = {"entrypoint": ["sh", "-c", OWNERS_SCRIPT], "args": []}
+    request = {
+        "layers": [[lf.digest, str(lf.path), lf.diff_id] for lf in layers],
+        "config": busybox_image.config(),
+        "workload": workload,
+        "work_dir": str(user_dir / "work"),
+    }
+    process = _start(user, request)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    rootless = [line.removeprefix("output stdout ") for line in stdout.splitlines()[1:-1]]
+    root: list[str] = []
+    require_sandbox()
+    await profile_workload(
+        layers,
+        busybox_image.config(),
+        WorkloadOptions.model_validate(workload),
+        work_dir=work_dir,
+        on_output=lambda _stream, line: root.append(line),
+    )
+    expected = [
+        "/srv/private 65534:65534 700",
+        "/srv/private/secret 65534:65534 600",
+        "/srv/tool 0:0 4755",
+        "/srv/owned 1234:5678 640",
+        "new.txt",
+        "motd-gone",
+    ]
+    assert root == expected
+    assert rootless == expected
 
 
 def test_cni_is_refused_in_rootless_mode(
