@@ -74,6 +74,7 @@ __all__ = [
     "remove_userns_tree_sync",
     "rootless_unavailable_reason",
     "run_helper",
+    "subordinate_range",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def choose_mode(rootless: bool | None) -> ProfileMode:
     return "root" if privileged else "rootless"
 
 
-def _sub_range(table: Path, name: str, ident: int) -> tuple[int, int] | None:
+def subordinate_range(table: Path, name: str, ident: int) -> tuple[int, int] | None:
     """The first ``start:count`` range of ``name`` (or its numeric id) in /etc/sub[ug]id."""
     try:
         lines = table.read_text().splitlines()
@@ -205,8 +206,8 @@ def id_mapping() -> IdMapping:
     except KeyError:
         name = str(uid)
     helpers = shutil.which("newuidmap") and shutil.which("newgidmap")
-    subuids = _sub_range(_SUBUID, name, uid) if helpers and uid != 0 else None
-    subgids = _sub_range(_SUBGID, name, uid) if helpers and uid != 0 else None
+    subuids = subordinate_range(_SUBUID, name, uid) if helpers and uid != 0 else None
+    subgids = subordinate_range(_SUBGID, name, uid) if helpers and uid != 0 else None
     if subuids is None or subgids is None:
         subuids = subgids = None
     return IdMapping(uid, gid, name, subuids, subgids)

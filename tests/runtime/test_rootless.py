@@ -26,7 +26,7 @@ import pytest
 from esgz.errors import WorkloadError
 from esgz.pipeline.config import parse_config_text
 from esgz.runtime.profile import profile_workload
-from esgz.runtime.userns import IdMapping, _sub_range, choose_mode
+from esgz.runtime.userns import IdMapping, choose_mode, subordinate_range
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.goimage import go_image
 from tests.fixtures.images import SampleImage
@@ -133,9 +133,9 @@ def test_mode_is_forced_or_detected() -> None:
 def test_subordinate_range_by_name_or_uid(tmp_path: Path) -> None:
     table = tmp_path / "subuid"
     table.write_text("other:1:5\nbad line\nalice:100000:65536\n1001:200000:10\n")
-    assert _sub_range(table, "alice", 1000) == (100000, 65536)
-    assert _sub_range(table, "bob", 1001) == (200000, 10)
-    assert _sub_range(table, "carol", 1002) is None
+    assert subordinate_range(table, "alice", 1000) == (100000, 65536)
+    assert subordinate_range(table, "bob", 1001) == (200000, 10)
+    assert subordinate_range(table, "carol", 1002) is None
 
 
 def test_single_id_mapping_refuses_other_users() -> None:
