@@ -436,3 +436,73 @@ def test_optimize_as_user_says_rootless(
     assert "(rootless)" in run.stderr + run.stdout
     assert record.read_text().strip()
     _assert_nothing_left(user, user_dir)
+
+
+def _start_cli(user: RootlessUser, user_dir: Path, image: SampleImage) -> subprocess.Popen[str]:
+    # As nobody, the workload leaves a file in a directory of its own in the upper dir:
+    # owned by a subordinate id, which the user cannot remove outside a user namespace.
+    script = "mkdir /tmp/own && echo x > /tmp/own/file && echo started; sleep 60"
+    return subprocess.Popen(
+        user.command(
+            user.esgz, "optimize", "--cache-dir", user_dir / "cache", "--period", "60",
+            "--user", "nobody", "--entrypoint", json.dumps(["sh", "-c", script]),
+            image.reference, f"local://{user_dir}/out:x",
+        ),
+        env=user.env(),
+        cwd=user.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def _wait_cli_running(process: subprocess.Popen[str]) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "workload stdout: started" in line:
+            return
+    raise AssertionError("the workload never started")
+
+
+def _run_dirs(user_dir: Path) -> list[Path]:
+    return sorted((user_dir / "cache" / "tmp").glob("*"))
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_interrupted_leaves_nothing(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, how: signal.Signals
+) -> None:
+    process = _start_cli(user, user_dir, busybox_image)
+    _wait_cli_running(process)
+    process.send_signal(how)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    _assert_nothing_left(user, user_dir)
+    assert _run_dirs(user_dir) == []
+
+
+def test_cli_killed_is_cleaned_by_the_next_run(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    process = _start_cli(user, user_dir, busybox_image)
+    _wait_cli_running(process)
+    process.kill()
+    process.communicate(timeout=60)
+    _assert_nothing_left(user, user_dir)  # the workload died with the profiler
+    assert _run_dirs(user_dir) != []  # its files stay until the next run
+    owners = {p.lstat().st_uid for p in (user_dir / "cache" / "tmp").rglob("*")}
+    assert owners - {user.uid}, "expected files of a subordinate id (the workload's)"
+    after = subprocess.run(
+        user.command(
+            user.esgz, "convert", "--cache-dir", user_dir / "cache",
+            busybox_image.reference, f"local://{user_dir}/out2:x",
+        ),
+        env=user.env(),
+        cwd=user.home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    assert _run_dirs(user_dir) == []
