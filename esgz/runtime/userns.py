@@ -91,6 +91,7 @@ _SUBGID = Path("/etc/subgid")
 _MAX_USER_NAMESPACES = Path("/proc/sys/user/max_user_namespaces")
 _HELPER_MODULE = "esgz.runtime.usernshelper"
 _KILL_WAIT = 5.0
+_DRAIN_WAIT = 5.0
 
 
 def has_sys_admin() -> bool:
@@ -328,6 +329,8 @@ async def _kill(process: anyio.abc.Process) -> None:
                 process.kill()
             with anyio.move_on_after(_KILL_WAIT):
                 await process.wait()
+        with anyio.move_on_after(_KILL_WAIT):
+            await process.aclose()
 
 
 async def run_helper(
@@ -386,13 +389,24 @@ async def run_helper(
             assert process.stdout is not None
             assert process.stderr is not None
             await process.stdin.send(payload)
+            stdout_done = anyio.Event()
+
+            async def read_stdout(stream: anyio.abc.ByteReceiveStream) -> None:
+                try:
+                    await read_lines(stream, on_message)
+                finally:
+                    stdout_done.set()
+
             async with anyio.create_task_group() as group:
-                group.start_soon(read_lines, process.stdout, on_message)
+                group.start_soon(read_stdout, process.stdout)
                 group.start_soon(read_lines, process.stderr, log_line)
                 if wait_on_signal:
                     group.start_soon(_forward_signals, process)
                 await process.wait()
                 log.debug("rootless profiler exited with code %s", process.returncode)
+                # Its last lines (the result) may still be in the pipe.
+                with anyio.move_on_after(_DRAIN_WAIT):
+                    await stdout_done.wait()
                 group.cancel_scope.cancel()
         finally:
             await _kill(process)
