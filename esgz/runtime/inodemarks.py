@@ -104,8 +104,13 @@ def _handle_key(path: bytes) -> bytes:
     buffer = ctypes.create_string_buffer(8 + _MAX_HANDLE_SZ)
     struct.pack_into("=Ii", buffer, 0, _MAX_HANDLE_SZ, 0)
     mount_id = ctypes.c_int()
-    flags = AT_HANDLE_FID
-    if _libc.name_to_handle_at(AT_FDCWD, path, buffer, ctypes.byref(mount_id), flags) != 0:
+    result = _libc.name_to_handle_at(AT_FDCWD, path, buffer, ctypes.byref(mount_id), AT_HANDLE_FID)
+    if result != 0 and ctypes.get_errno() == errno.EINVAL:
+        # Before Linux 6.5 (no AT_HANDLE_FID): the exportable handle, which is the fid
+        # fanotify reports on filesystems that can export one (ext4, xfs, btrfs, …).
+        struct.pack_into("=Ii", buffer, 0, _MAX_HANDLE_SZ, 0)
+        result = _libc.name_to_handle_at(AT_FDCWD, path, buffer, ctypes.byref(mount_id), 0)
+    if result != 0:
         code = ctypes.get_errno()
         raise SandboxError(
             f"cannot take the file id of {path.decode(errors='replace')}: {os.strerror(code)}"

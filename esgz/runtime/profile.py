@@ -51,6 +51,7 @@ import anyio.abc
 from esgz.errors import SandboxError, WorkloadError
 from esgz.fsutil import remove_tree
 from esgz.runtime.fanotify import FanotifyMonitor
+from esgz.runtime.flatroot import copied_rootfs
 from esgz.runtime.inodemarks import InodeMarkRecorder
 from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
@@ -369,13 +370,7 @@ async def _profile(
 
     async with AsyncExitStack() as stack:
         run_dir = await stack.enter_async_context(_temp_dir(work_dir, "run-"))
-        rootfs = await stack.enter_async_context(
-            overlay_rootfs(
-                [layer.root for layer in unpacked],
-                work_dir,
-                options=("userxattr",) if userns is not None else (),
-            )
-        )
+        rootfs = await _rootfs(stack, unpacked, work_dir, userns is not None)
         user = await anyio.to_thread.run_sync(
             resolve_user, rootfs, workload.user or image.get("User")
         )
@@ -461,6 +456,22 @@ async def _profile(
         overflowed=monitor.overflowed,
         timings=timings,
     )
+
+
+async def _rootfs(
+    stack: AsyncExitStack, unpacked: Sequence[UnpackedLayer], work_dir: Path, userns: bool
+) -> Path:
+    """The merged rootfs: overlayfs; in a user namespace, a copy if overlayfs fails."""
+    lower = [layer.root for layer in unpacked]
+    if not userns:
+        return await stack.enter_async_context(overlay_rootfs(lower, work_dir))
+    try:
+        return await stack.enter_async_context(
+            overlay_rootfs(lower, work_dir, options=("userxattr",))
+        )
+    except SandboxError as err:
+        log.warning("%s; copying the layers into one directory instead", err.message)
+    return await stack.enter_async_context(copied_rootfs(unpacked, work_dir))
 
 
 async def _recorder(

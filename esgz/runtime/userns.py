@@ -353,8 +353,14 @@ async def run_helper(
     stderr_tail: deque[str] = deque(maxlen=5)
 
     def log_line(line: str) -> None:
+        # The helper logs "LEVEL logger: message"; its warnings stay warnings here.
         stderr_tail.append(line)
-        log.info("userns helper: %s", line)
+        level, _, rest = line.partition(" ")
+        number = logging.getLevelName(level)
+        if isinstance(number, int) and rest:
+            log.log(number, "userns helper: %s", rest)
+        else:
+            log.info("userns helper: %s", line)
 
     async with _run_dir(work_dir, mapping) as run_dir:
         payload = json.dumps({**request, "run_dir": str(run_dir)}).encode() + b"\n"

@@ -26,6 +26,7 @@ import pytest
 from esgz.errors import WorkloadError
 from esgz.pipeline.config import parse_config_text
 from esgz.runtime.profile import profile_workload
+from esgz.runtime.unpack import LayerFile
 from esgz.runtime.userns import IdMapping, choose_mode, subordinate_range
 from esgz.runtime.workload import WorkloadOptions
 from tests.fixtures.goimage import go_image
@@ -266,12 +267,19 @@ OWNERS_SCRIPT = (
 )
 
 
-@pytest.mark.anyio
-async def test_owners_modes_whiteouts_and_opaque_dirs_survive(
-    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, work_dir: Path
-) -> None:
-    extra = make_layer(
-        user_dir / "extra.tar.gz",
+OWNERS_EXPECTED = [
+    "/srv/private 65534:65534 700",
+    "/srv/private/secret 65534:65534 600",
+    "/srv/tool 0:0 4755",
+    "/srv/owned 1234:5678 640",
+    "new.txt",
+    "motd-gone",
+]
+
+
+def _owners_layer(directory: Path) -> LayerFile:
+    return make_layer(
+        directory / "extra.tar.gz",
         [
             (tar_member("srv", tarfile.DIRTYPE), b""),
             (tar_member("srv/private", tarfile.DIRTYPE, mode=0o700, uid=65534, gid=65534), b""),
@@ -280,7 +288,13 @@ async def test_owners_modes_whiteouts_and_opaque_dirs_survive(
             (tar_member("srv/owned", mode=0o640, uid=1234, gid=5678), b"o"),
         ],
     )
-    layers = [*layer_sources(busybox_image), extra]
+
+
+@pytest.mark.anyio
+async def test_owners_modes_whiteouts_and_opaque_dirs_survive(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path, work_dir: Path
+) -> None:
+    layers = [*layer_sources(busybox_image), _owners_layer(user_dir)]
     workload = {"entrypoint": ["sh", "-c", OWNERS_SCRIPT], "args": []}
     request = {
         "layers": [[lf.digest, str(lf.path), lf.diff_id] for lf in layers],
@@ -301,16 +315,37 @@ async def test_owners_modes_whiteouts_and_opaque_dirs_survive(
         work_dir=work_dir,
         on_output=lambda _stream, line: root.append(line),
     )
-    expected = [
-        "/srv/private 65534:65534 700",
-        "/srv/private/secret 65534:65534 600",
-        "/srv/tool 0:0 4755",
-        "/srv/owned 1234:5678 640",
-        "new.txt",
-        "motd-gone",
+    assert root == OWNERS_EXPECTED
+    assert rootless == OWNERS_EXPECTED
+
+
+def test_too_many_layers_for_overlayfs_are_copied(
+    user: RootlessUser, busybox_image: SampleImage, user_dir: Path
+) -> None:
+    """60 more layers than one overlay mount's options can name: the rootless mode falls
+    back to a copied rootfs, with the same owners, whiteouts and opaque dirs."""
+    many = [
+        make_layer(user_dir / f"many-{i}.tar.gz", [(tar_member(f"many/f{i}"), f"{i}\n".encode())])
+        for i in range(60)
     ]
-    assert root == expected
-    assert rootless == expected
+    layers = [*layer_sources(busybox_image), _owners_layer(user_dir), *many]
+    workload = {"entrypoint": ["sh", "-c", OWNERS_SCRIPT + "; cat /many/f42"], "args": []}
+    request = {
+        "layers": [[lf.digest, str(lf.path), lf.diff_id] for lf in layers],
+        "config": busybox_image.config(),
+        "workload": workload,
+        "work_dir": str(user_dir / "work"),
+    }
+    process = _start(user, request)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "copying the layers into one directory instead" in stderr
+    lines = stdout.splitlines()
+    output = [line.removeprefix("output stdout ") for line in lines[1:-1]]
+    assert output == [*OWNERS_EXPECTED, "42"]
+    result = json.loads(lines[-1])
+    assert [3 + 42, "many/f42"] in result["records"]
+    assert list((user_dir / "work").iterdir()) == []
 
 
 def test_cni_is_refused_in_rootless_mode(
