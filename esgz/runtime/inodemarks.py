@@ -166,6 +166,7 @@ class InodeMarkRecorder:
             raise SandboxError("fanotify recorder is not open")
         root = os.fsencode(self.root)
         device = os.lstat(root).st_dev
+        _handle_key(root)  # a SandboxError if this filesystem gives no file ids at all
         pending = [(root, b"/")]
         while pending:
             directory, inside = pending.pop()
