@@ -124,8 +124,18 @@ class Pipeline:
             from esgz.stages.default import open_default_stages
 
             async with open_default_stages(self._config) as stages:
+                shared = None
+                if self._config.cache.registry is not None:
+                    from esgz.distributed.regcache import (
+                        RegistryConversionCache,
+                        cache_repository,
+                    )
+
+                    shared = RegistryConversionCache(
+                        stages.endpoints.client, cache_repository(self._config.cache.registry)
+                    )
                 runner_started = True
-                return await Runner(self._config, stages, bus).run()
+                return await Runner(self._config, stages, bus, shared_cache=shared).run()
         except BaseException as exc:
             if not runner_started:
                 # The runner reports its own end; a run that fails before it starts

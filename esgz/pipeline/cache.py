@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 import anyio
 import anyio.to_thread
@@ -43,12 +43,14 @@ from esgz.pipeline.jobs import LayerOutput
 
 if TYPE_CHECKING:
     from esgz.estargz.options import LayerFormat
+    from esgz.oci.reference import LayoutReference, RegistryReference
 
 __all__ = [
     "CONVERSION_SCHEME",
     "ConversionCache",
     "ConversionKey",
     "LocalStore",
+    "SharedConversionCache",
     "open_local_store",
     "open_store",
 ]
@@ -257,6 +259,24 @@ class ConversionCache:
         temp = self.store.temp_path("record")
         await anyio.Path(temp).write_text(json.dumps(record, indent=1), encoding="utf-8")
         await anyio.to_thread.run_sync(os.replace, temp, final)
+
+
+class SharedConversionCache(Protocol):
+    """A conversion cache shared between machines (:mod:`esgz.distributed.regcache`).
+
+    The runner asks it after the local :class:`ConversionCache` and fills it after a
+    conversion (or a local hit it does not have yet).
+    """
+
+    async def lookup(
+        self, key: ConversionKey, store: LocalStore, target: RegistryReference | LayoutReference
+    ) -> LayerOutput | None:
+        """The output for ``key``, if cached: in ``store``, or mountable on ``target``."""
+        ...
+
+    async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
+        """Record ``output`` (its blob in the local store) under ``key``, if not yet there."""
+        ...
 
 
 @asynccontextmanager
