@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from esgz.errors import NotFoundError
 from esgz.estargz.options import LayerFormat
@@ -40,6 +43,8 @@ from esgz.registry.client import RegistryClient
 
 __all__ = [
     "ARTIFACT_TYPE",
+    "CLAIMS",
+    "Claims",
     "RegistryConversionCache",
     "cache_repository",
     "entry_tag",
@@ -51,6 +56,18 @@ logger = logging.getLogger(__name__)
 ARTIFACT_TYPE: Final = "application/vnd.esgz.conversion.v1+json"
 _PREFIX: Final = "io.esgz.conversion."
 _LAYER_MEDIA_TYPES: Final = {"estargz": OCI_LAYER_GZIP, "zstdchunked": OCI_LAYER_ZSTD}
+
+
+class Claims(Protocol):
+    """Exclusive claims on names, across machines (see :class:`RegistryConversionCache`)."""
+
+    def claim(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold the claim ``name`` while the context is open (waiting for it first)."""
+        ...
+
+
+#: The claims of the fleet a run belongs to (set by an ``esgz worker`` job), if any.
+CLAIMS: ContextVar[Claims | None] = ContextVar("esgz_claims", default=None)
 
 
 def cache_repository(text: str) -> RegistryReference:
@@ -120,11 +137,25 @@ class RegistryConversionCache:
 
     Implements :class:`~esgz.pipeline.cache.SharedConversionCache`; ``client`` is the
     run's registry client (its credentials and per-registry TLS options apply).
+    ``claims`` (default: :data:`CLAIMS`, set in workers) makes one machine of a fleet
+    convert a key while the others wait for its entry; without it, :meth:`claim` is free.
     """
 
-    def __init__(self, client: RegistryClient, repository: RegistryReference) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        repository: RegistryReference,
+        claims: Claims | None = None,
+    ) -> None:
         self.client = client
         self.repository = repository.with_tag(None)
+        self.claims = claims if claims is not None else CLAIMS.get()
+
+    def claim(self, key: ConversionKey) -> AbstractAsyncContextManager[None]:
+        """Hold the fleet's claim on ``key`` (nothing to hold outside a fleet)."""
+        if self.claims is None:
+            return _unclaimed()
+        return self.claims.claim(f"{self.repository.name}:{key.fingerprint()}")
 
     def _ref(self, key: ConversionKey) -> RegistryReference:
         return self.repository.with_tag(entry_tag(key))
@@ -225,6 +256,11 @@ class RegistryConversionCache:
             references=[_Blob(config_digest, len(config)), _Blob(output.digest, output.size)],
         )
         logger.debug("cache: stored %s as %s (%s)", output.digest, ref, sha256_of(content))
+
+
+@asynccontextmanager
+async def _unclaimed() -> AsyncIterator[None]:
+    yield
 
 
 @dataclass(frozen=True, slots=True)

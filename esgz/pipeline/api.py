@@ -121,6 +121,11 @@ class Pipeline:
             if self._config is None:
                 assert self._path is not None
                 self._config = await load_config_file(self._path)
+            if self._config.executor.broker is not None:
+                from esgz.distributed.executor import run_on_workers
+
+                runner_started = True  # it reports its own end, as the runner does
+                return await run_on_workers(self._config, bus)
             from esgz.stages.default import open_default_stages
 
             async with open_default_stages(self._config) as stages:

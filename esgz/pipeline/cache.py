@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, get_args
@@ -264,8 +264,9 @@ class ConversionCache:
 class SharedConversionCache(Protocol):
     """A conversion cache shared between machines (:mod:`esgz.distributed.regcache`).
 
-    The runner asks it after the local :class:`ConversionCache` and fills it after a
-    conversion (or a local hit it does not have yet).
+    The runner asks it after the local :class:`ConversionCache`, holding its
+    :meth:`claim` on the key, and fills it after a conversion (or a local hit it does not
+    have yet).
     """
 
     async def lookup(
@@ -276,6 +277,11 @@ class SharedConversionCache(Protocol):
 
     async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
         """Record ``output`` (its blob in the local store) under ``key``, if not yet there."""
+        ...
+
+    def claim(self, key: ConversionKey) -> AbstractAsyncContextManager[None]:
+        """Held around lookup, conversion and store: while one machine holds ``key``,
+        others wait, then find its entry (one conversion per key across a fleet)."""
         ...
 
 

@@ -454,18 +454,23 @@ class Runner:
                     if shared is not None:
                         await shared.store_output(key, cached)
                     return cached, True
-            if shared is not None:
+            if shared is None:
+                return await convert(), False
+            async with shared.claim(key):
                 found = await shared.lookup(key, ctx.store, settings.target_ref)
                 if found is not None:
                     if ctx.cache is not None and await ctx.store.has(found.digest):
                         await ctx.cache.store_output(key, found)
                     return found, True
+                output = await convert()
+                await shared.store_output(key, output)
+            return output, False
+
+        async def convert() -> LayerOutput:
             output = await self.stages.convert(layer, ctx)
             if ctx.cache is not None:
                 await ctx.cache.store_output(key, output)
-            if shared is not None:
-                await shared.store_output(key, output)
-            return output, False
+            return output
 
         (output, from_cache), shared = await self._conversions.get(key, compute)
         layer.output = output
