@@ -199,7 +199,8 @@ class RedisClaims:
 
     @asynccontextmanager
     async def _claim(self, name: str) -> Any:
-        lock = self.client.lock(f"esgz:claim:{name}", timeout=self.timeout)
+        # taken and released from different worker threads: no thread-local token
+        lock = self.client.lock(f"esgz:claim:{name}", timeout=self.timeout, thread_local=False)
         while not await anyio.to_thread.run_sync(lambda: lock.acquire(blocking=False)):  # noqa: ASYNC110  (held in another machine: polled)
             await anyio.sleep(_CLAIM_POLL)
         try:

@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,10 +38,16 @@ def pushed(plain_registry: RegistryServer, busybox_image: SampleImage) -> Regist
     return plain_registry
 
 
-def tags_of(registry: RegistryServer, repository: str) -> list[str]:
-    response = httpx.get(f"{registry.base_url}/v2/{repository}/tags/list")
+async def get_json(url: str, **headers: str) -> Any:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url, headers=headers)
     response.raise_for_status()
-    return list(response.json()["tags"] or [])
+    return response.json()
+
+
+async def tags_of(registry: RegistryServer, repository: str) -> list[str]:
+    data = await get_json(f"{registry.base_url}/v2/{repository}/tags/list")
+    return list(data["tags"] or [])
 
 
 async def test_second_machine_converts_nothing(
@@ -59,13 +66,13 @@ async def test_second_machine_converts_nothing(
     )
     assert first.exit_code == 0, first.output
     assert counts(first) == [(2, 0)]
-    tags = tags_of(pushed, f"cache{run}/esgz")
+    tags = await tags_of(pushed, f"cache{run}/esgz")
     assert len(tags) == 2
     assert all(tag.startswith("conv-") for tag in tags)
-    entry = httpx.get(
+    entry = await get_json(
         f"{pushed.base_url}/v2/cache{run}/esgz/manifests/{tags[0]}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-    ).json()
+        Accept="application/vnd.oci.image.manifest.v1+json",
+    )
     assert entry["artifactType"] == ARTIFACT_TYPE
     assert entry["annotations"]["io.esgz.conversion.diff-id"].startswith("sha256:")
     assert "containerd.io/snapshot/stargz/toc.digest" in entry["layers"][0]["annotations"]
