@@ -60,13 +60,15 @@ def make_app(
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
     cache_dir: str | None = None,
     backend: str = "asyncio",
+    results: bool = True,
 ) -> Celery:
     """The Celery app for ``broker`` (also the result backend) with the job task.
 
     ``cache_dir`` and ``backend`` (anyio's ``asyncio`` or ``trio``) only matter in a
-    worker.
+    worker. ``results=False`` makes an app that only sends jobs: it does not listen for
+    their results (the sender reads them from the backend by itself).
     """
-    app = Celery("esgz", broker=broker, backend=broker, set_as_current=False)
+    app = Celery("esgz", broker=broker, backend=broker if results else None, set_as_current=False)
     transport = {
         "visibility_timeout": visibility_timeout,
         "unacked_restore_interval": max(1, visibility_timeout // 10),

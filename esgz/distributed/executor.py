@@ -25,7 +25,6 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 import redis
-from celery.result import AsyncResult
 
 from esgz.distributed.celeryapp import make_app
 from esgz.distributed.wire import (
@@ -54,7 +53,7 @@ _EVENT_GRACE: Final = 2.0
 class _Job:
     index: int
     source: str
-    result: AsyncResult
+    id: str
     answer: ImageResult | None = None
     ended: bool = False  # its end marker was seen on the channel
 
@@ -99,7 +98,11 @@ async def _run(
     config: PipelineConfig, broker: str, bus: EventBus, jobs: list[_Job]
 ) -> PipelineResult:
     started = time.monotonic()
-    app = make_app(broker, visibility_timeout=config.executor.visibility_timeout)
+    timeout = config.executor.visibility_timeout
+    # Jobs go out through an app without a result listener (its reconnection loop would
+    # outlive a broker that went away); answers are read from the backend by _poll.
+    app = make_app(broker, visibility_timeout=timeout, results=False)
+    backend = make_app(broker, visibility_timeout=timeout).backend
     client = redis.Redis.from_url(broker, socket_timeout=30, socket_connect_timeout=10)
     batch = uuid.uuid4().hex
     pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -118,15 +121,15 @@ async def _run(
                     queue=config.executor.queue,
                 )
                 sent = await anyio.to_thread.run_sync(send)
-                jobs.append(_Job(image.index, image.source, sent))
-            await _follow(broker, bus, pubsub, jobs)
+                jobs.append(_Job(image.index, image.source, sent.id))
+            await _follow(broker, bus, pubsub, backend, jobs)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await _revoke(app, [job for job in jobs if job.answer is None])
             raise
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_close, pubsub, client, app)
+            await anyio.to_thread.run_sync(_close, pubsub, client, app, backend.app)
     images = tuple(job.answer for job in jobs if job.answer is not None)
     return PipelineResult(
         images=images,
@@ -142,8 +145,8 @@ async def _run(
     )
 
 
-def _close(pubsub: Any, client: redis.Redis, app: Any) -> None:
-    for close in (pubsub.close, client.close, app.close):
+def _close(pubsub: Any, client: redis.Redis, app: Any, backend_app: Any) -> None:
+    for close in (pubsub.close, client.close, app.close, backend_app.close):
         try:
             close()
         except Exception as exc:  # the broker may be gone
@@ -154,16 +157,16 @@ async def _revoke(app: Any, jobs: list[_Job]) -> None:
     """Revoke ``jobs`` (terminating those running); best effort."""
     if not jobs:
         return
-    ids = [job.result.id for job in jobs]
+    ids = [job.id for job in jobs]
     try:
         await anyio.to_thread.run_sync(
             lambda: app.control.revoke(ids, terminate=True, signal="SIGTERM")
         )
     except Exception as exc:  # a broker that is gone cannot be told
-        logger.warning("could not revoke %d jobs: %s", len(ids), exc)
+        logger.info("could not revoke %d jobs: %s", len(ids), exc)
 
 
-async def _follow(broker: str, bus: EventBus, pubsub: Any, jobs: list[_Job]) -> None:
+async def _follow(broker: str, bus: EventBus, pubsub: Any, backend: Any, jobs: list[_Job]) -> None:
     """Relay events and collect answers until every job has answered (or one failed)."""
     by_index = {job.index: job for job in jobs}
     last_poll = 0.0
@@ -180,7 +183,7 @@ async def _follow(broker: str, bus: EventBus, pubsub: Any, jobs: list[_Job]) -> 
         now = time.monotonic()
         if answered_at is None and now - last_poll >= _POLL:
             last_poll = now
-            await _poll(broker, jobs)
+            await _poll(broker, backend, jobs)
             if all(job.answer is not None for job in jobs):
                 answered_at = now
         if answered_at is not None and (
@@ -200,15 +203,15 @@ def _dispatch(data: bytes, bus: EventBus, jobs: dict[int, _Job]) -> None:
         bus.publish(event)
 
 
-async def _poll(broker: str, jobs: list[_Job]) -> None:
+async def _poll(broker: str, backend: Any, jobs: list[_Job]) -> None:
     """Collect the answers of finished jobs; raise the first failure."""
     pending = [job for job in jobs if job.answer is None]
 
     def states() -> list[tuple[str, Any]]:
         found = []
         for job in pending:
-            state = job.result.state
-            found.append((state, job.result.result if state in _FINISHED else None))
+            meta = backend.get_task_meta(job.id)
+            found.append((str(meta["status"]), meta.get("result")))
         return found
 
     try:
