@@ -17,7 +17,7 @@ from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.faultproxy import Fault, run_fault_proxy
 from tests.fixtures.images import SampleImage
 from tests.fixtures.registry import RegistryServer, free_port
-from tests.fixtures.workers import RedisServer, run_redis, start_worker, workers
+from tests.fixtures.workers import RedisServer, Worker, run_redis, start_worker, workers
 
 DONE_RE = re.compile(
     r"done: (\S+)@(sha256:[0-9a-f]{64}) \(converted (\d+), cached (\d+), reused (\d+)\)"
@@ -52,6 +52,13 @@ def run_batch(config: Path, *args: str, timeout: float = 120) -> subprocess.Comp
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for(worker: Worker, text: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in worker.text():
+        assert time.monotonic() < deadline, worker.text()
+        time.sleep(0.1)
 
 
 def done_lines(result: subprocess.CompletedProcess[str]) -> list[tuple[str, int, int]]:
@@ -127,7 +134,7 @@ def test_worker_killed_mid_job(
     run = uuid.uuid4().hex[:6]
     with run_fault_proxy(pushed.host) as proxy:
         # the first worker's fetch of a source blob hangs: it is mid-job when killed
-        proxy.add(Fault("delay", r"/blobs/sha256:", method="GET", seconds=30, times=2))
+        proxy.add(Fault("delay", r"/blobs/sha256:", method="GET", seconds=30, times=1))
         host = proxy.host
         config = pipeline(
             tmp_path,
@@ -145,12 +152,8 @@ def test_worker_killed_mid_job(
             text=True,
         )
         try:
-            deadline = time.monotonic() + 30
-            while "fetching" not in doomed.text() and not any(
-                r.method == "GET" and "/blobs/" in r.path for r in proxy.log
-            ):
-                assert time.monotonic() < deadline, doomed.text()
-                time.sleep(0.1)
+            wait_for(doomed, "] received")
+            time.sleep(2)  # its job is now waiting for the delayed source blobs
             doomed.kill()
             killed_at = time.monotonic()
             with workers(redis_server.url, tmp_path, "rescuer", args=args) as (rescuer,):
@@ -210,10 +213,8 @@ def test_ctrl_c_revokes_the_jobs(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            deadline = time.monotonic() + 30
-            while not any(r.method == "GET" and "/blobs/" in r.path for r in proxy.log):
-                assert time.monotonic() < deadline, busy.text()
-                time.sleep(0.1)
+            wait_for(busy, "] received")
+            time.sleep(2)  # its job is now waiting for the delayed source blobs
             client.send_signal(signal.SIGINT)
             _, stderr = client.communicate(timeout=30)
             assert client.returncode == 130, stderr
