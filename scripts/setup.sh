@@ -13,6 +13,7 @@ APT_PACKAGES=(
     stargz-snapshotter containerd
     busybox-static debootstrap
     tmux  # the test of the live progress display in a real terminal
+    redis-server  # the broker of the distributed tests (esgz worker, esgz run --broker)
 )
 
 missing=()
@@ -27,7 +28,7 @@ if ((${#missing[@]})); then
 fi
 
 # Packaged daemons must not run on their own: the tests start their own instances.
-for svc in docker-registry containerd stargz-snapshotter; do
+for svc in docker-registry containerd stargz-snapshotter redis-server; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi
