@@ -15,7 +15,9 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
       plain_http: false          # allow http:// references (as --plain-http)
       no_optimize: false
       workload: {period: 10, entrypoint: [...], ...}
-    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB}
+    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB,
+            registry: registry.example/esgz-cache}   # shared conversion cache (optional)
+    executor: {broker: redis://redis:6379/0}         # convert on esgz workers (optional)
     concurrency: {fetch: 4, convert: 2, upload: 4, ...}
     registries:
       "localhost:5000": {plain_http: true, insecure: false, ca_file: null}
