@@ -160,6 +160,7 @@ def test_worker_killed_mid_job(
                 stdout, stderr = client.communicate(timeout=90)
                 assert rescuer.jobs_done() == 1
         finally:
+            doomed.kill()
             if client.poll() is None:
                 client.kill()
     assert client.returncode == 0, stderr
