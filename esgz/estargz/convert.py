@@ -15,11 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-import anyio
-import anyio.to_thread
-
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.writer import ConversionCancelled, write_layer
+from esgz.estargz.writer import write_layer
+from esgz.threads import run_stoppable
 
 __all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
 
@@ -126,33 +124,6 @@ async def convert_layer_file(
     removes the temporary output before the cancellation propagates. ``progress`` is
     called (from worker threads) after every read of ``src`` and write of the output.
     """
-    cancel = threading.Event()
-    finished = threading.Event()
-    # Whether the worker thread began converting: a cancellation that arrives while the
-    # call still waits for a thread must not wait for a conversion that never starts.
-    state_lock = threading.Lock()
-    started = False
-
-    def run() -> LayerResult:
-        nonlocal started
-        with state_lock:
-            if cancel.is_set():
-                raise ConversionCancelled("cancelled before it started")
-            started = True
-        try:
-            return _convert_file(Path(src), Path(dst), options, cancel, progress)
-        finally:
-            finished.set()
-
-    try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        with state_lock:
-            cancel.set()
-            must_wait = started
-        if must_wait:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finished.wait)
-        raise
-    except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
-        raise
+    return await run_stoppable(
+        lambda cancel: _convert_file(Path(src), Path(dst), options, cancel, progress)
+    )

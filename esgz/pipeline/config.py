@@ -70,6 +70,7 @@ from esgz.pipeline.yamlfile import (
     YamlProblem,
     format_key_path,
     load_yaml_with_lines,
+    read_yaml_text,
 )
 from esgz.runtime.workload import PARTIAL, WorkloadOptions
 from esgz.spelling import KEYWORDS, NO_FLAG, YAML, Flag, Vocabulary, render
@@ -583,7 +584,7 @@ async def load_config_file(path: Path | str) -> PipelineConfig:
     """
     file = anyio.Path(path)
     try:
-        text = await file.read_text(encoding="utf-8")
+        text = await anyio.to_thread.run_sync(read_yaml_text, file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline config {str(path)!r}: {exc}") from None
     return parse_config_text(text, source=str(path))

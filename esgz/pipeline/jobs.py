@@ -110,14 +110,13 @@ class PushedManifest:
 class SourceManifest:
     """One source manifest as resolve read it: index entry (or own descriptor), body, config.
 
-    ``config_bytes`` are kept for finalize, which rewrites ``rootfs.diff_ids`` in place
-    of the original text; ``config`` is the same document, parsed once.
+    ``config`` is parsed once and keeps its bytes, which finalize rewrites
+    (``rootfs.diff_ids``) in place of the original text.
     """
 
     descriptor: Descriptor
     manifest: Manifest
     config: ImageConfig
-    config_bytes: bytes
 
 
 @dataclass(eq=False)
