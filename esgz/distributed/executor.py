@@ -99,13 +99,19 @@ async def _run(
 ) -> PipelineResult:
     started = time.monotonic()
     timeout = config.executor.visibility_timeout
-    # Jobs go out through an app without a result listener (its reconnection loop would
-    # outlive a broker that went away); answers are read from the backend by _poll.
-    app = make_app(broker, visibility_timeout=timeout, results=False)
-    backend = make_app(broker, visibility_timeout=timeout).backend
-    client = redis.Redis.from_url(broker, socket_timeout=30, socket_connect_timeout=10)
+
+    def connect() -> tuple[Any, Any, redis.Redis, Any]:
+        # Jobs go out through an app without a result listener (its reconnection loop
+        # would outlive a broker that went away); _poll reads the answers from the
+        # backend. Celery reads its configuration files on first use: in this thread.
+        app = make_app(broker, visibility_timeout=timeout, results=False)
+        app.conf.table()  # loads the configuration now
+        backend = make_app(broker, visibility_timeout=timeout).backend
+        client = redis.Redis.from_url(broker, socket_timeout=30, socket_connect_timeout=10)
+        return app, backend, client, client.pubsub(ignore_subscribe_messages=True)
+
+    app, backend, client, pubsub = await anyio.to_thread.run_sync(connect)
     batch = uuid.uuid4().hex
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         try:
             await anyio.to_thread.run_sync(pubsub.subscribe, event_channel(batch))

@@ -21,10 +21,14 @@ when a stage fails).
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from esgz.errors import ConfigError, EsgzError, PipelineError
 from esgz.pipeline.config import (
@@ -122,10 +126,13 @@ class Pipeline:
                 assert self._path is not None
                 self._config = await load_config_file(self._path)
             if self._config.executor.broker is not None:
-                from esgz.distributed.executor import run_on_workers
-
+                # Celery is imported on first use, in a thread: importing reads files.
+                executor = await anyio.to_thread.run_sync(
+                    importlib.import_module, "esgz.distributed.executor"
+                )
                 runner_started = True  # it reports its own end, as the runner does
-                return await run_on_workers(self._config, bus)
+                result: PipelineResult = await executor.run_on_workers(self._config, bus)
+                return result
             from esgz.stages.default import open_default_stages
 
             async with open_default_stages(self._config) as stages:
