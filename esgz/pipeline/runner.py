@@ -14,9 +14,10 @@ closes them when it ends, which is how the end of the input propagates downstrea
 
 Work is de-duplicated across images: a source blob is fetched once per digest, a layer
 converted once per :class:`~esgz.pipeline.cache.ConversionKey` (and looked up in the
-persistent cache first), an output blob uploaded once per target. The stage functions
-themselves come from a :class:`Stages` implementation, so the runner knows nothing of
-registries or formats.
+persistent cache first, then in the shared cache if the run has one — a registry
+repository, :mod:`esgz.distributed.regcache`), an output blob uploaded once per target.
+The stage functions themselves come from a :class:`Stages` implementation, so the
+runner knows nothing of registries or formats.
 
 The first failure cancels the whole run and is raised once. An expected failure (an
 :class:`~esgz.errors.EsgzError`) becomes a :class:`~esgz.errors.PipelineError` naming the

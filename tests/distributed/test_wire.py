@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import pytest
 
 from esgz.distributed.regcache import entry_tag
@@ -95,3 +98,27 @@ def test_entry_tags_are_valid_and_distinct() -> None:
     other = ConversionKey(DIGEST, ("etc/passwd",), "estargz", 9, 0)
     assert entry_tag(key) != entry_tag(other)
     assert len(entry_tag(key)) <= 128
+
+
+async def _invoke(*args: str) -> tuple[int, str]:
+    from asyncclick.testing import CliRunner
+
+    from esgz.cli.main import cli
+
+    result = await CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+def test_bad_broker_and_cache_registry_flags_are_usage_errors(tmp_path: Path) -> None:
+    config = tmp_path / "p.yaml"
+    config.write_text("images: [{source: a.example/x:1, target: a.example/x:2}]\n")
+    for args in (
+        ("worker", "--broker", "amqp://rabbit:5672"),
+        ("run", str(config), "--broker", "amqp://rabbit:5672"),
+        ("run", str(config), "--cache-registry", "reg.example/c:tag"),
+        ("convert", "--cache-registry", "reg.example/c@sha256:" + "0" * 64, "a/b:1", "a/c:1"),
+    ):
+        code, stderr = anyio.run(_invoke, *args)
+        assert code == 2, (args, stderr)
+        (line,) = stderr.strip().splitlines()
+        assert line.startswith("esgz: error: --"), line
