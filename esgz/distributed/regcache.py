@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from esgz.errors import NotFoundError
-from esgz.estargz.options import LayerFormat
-from esgz.oci.digest import is_digest, sha256_of
+from esgz.levels import LayerFormat
+from esgz.oci.digest import is_digest
 from esgz.oci.mediatypes import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.cache import ConversionKey, LocalStore
@@ -249,13 +249,13 @@ class RegistryConversionCache:
             "annotations": notes,
         }
         content = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-        await self.client.push_manifest(
+        info = await self.client.push_manifest_tagged(
             ref,
             content,
             OCI_MANIFEST,
             references=[_Blob(config_digest, len(config)), _Blob(output.digest, output.size)],
         )
-        logger.debug("cache: stored %s as %s (%s)", output.digest, ref, sha256_of(content))
+        logger.debug("cache: stored %s as %s (%s)", output.digest, ref, info.digest)
 
 
 @asynccontextmanager

@@ -66,6 +66,8 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ImageError(f"{what} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ImageError(f"{what} is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ImageError(f"{what} must be a JSON object, got {type(obj).__name__}")
     return obj

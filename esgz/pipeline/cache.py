@@ -35,15 +35,15 @@ import anyio.to_thread
 
 from esgz.errors import ConfigError
 from esgz.fsutil import directory_problem
+from esgz.levels import LayerFormat
 from esgz.oci.blobstore import BlobStore
 from esgz.oci.digest import is_digest, parse_digest
-from esgz.pipeline.config import Format, PipelineConfig
+from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
 from esgz.rundir import create_run_dir, remove_run_dir
 from esgz.runtime.recover import LEGACY_RUN_DIR_SECONDS, sweep_dead_runs
 
 if TYPE_CHECKING:
-    from esgz.estargz.options import LayerFormat
     from esgz.oci.reference import LayoutReference, RegistryReference
 
 __all__ = [
@@ -220,7 +220,7 @@ class ConversionCache:
             return None
         digest = str(record["digest"])
         layer_format = record["format"]
-        if layer_format not in get_args(Format) or not await self.store.has(digest):
+        if layer_format not in get_args(LayerFormat) or not await self.store.has(digest):
             return None
         return LayerOutput(
             path=self.store.blob_path(digest),

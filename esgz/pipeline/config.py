@@ -61,7 +61,7 @@ from pydantic import (
 )
 
 from esgz.errors import ConfigError, EsgzError
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -80,7 +80,6 @@ __all__ = [
     "ConcurrencyConfig",
     "DefaultsConfig",
     "ExecutorConfig",
-    "Format",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -91,8 +90,6 @@ __all__ = [
     "parse_config_text",
 ]
 
-#: Output layer formats.
-Format = Literal["estargz", "zstdchunked"]
 
 #: The workload section of a config: the same model the profiler takes.
 
@@ -120,7 +117,7 @@ class _ImageSettings(_Strict):
     metadata says how the ``optimize`` / ``convert`` flag built from a field is spelled.
     """
 
-    format: Annotated[Format, NO_FLAG] = Field(
+    format: Annotated[LayerFormat, NO_FLAG] = Field(
         "estargz",
         description="Layer format: estargz (gzip) or zstdchunked (zstd; requires oci).",
     )
@@ -323,7 +320,7 @@ class ResolvedImage:
     target: str
     source_ref: RegistryReference | LayoutReference
     target_ref: RegistryReference | LayoutReference
-    format: Format
+    format: LayerFormat
     oci: bool
     compression_level: int
     chunk_size: int
@@ -369,7 +366,7 @@ def _merged_workload(config: PipelineConfig, image: ImageSpec) -> WorkloadOption
 
 def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
     defaults = config.defaults
-    fmt: Format = _pick(image, defaults, "format")
+    fmt: LayerFormat = _pick(image, defaults, "format")
     level = _pick(image, defaults, "compression_level")
     return ResolvedImage(
         index=index,

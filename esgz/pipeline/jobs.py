@@ -16,15 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from esgz.levels import LayerFormat
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.oci.reference import RegistryReference
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
-
-if TYPE_CHECKING:
-    from esgz.estargz.options import LayerFormat
 
 __all__ = [
     "FetchedBlob",

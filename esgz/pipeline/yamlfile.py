@@ -103,7 +103,11 @@ def load_yaml_with_lines(text: str) -> tuple[Any, LineMap]:
         raise YamlProblem(
             f"the document is longer than {MAX_YAML_CHARS // (1024 * 1024)} MiB", None
         )
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        where = text.count("\n", 0, exc.position) + 1
+        raise YamlProblem(f"invalid YAML: {exc.reason} (#x{exc.character:04x})", where) from None
     try:
         _check_bounds(text)
         node = loader.get_single_node()

@@ -17,7 +17,7 @@ from esgz.pipeline.cache import LocalStore
 from esgz.pipeline.events import BytesFetched, LayerPhase, ProgressThrottle
 from esgz.pipeline.jobs import FetchedBlob, LayerJob
 from esgz.pipeline.runner import RunContext
-from esgz.registry.client import ProgressCallback
+from esgz.registry.model import ProgressCallback
 from esgz.stages.endpoints import Source
 from esgz.threads import run_stoppable
 

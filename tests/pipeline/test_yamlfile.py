@@ -84,3 +84,10 @@ def test_reasonable_anchors_merges_and_nesting_still_work() -> None:
 async def test_endless_config_file_is_not_read_whole() -> None:
     with pytest.raises(ConfigError, match=r"^/dev/zero: the document is longer than 16 MiB$"):
         await load_config_file("/dev/zero")
+
+
+@pytest.mark.parametrize("bad", ["\udcc6", "\x07", "\ufffe"])
+def test_unprintable_characters_are_refused_with_their_line(bad: str) -> None:
+    text = f"images:\n  - source: local:///a\n    target: local:///b{bad}\n"
+    with pytest.raises(ConfigError, match=r"^pipeline\.yaml:3: invalid YAML: .*#x"):
+        parse_config_text(text)
