@@ -184,7 +184,14 @@ class RegistryConversionCache:
         same_registry = (
             isinstance(target, RegistryReference) and target.endpoint == self.repository.endpoint
         )
-        if not await store.has(entry.digest) and not same_registry:
+        if await store.has(entry.digest):
+            pass
+        elif same_registry:
+            # mounted later: the blob must still be there (not garbage-collected)
+            if await self.client.blob_size(self.repository, entry.digest) != entry.size:
+                logger.warning("cache: the blob of %s is gone; converting again", ref)
+                return None
+        else:
             await self.client.pull_blob_into(self.repository, entry.digest, entry.size, store.blobs)
             store.mark_used(entry.digest)
         layer_format: LayerFormat = "zstdchunked" if entry.format == "zstdchunked" else "estargz"
@@ -203,11 +210,13 @@ class RegistryConversionCache:
     async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
         """Write the entry for ``key`` unless it exists: blob, config, then manifest."""
         ref = self._ref(key)
-        if await self.client.manifest_exists(ref):
-            return
+        # The blob first (a HEAD when it is there): it also repairs an entry whose blob
+        # was garbage-collected.
         await self.client.push_blob(
             self.repository, output.digest, output.size, output.path, mount_from=output.mount_from
         )
+        if await self.client.manifest_exists(ref):
+            return
         record = {
             "key": {
                 "source_digest": key.source_digest,

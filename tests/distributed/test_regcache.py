@@ -150,3 +150,32 @@ async def test_cache_registry_behind_tls_and_auth(
     failed = await esgz("run", str(config))
     assert failed.exit_code == 1
     assert len(failed.stderr.strip().splitlines()) == 1
+
+
+async def test_an_entry_whose_blob_is_gone_is_a_miss(
+    pushed: RegistryServer, tmp_path: Path
+) -> None:
+    host = pushed.host
+    run = uuid.uuid4().hex[:8]
+    cache = f"http://{host}/gone{run}/esgz"
+    common = ["convert", "--oci", "--plain-http", "--cache-registry", cache]
+    source = f"http://{host}/rc/busybox:1"
+    first = await esgz(*common, "--cache-dir", str(tmp_path / "a"), source, f"{cache}-out:1")
+    assert first.exit_code == 0, first.output
+    for tag in await tags_of(pushed, f"gone{run}/esgz"):
+        entry = await get_json(
+            f"{pushed.base_url}/v2/gone{run}/esgz/manifests/{tag}",
+            Accept="application/vnd.oci.image.manifest.v1+json",
+        )
+        async with httpx.AsyncClient() as client:
+            response = await client.delete(
+                f"{pushed.base_url}/v2/gone{run}/esgz/blobs/{entry['layers'][0]['digest']}"
+            )
+        assert response.status_code == 202
+    again = await esgz(*common, "--cache-dir", str(tmp_path / "b"), source, f"{cache}-out2:1")
+    assert again.exit_code == 0, again.output
+    assert counts(again) == [(2, 0)]
+    # ... and the conversion repaired the entries
+    third = await esgz(*common, "--cache-dir", str(tmp_path / "c"), source, f"{cache}-out3:1")
+    assert third.exit_code == 0, third.output
+    assert counts(third) == [(0, 2)]
