@@ -112,7 +112,9 @@ def tree_cpu(pid: int) -> float:
 
 
 @contextmanager
-def workers(broker: str, workdir: Path, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(
+    broker: str, workdir: Path, count: int, concurrency: int = 1
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` ``esgz worker`` processes, fresh caches, ready; stopped on exit."""
     started = []
     logs = []
@@ -128,7 +130,7 @@ def workers(broker: str, workdir: Path, count: int) -> Iterator[list[subprocess.
                             "--broker",
                             broker,
                             "--concurrency",
-                            "1",
+                            str(concurrency),
                             "--cache-dir",
                             str(workdir / f"cache-{uuid.uuid4().hex}"),
                             "--name",
@@ -184,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--worker-concurrency", type=int, default=1, help="jobs at once per worker")
+    parser.add_argument(
+        "--no-in-process", action="store_true", help="skip the run without a broker"
+    )
+    parser.add_argument("--no-cache-bench", action="store_true", help="skip the cache hit runs")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     results: dict[str, object] = {"cores": os.cpu_count(), "images": args.images}
@@ -199,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             push_layout(base, f"{host}/src/single:1")
             rows = []
             for rep in range(args.reps):
-                for count in [0, *args.workers]:
+                for count in [*([] if args.no_in_process else [0]), *args.workers]:
                     run = f"r{uuid.uuid4().hex[:8]}"
                     config = batch_config(
                         workdir / f"{run}.yaml", host, names, f"cache-{run}/esgz", run
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                         worker_cpu = 0.0
                     else:
-                        with workers(broker, workdir, count) as fleet:
+                        with workers(broker, workdir, count, args.worker_concurrency) as fleet:
                             before = sum(tree_cpu(p.pid) for p in fleet)
                             wall, cpu, log = timed(esgz("run", str(config), "--broker", broker))
                             worker_cpu = sum(tree_cpu(p.pid) for p in fleet) - before
@@ -219,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = {
                         "rep": rep,
                         "workers": count or "in-process",
+                        "worker_concurrency": args.worker_concurrency if count else None,
                         "wall_s": round(wall, 2),
                         "images_per_min": round(60 * len(done) / wall, 1),
                         "client_cpu_s": round(cpu, 2),
@@ -231,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["throughput"] = rows
 
             hits = []
-            for rep in range(args.reps):
+            for rep in range(0 if args.no_cache_bench else args.reps):
                 cache = f"http://{host}/single-cache-{uuid.uuid4().hex[:8]}/esgz"
                 for label in ("conversion", "registry-cache hit"):
                     target = f"http://{host}/single-out-{uuid.uuid4().hex[:8]}/x:e"
