@@ -52,6 +52,7 @@ EXPECTED = {
     "WorkloadOutput",
     "ProfileProgress",
     "ImageProfiled",
+    "PlatformExecution",
     "__version__",
 }
 

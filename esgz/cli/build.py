@@ -46,7 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Image settings with a flag on both commands.
 COMMON_FIELDS = ("oci", "chunk_size", "reuse", "platforms", "all_platforms", "plain_http")
 #: Image settings with a flag on ``optimize`` only.
-OPTIMIZE_FIELDS = ("no_optimize", "record_out", "prefetch_list")
+OPTIMIZE_FIELDS = ("no_optimize", "no_emulation", "record_out", "prefetch_list")
 #: Image settings with a flag on ``convert`` only.
 CONVERT_FIELDS = ("record_in", "prefetch_list")
 #: Workload settings (flags of ``optimize``).

@@ -56,14 +56,16 @@ def event_from_json(text: str | bytes) -> Event | None:
     try:
         data = json.loads(text)
         cls = _EVENT_TYPES[data["type"]]
-        fields = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in data["fields"].items()
-        }
-        event: Event = cls(**fields)  # type: ignore[arg-type]  # any Event subclass
+        fields = {key: _tuples(value) for key, value in data["fields"].items()}
+        event: Event = cls(**fields)
         return event
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back as the tuples the events hold (nested too)."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 def job_config_data(config: PipelineConfig) -> dict[str, Any]:
@@ -92,12 +94,7 @@ def image_result_to_data(result: ImageResult) -> dict[str, Any]:
 def image_result_from_data(data: dict[str, Any]) -> ImageResult:
     """The :class:`ImageResult` :func:`image_result_to_data` wrote."""
     manifests = tuple(
-        ManifestResult(
-            platform=m["platform"],
-            digest=m["digest"],
-            media_type=m["media_type"],
-            layers=tuple(LayerSummary(**layer) for layer in m["layers"]),
-        )
+        ManifestResult(**{**m, "layers": tuple(LayerSummary(**layer) for layer in m["layers"])})
         for m in data["manifests"]
     )
     return ImageResult(

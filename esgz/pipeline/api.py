@@ -267,6 +267,7 @@ async def optimize(
     *,
     workload: WorkloadOptions | Mapping[str, Any] | None = None,
     no_optimize: bool = False,
+    no_emulation: bool = False,
     record_out: Path | None = None,
     prefetch_list: Path | None = None,
     accept_failed_workload: bool = False,
@@ -285,6 +286,8 @@ async def optimize(
     """Convert one image, optimized for ``workload`` (``esgz optimize``).
 
     ``workload`` takes the keys of the workload flags (see :class:`WorkloadOptions`).
+    With ``all_platforms`` or ``platforms``, every selected platform that can run here is
+    profiled, natively or under a binfmt_misc emulator (``no_emulation``: the host's only).
     """
     image = _image_settings(
         format=format,
@@ -297,6 +300,8 @@ async def optimize(
         plain_http=plain_http,
     )
     image["no_optimize"] = no_optimize
+    if no_emulation:
+        image["no_emulation"] = True
     image["accept_failed_workload"] = accept_failed_workload
     if workload is not None:
         image["workload"] = (

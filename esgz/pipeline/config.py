@@ -14,6 +14,7 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
       all_platforms: false
       plain_http: false          # allow http:// references (as --plain-http)
       no_optimize: false
+      no_emulation: false        # profile other platforms only natively (no binfmt_misc)
       workload: {period: 10, entrypoint: [...], ...}
     cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB,
             registry: registry.example/esgz-cache}   # shared conversion cache (optional)
@@ -143,7 +144,9 @@ class _ImageSettings(_Strict):
         )
     )
     all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
-        False, description="Convert the images of all platforms (only the host's is optimized)."
+        False,
+        description="Convert the images of all platforms (optimize profiles each one that can"
+        " run here: natively, or under a binfmt_misc emulator).",
     )
     plain_http: bool = Field(
         False,
@@ -152,6 +155,11 @@ class _ImageSettings(_Strict):
     )
     no_optimize: bool = Field(
         False, description="Convert without running the workload (no prioritized files)."
+    )
+    no_emulation: bool = Field(
+        False,
+        description="Profile only the host platform; other platforms get no prioritized"
+        " files, even where a binfmt_misc emulator could run them.",
     )
     accept_failed_workload: Annotated[bool, NO_FLAG] = Field(
         False,
@@ -328,6 +336,7 @@ class ResolvedImage:
     platforms: tuple[str, ...]
     all_platforms: bool
     no_optimize: bool
+    no_emulation: bool
     workload: WorkloadOptions
     record_out: Path | None
     record_in: Path | None
@@ -382,6 +391,7 @@ def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedIm
         platforms=tuple(_pick(image, defaults, "platforms")),
         all_platforms=_pick(image, defaults, "all_platforms"),
         no_optimize=_pick(image, defaults, "no_optimize"),
+        no_emulation=_pick(image, defaults, "no_emulation"),
         workload=_merged_workload(config, image),
         record_out=image.record_out,
         record_in=image.record_in,

@@ -406,17 +406,22 @@ class Runner:
                 manifest._gathered += 1
                 if manifest._gathered < len(manifest.layers):
                     continue
-                prioritized = await self._guard(
-                    "profile",
-                    manifest.image.name,
-                    None,
-                    self.stages.profile(manifest, ctx),
-                )
-                for job in manifest.layers:
-                    job.profiled = job.index in prioritized
-                    job.prioritized = tuple(prioritized.get(job.index, ()))
-                for job in manifest.layers:
-                    await send.send(job)
+                image = manifest.image
+                image._profile_waiting.append(manifest)
+                while (ready := _next_to_profile(image)) is not None:
+                    image._profile_waiting.remove(ready)
+                    prioritized = await self._guard(
+                        "profile",
+                        image.name,
+                        None,
+                        self.stages.profile(ready, ctx),
+                    )
+                    ready._profile_done = True
+                    for job in ready.layers:
+                        job.profiled = job.index in prioritized
+                        job.prioritized = tuple(prioritized.get(job.index, ()))
+                    for job in ready.layers:
+                        await send.send(job)
 
     async def _convert_guarded(self, layer: LayerJob, ctx: RunContext) -> None:
         await self._guard(
@@ -586,12 +591,15 @@ class Runner:
                     for layer in manifest.layers
                     if layer.output is not None
                 )
+                execution = manifest.execution if image.settings.needs_workload else "not profiled"
                 manifests.append(
                     ManifestResult(
                         platform=manifest.platform,
                         digest=manifest.pushed.digest,
                         media_type=manifest.pushed.media_type,
                         layers=layers,
+                        execution=execution,
+                        emulator=manifest.emulator if execution == "emulated" else None,
                     )
                 )
             images.append(
@@ -609,3 +617,23 @@ class Runner:
             layers_fetched=self._fetches.computed,
             layers_converted=self._conversions.computed,
         )
+
+
+def _next_to_profile(image: ImageJob) -> ManifestJob | None:
+    """A gathered manifest of ``image`` whose turn it is in profile-map, or None.
+
+    Manifests that share a layer digest go through profile-map in ``profile_rank``
+    order, so that the shared layer's files are chosen once, by the first of them;
+    the others do not wait for each other.
+    """
+    for manifest in sorted(image._profile_waiting, key=lambda job: job.profile_rank):
+        digests = {layer.source.digest for layer in manifest.layers}
+        if all(
+            other._profile_done
+            for other in image.manifests
+            if other.profile_rank < manifest.profile_rank
+            and other is not manifest
+            and digests.intersection(layer.source.digest for layer in other.layers)
+        ):
+            return manifest
+    return None

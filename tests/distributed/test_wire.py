@@ -19,7 +19,7 @@ from esgz.distributed.wire import (
 from esgz.errors import ConfigError
 from esgz.pipeline.cache import ConversionKey
 from esgz.pipeline.config import config_from_data, parse_config_text
-from esgz.pipeline.events import ImageDone, ImageResolved, LayerUploaded
+from esgz.pipeline.events import ImageDone, ImageProfiled, ImageResolved, LayerUploaded
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult
 
 DIGEST = "sha256:" + "ab" * 32
@@ -29,6 +29,18 @@ def test_events_round_trip() -> None:
     for event in (
         ImageResolved(image="a", target="b", platforms=("linux/amd64",), layers=2, total_size=9),
         LayerUploaded(image="a", layer=DIGEST, size=3, outcome="mounted"),
+        ImageProfiled(
+            image="a",
+            platform="linux/arm64",
+            exit_status=0,
+            stopped=None,
+            accessed=3,
+            prioritized=(0, 1),
+            seconds=1.5,
+            execution="emulated",
+            emulator="qemu",
+            shared_from=((1, "linux/amd64"),),
+        ),
         ImageDone(
             image="a",
             target="b",
@@ -55,6 +67,8 @@ def test_image_result_round_trip() -> None:
                 digest=DIGEST,
                 media_type="m",
                 layers=(LayerSummary(DIGEST, DIGEST, 5, "cached", None),),
+                execution="emulated",
+                emulator="/usr/libexec/qemu-binfmt/aarch64-binfmt-P",
             ),
         ),
     )
