@@ -15,6 +15,7 @@ APT_PACKAGES=(
     uidmap python3-venv  # rootless mode: newuidmap/newgidmap; the rootless tests' user venv
     qemu-user-static  # arm64 workloads under emulation (the tests register it in binfmt_misc)
     tmux  # the test of the live progress display in a real terminal
+    redis-server  # the broker of the distributed tests (esgz worker, esgz run --broker)
 )
 
 # The multi-arch test images are built from Debian's arm64 packages (apt-get download).
@@ -41,7 +42,7 @@ if ((${#missing[@]})); then
 fi
 
 # Packaged daemons must not run on their own: the tests start their own instances.
-for svc in docker-registry containerd stargz-snapshotter; do
+for svc in docker-registry containerd stargz-snapshotter redis-server; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi

@@ -24,6 +24,7 @@ EXPECTED = {
     "WorkloadOptions",
     "CacheConfig",
     "ConcurrencyConfig",
+    "ExecutorConfig",
     "RegistryHostConfig",
     # results
     "PipelineResult",

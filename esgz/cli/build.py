@@ -138,6 +138,7 @@ class CommandFlags:
             "compression_level": LEVEL_FLAGS[fmt],
             "dir": "--cache-dir",
             "enabled": "--no-cache",
+            "registry": "--cache-registry",
         }
         return cli_vocabulary(names, {("format", "zstdchunked"): "--zstdchunked"})
 
@@ -150,6 +151,7 @@ def build_config(
     cache_dir: Path | None,
     no_cache: bool,
     vocabulary: Vocabulary,
+    cache_registry: str | None = None,
 ) -> PipelineConfig:
     """A validated one-image config; its problems become ``click.UsageError`` (exit 2)
     naming the flags."""
@@ -159,6 +161,8 @@ def build_config(
     }
     if cache_dir is not None:
         data["cache"]["dir"] = str(cache_dir)
+    if cache_registry is not None:
+        data["cache"]["registry"] = cache_registry
     try:
         return config_from_data(data, source="", vocabulary=vocabulary)
     except ConfigError as exc:

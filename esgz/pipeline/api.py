@@ -21,10 +21,14 @@ when a stage fails).
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from esgz.errors import ConfigError, EsgzError, PipelineError
 from esgz.pipeline.config import (
@@ -121,11 +125,29 @@ class Pipeline:
             if self._config is None:
                 assert self._path is not None
                 self._config = await load_config_file(self._path)
+            if self._config.executor.broker is not None:
+                # Celery is imported on first use, in a thread: importing reads files.
+                executor = await anyio.to_thread.run_sync(
+                    importlib.import_module, "esgz.distributed.executor"
+                )
+                runner_started = True  # it reports its own end, as the runner does
+                result: PipelineResult = await executor.run_on_workers(self._config, bus)
+                return result
             from esgz.stages.default import open_default_stages
 
             async with open_default_stages(self._config) as stages:
+                shared = None
+                if self._config.cache.registry is not None:
+                    from esgz.distributed.regcache import (
+                        RegistryConversionCache,
+                        cache_repository,
+                    )
+
+                    shared = RegistryConversionCache(
+                        stages.endpoints.client, cache_repository(self._config.cache.registry)
+                    )
                 runner_started = True
-                return await Runner(self._config, stages, bus).run()
+                return await Runner(self._config, stages, bus, shared_cache=shared).run()
         except BaseException as exc:
             if not runner_started:
                 # The runner reports its own end; a run that fails before it starts

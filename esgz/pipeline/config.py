@@ -16,7 +16,9 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
       no_optimize: false
       no_emulation: false        # profile other platforms only natively (no binfmt_misc)
       workload: {period: 10, entrypoint: [...], ...}
-    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB}
+    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB,
+            registry: registry.example/esgz-cache}   # shared conversion cache (optional)
+    executor: {broker: redis://redis:6379/0}         # convert on esgz workers (optional)
     concurrency: {fetch: 4, convert: 2, upload: 4, ...}
     registries:
       "localhost:5000": {plain_http: true, insecure: false, ca_file: null}
@@ -78,6 +80,7 @@ __all__ = [
     "CacheConfig",
     "ConcurrencyConfig",
     "DefaultsConfig",
+    "ExecutorConfig",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -215,6 +218,27 @@ class CacheConfig(_Strict):
     enabled: bool = True
     dir: Path | None = Field(None, description="default: $XDG_CACHE_HOME/esgz")
     max_size: ByteSize = Field(ByteSize(10 << 30), description="evict beyond this size")
+    registry: str | None = Field(
+        None,
+        description="Conversion cache in a registry repository, HOST[:PORT]/REPO"
+        " (http://HOST[:PORT]/REPO for plain HTTP): looked up before converting a layer,"
+        " filled after; shared by every machine that names it.",
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _check_registry(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ref = parse_reference(value)
+            except EsgzError as exc:
+                raise ValueError(exc.message) from None
+            tagged = "@" in value or ":" in value.rsplit("/", 1)[-1]
+            if not isinstance(ref, RegistryReference) or tagged:
+                raise ValueError(
+                    f"{value!r} is not a registry repository (HOST[:PORT]/REPO, no tag)"
+                )
+        return value
 
 
 def _default_converters() -> int:
@@ -242,6 +266,29 @@ class RegistryHostConfig(_Strict):
     ca_file: Path | None = None
 
 
+class ExecutorConfig(_Strict):
+    """Where the images are converted: in this process, or by ``esgz worker`` processes."""
+
+    broker: str | None = Field(
+        None,
+        description="Celery broker URL (redis://HOST:PORT/DB): send each image to the"
+        " esgz workers listening there instead of converting in this process.",
+    )
+    queue: str = Field("esgz", min_length=1, description="the Celery queue of the workers")
+    visibility_timeout: int = Field(
+        300,
+        ge=10,
+        description="seconds before Redis redelivers a job whose worker died (late acks)",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError(f"{value!r} is not a Redis URL (redis://HOST:PORT/DB)")
+        return value
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: defaults, cache, concurrency, registries and the images."""
 
@@ -250,6 +297,7 @@ class PipelineConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
     registries: dict[str, RegistryHostConfig] = Field(default_factory=dict)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     images: list[ImageSpec] = Field(min_length=1)
 
     def resolved_images(self) -> list[ResolvedImage]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from esgz.levels import LayerFormat
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
+from esgz.oci.reference import RegistryReference
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
@@ -80,6 +81,9 @@ class LayerOutput:
     annotations: Mapping[str, str] = field(default_factory=dict)
     toc_digest: str | None = None
     uncompressed_size: int | None = None
+    #: A registry repository that holds the blob (a registry conversion cache): a target
+    #: on the same registry mounts it from there, and ``path`` may then not exist locally.
+    mount_from: RegistryReference | None = None
 
 
 @dataclass(frozen=True, slots=True)
