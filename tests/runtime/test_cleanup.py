@@ -414,7 +414,7 @@ ORPHAN_SLEEP = "986"
 def shim_pids(parent: int) -> list[int]:
     """Pids of the container shims that ``parent`` started."""
     listing = subprocess.run(
-        ["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True
+        ["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True
     ).stdout.splitlines()[1:]
     return [
         int(pid)
