@@ -218,13 +218,7 @@ class RegistryConversionCache:
         if await self.client.manifest_exists(ref):
             return
         record = {
-            "key": {
-                "source_digest": key.source_digest,
-                "prioritized": list(key.prioritized),
-                "format": key.format,
-                "compression_level": key.compression_level,
-                "chunk_size": key.chunk_size,
-            },
+            "key": key.describe(),
             "digest": output.digest,
             "diff_id": output.diff_id,
             "toc_digest": output.toc_digest,

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 import anyio
 import anyio.to_thread
@@ -86,6 +86,16 @@ class ConversionKey:
             separators=(",", ":"),
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """The key as JSON data, written beside a cached output (for people and tools)."""
+        return {
+            "source_digest": self.source_digest,
+            "prioritized": list(self.prioritized),
+            "format": self.format,
+            "compression_level": self.compression_level,
+            "chunk_size": self.chunk_size,
+        }
 
 
 class LocalStore:
@@ -236,13 +246,7 @@ class ConversionCache:
     async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
         """Record ``output`` (already committed to the store) under ``key``."""
         record = {
-            "key": {
-                "source_digest": key.source_digest,
-                "prioritized": list(key.prioritized),
-                "format": key.format,
-                "compression_level": key.compression_level,
-                "chunk_size": key.chunk_size,
-            },
+            "key": key.describe(),
             "digest": output.digest,
             "size": output.size,
             "diff_id": output.diff_id,
