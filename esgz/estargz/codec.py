@@ -8,7 +8,7 @@ from typing import Protocol
 
 __all__ = ["LayerCodec", "TOCTail"]
 
-Buffer = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,10 @@ class LayerCodec(Protocol):
 
     def member_tail(self, crc: int, size: int) -> bytes:
         """Bytes after a member's last block, given the CRC32 and length of its content."""
+        ...
+
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The ``size`` bytes of content of one whole member written by this codec."""
         ...
 
     def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:

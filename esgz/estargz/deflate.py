@@ -209,6 +209,15 @@ class EStargzCodec:
         """CRC32 and ISIZE."""
         return _trailer(crc, size)
 
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The content of one gzip member written by this codec (10-byte header)."""
+        body = memoryview(member)[len(self._head) : len(member) - 8]
+        if _libdeflate is not None:
+            data: bytes | bytearray = _libdeflate.deflate_decompress(body, size)
+        else:
+            data = _ZLIB.decompress(body, -15)
+        return data
+
     def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
         """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""
         length = sum(len(piece) for piece in toc_pieces)

@@ -59,7 +59,7 @@ class ZstdChunkedCodec:
         return b""
 
     def compress_block(
-        self, pieces: Sequence[bytes | memoryview], dictionary: bytes, final: bool
+        self, pieces: Sequence[bytes | bytearray | memoryview], dictionary: bytes, final: bool
     ) -> bytes:
         """One whole zstd frame."""
         if len(pieces) == 1:
@@ -68,6 +68,11 @@ class ZstdChunkedCodec:
         out = [stream.compress(piece) for piece in pieces]
         out.append(stream.flush())
         return b"".join(out)
+
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The content of one frame (frames carry no content size: ``size`` bounds it)."""
+        data: bytes = zstandard.ZstdDecompressor().decompress(member, max_output_size=size)
+        return data
 
     def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
         """Skippable frame holding the compressed TOC, then the footer frame."""
