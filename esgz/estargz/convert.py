@@ -13,15 +13,23 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.writer import ConversionCancelled, write_layer
+from esgz.estargz.writer import ConversionCancelled, PreparedLayer, prepare_layer, write_layer
 
-__all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
+__all__ = [
+    "ConvertProgress",
+    "convert_layer",
+    "convert_layer_file",
+    "finish_layer_file",
+    "prepare_layer_file",
+]
+
+_T = TypeVar("_T")
 
 #: ``progress(read, written)``: bytes read from the source file and written to the output
 #: so far, never decreasing; called from the conversion's threads (one at a time), so it
@@ -126,6 +134,14 @@ async def convert_layer_file(
     removes the temporary output before the cancellation propagates. ``progress`` is
     called (from worker threads) after every read of ``src`` and write of the output.
     """
+    return await _cancellable(
+        lambda cancel: _convert_file(Path(src), Path(dst), options, cancel, progress)
+    )
+
+
+async def _cancellable(work: Callable[[threading.Event], _T]) -> _T:
+    """Run ``work(cancel)`` in a worker thread; cancelling the caller sets ``cancel`` and
+    waits for ``work`` to stop (it checks the event between entries and batches)."""
     cancel = threading.Event()
     finished = threading.Event()
     # Whether the worker thread began converting: a cancellation that arrives while the
@@ -133,14 +149,14 @@ async def convert_layer_file(
     state_lock = threading.Lock()
     started = False
 
-    def run() -> LayerResult:
+    def run() -> _T:
         nonlocal started
         with state_lock:
             if cancel.is_set():
                 raise ConversionCancelled("cancelled before it started")
             started = True
         try:
-            return _convert_file(Path(src), Path(dst), options, cancel, progress)
+            return work(cancel)
         finally:
             finished.set()
 
@@ -156,3 +172,45 @@ async def convert_layer_file(
         raise
     except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
         raise
+
+
+async def prepare_layer_file(src: Path, options: ConvertOptions) -> PreparedLayer:
+    """:func:`~esgz.estargz.writer.prepare_layer` of the layer file ``src``, in a worker
+    thread (cancellable like :func:`convert_layer_file`): the members are compressed
+    while the order is not known yet; :func:`finish_layer_file` writes the blob."""
+
+    def work(cancel: threading.Event) -> PreparedLayer:
+        with open(src, "rb") as source:
+            return prepare_layer(source, options, cancel)
+
+    return await _cancellable(work)
+
+
+async def finish_layer_file(
+    prepared: PreparedLayer,
+    dst: Path,
+    prioritized: tuple[str, ...],
+    *,
+    progress: ConvertProgress | None = None,
+) -> LayerResult:
+    """Write ``prepared`` with ``prioritized`` files first into ``dst`` (atomically, like
+    :func:`convert_layer_file`); ``progress`` sees the output bytes written."""
+
+    def work(cancel: threading.Event) -> LayerResult:
+        temp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(temp, "wb") as target:
+                writer: BinaryIO = target
+                if progress is not None:
+                    writer = cast(BinaryIO, _CountedWriter(target, _Counter(progress)))
+                result = prepared.finish(writer, prioritized, cancel)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(temp, dst)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        return result
+
+    return await _cancellable(work)

@@ -24,6 +24,7 @@ from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
     from esgz.estargz.options import LayerFormat
+    from esgz.estargz.writer import PreparedLayer
 
 __all__ = [
     "FetchedBlob",
@@ -131,6 +132,8 @@ class LayerJob:
     output: LayerOutput | None = None
     action: LayerAction | None = None
     uploaded: bool = False
+    #: Members compressed while the workload ran (profile-map), for convert to finish.
+    prepared: PreparedLayer | None = None
 
     @property
     def image(self) -> ImageJob:

@@ -4,25 +4,35 @@ The conversion itself (tar parsing, chunking, compression, TOC) is the format en
 (:func:`esgz.estargz.convert.convert_layer_file`, which works in a worker thread); this
 stage picks the options from the image's settings and the layer's prioritized files and
 moves the result into the blob store under the digest the engine computed while writing.
+
+While a workload runs, :func:`prepare_while` (called by profile-map) already reads each
+layer and compresses its members (:func:`esgz.estargz.convert.prepare_layer_file`); the
+conversion then only assembles them in the prioritized order
+(:func:`esgz.estargz.convert.finish_layer_file`), byte for byte what a conversion from
+scratch writes.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
 
-from esgz.estargz.convert import convert_layer_file
-from esgz.estargz.options import ConvertOptions
+import anyio
+
+from esgz.estargz.convert import convert_layer_file, finish_layer_file, prepare_layer_file
+from esgz.estargz.options import ConvertOptions, LayerResult
+from esgz.estargz.writer import can_prepare
 from esgz.pipeline.events import (
     BytesConverted,
     LayerPhase,
     WarningEvent,
     publish_progress_while,
 )
-from esgz.pipeline.jobs import LayerJob, LayerOutput
+from esgz.pipeline.jobs import LayerJob, LayerOutput, ManifestJob
 from esgz.pipeline.runner import RunContext
 
-__all__ = ["convert_into_store", "options_for"]
+__all__ = ["convert_into_store", "options_for", "prepare_while"]
 
 
 def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
@@ -62,11 +72,23 @@ async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
         read, written = counts
         return BytesConverted(image=image, layer=digest, done=read, total=size, written=written)
 
-    result = await publish_progress_while(
-        ctx.events,
-        lambda: convert_layer_file(source, temp, options_for(layer, ctx), progress=on_progress),
-        sample,
-    )
+    prepared, layer.prepared = layer.prepared, None
+    options = options_for(layer, ctx)
+
+    async def convert() -> LayerResult:
+        if prepared is None or prepared.options != replace(options, prioritized_files=()):
+            return await convert_layer_file(source, temp, options, progress=on_progress)
+        try:
+            return await finish_layer_file(
+                prepared,
+                temp,
+                options.prioritized_files,
+                progress=lambda _read, written: on_progress(size, written),
+            )
+        finally:
+            prepared.close()
+
+    result = await publish_progress_while(ctx.events, convert, sample)
     # A record file's paths are applied to every layer; most layers lack most of them.
     if result.missing_prioritized and layer.image.settings.record_in is None:
         count = len(result.missing_prioritized)
@@ -89,3 +111,46 @@ async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
         toc_digest=result.toc_digest,
         uncompressed_size=result.uncompressed_size,
     )
+
+
+async def prepare_while(
+    manifest: ManifestJob, ctx: RunContext, profiling: Awaitable[Mapping[int, Sequence[str]]]
+) -> Mapping[int, Sequence[str]]:
+    """Await ``profiling`` while the manifest's layers are read and their members
+    compressed (:attr:`LayerJob.prepared`), when a workload runs: eStargz only, once per
+    source blob, not for a layer that may pass through as it is, at most
+    ``concurrency.convert`` layers at a time. Returns what ``profiling`` returns, once the
+    preparations are done too (a failed preparation only means a conversion from scratch).
+    """
+    settings = manifest.image.settings
+    jobs: dict[str, LayerJob] = {}
+    if settings.needs_workload and manifest.profile and settings.record_in is None:
+        for layer in manifest.layers:
+            check = layer.reuse_check
+            if check is not None and check.output is not None:
+                continue
+            if layer.fetched is not None and can_prepare(options_for(layer, ctx)):
+                jobs.setdefault(layer.source.digest, layer)
+    if not jobs:
+        return await profiling
+    limiter = anyio.CapacityLimiter(max(1, ctx.config.concurrency.convert))
+
+    async def prepare(layer: LayerJob) -> None:
+        options = replace(options_for(layer, ctx), prioritized_files=())
+        async with limiter:
+            try:
+                layer.prepared = await prepare_layer_file(layer.fetched_path, options)
+            except Exception:  # the conversion from scratch redoes it and reports errors
+                layer.prepared = None
+
+    result: Mapping[int, Sequence[str]] = {}
+
+    async def profile() -> None:
+        nonlocal result
+        result = await profiling
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(profile)
+        for layer in jobs.values():
+            tg.start_soon(prepare, layer)
+    return result

@@ -28,7 +28,7 @@ from esgz.pipeline.jobs import (
 )
 from esgz.pipeline.runner import RunContext
 from esgz.registry.options import RegistryOptions
-from esgz.stages.convert import convert_into_store
+from esgz.stages.convert import convert_into_store, prepare_while
 from esgz.stages.endpoints import Endpoints, open_endpoints
 from esgz.stages.fetch import fetch_layer
 from esgz.stages.finalize import finalize_image, finalize_manifest
@@ -65,8 +65,9 @@ class DefaultStages:
         return await check_reuse(layer, ctx)
 
     async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
-        """See :func:`esgz.stages.profile.profile_manifest`."""
-        return await profile_manifest(manifest, ctx)
+        """See :func:`esgz.stages.profile.profile_manifest`; meanwhile the layers'
+        members are compressed (:func:`esgz.stages.convert.prepare_while`)."""
+        return await prepare_while(manifest, ctx, profile_manifest(manifest, ctx))
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
         """See :func:`esgz.stages.convert.convert_into_store`."""
