@@ -54,9 +54,9 @@ import tempfile
 import threading
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 
 from esgz.errors import ConfigError, FormatError
@@ -79,7 +79,7 @@ from esgz.estargz.ordering import prioritized_order
 from esgz.estargz.source import TarStream
 from esgz.estargz.tarheader import encode_header, plain_header
 from esgz.estargz.tarinput import TarEntry, TarReader
-from esgz.estargz.toc import TOCEntry, encode_toc_pieces, format_modtime
+from esgz.estargz.toc import TOCEntry, encode_toc_into, format_modtime
 from esgz.estargz.zstdchunked import ZstdChunkedCodec
 
 __all__ = [
@@ -97,6 +97,8 @@ _TASK_BYTES: Final = 512 * 1024
 _DIRECT_WRITE: Final = 64 * 1024
 _NO_XATTRS: Final[dict[str, bytes]] = {}
 """Shared by every TOC entry without xattrs (never mutated)."""
+_NO_CHUNKS: Final[list[TOCEntry]] = []
+"""Shared by every item of at most one chunk (the planner appends only further chunks)."""
 _IN_FLIGHT_UNIT: Final = 1 << 20
 """Per worker (plus one), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
@@ -428,7 +430,9 @@ class _Output:
         self._dst.write(data)
         self.blob_hash.update(data)
 
-    def write_raw(self, blob_parts: list[bytes], stream_parts: list[bytes]) -> None:
+    def write_raw(
+        self, blob_parts: list[bytes | bytearray], stream_parts: list[bytes | bytearray]
+    ) -> None:
         """Append bytes that were compressed by the caller (TOC, footer)."""
         for part in blob_parts:
             self._write(part)
@@ -458,9 +462,11 @@ class _Item:
     cleaned: str
     link_target: str | None
     """Cleaned target of a hardlink."""
+    chunks: list[TOCEntry]
+    """The file's further chunks; the shared, never filled :data:`_NO_CHUNKS` for an entry
+    of at most one chunk (most entries: a list each would cost 56 bytes)."""
     size: int = 0
     """Payload size of a regular file (0 for everything else)."""
-    chunks: list[TOCEntry] = field(default_factory=list)
     header: Piece | None = None
     data: Piece | None = None
     """Where header and payload are: ranges of the spool (when spooling) or of the
@@ -552,7 +558,7 @@ class _Ingest:
             xattrs=entry.xattrs or _NO_XATTRS,
         )
         size = entry.size if kind == "reg" else 0
-        item = _Item(toc, cleaned, link_target, size)
+        item = _Item(toc, cleaned, link_target, [] if size > self._chunk_size else _NO_CHUNKS, size)
         header = encode_header(entry)
         planner = self._planner
         if planner is not None:
@@ -609,7 +615,7 @@ class _Ingest:
     def landmark(self, name: str, *, in_memory: bool = False) -> _Item:
         header = plain_header(name, len(LANDMARK_CONTENTS))
         toc = TOCEntry(name=name, type="reg", size=1, digest=LANDMARK_DIGEST)
-        item = _Item(toc, name, None, 1)
+        item = _Item(toc, name, None, _NO_CHUNKS, 1)
         if in_memory:
             item.header = header
             item.data = LANDMARK_CONTENTS
@@ -649,14 +655,21 @@ def _check_hardlinks(items: list[_Item], last: dict[str, int]) -> None:
         seen.add(item.cleaned)
 
 
-def _final_toc(items: list[_Item]) -> list[TOCEntry]:
-    """TOC entries in output order: last occurrence of each name, links checked."""
+def _final_toc(items: list[_Item]) -> Iterator[TOCEntry]:
+    """TOC entries in output order: last occurrence of each name, links checked.
+
+    Empties ``items`` and drops each item once its entries have been taken.
+    """
     last = _winners(items)
     _check_hardlinks(items, last)
-    entries: list[TOCEntry] = []
+    queue = deque(items)
+    items.clear()
     last_user: dict[int, str] = {}
     last_group: dict[int, str] = {}
-    for index, item in enumerate(items):
+    index = -1
+    while queue:
+        item = queue.popleft()
+        index += 1
         if last[item.cleaned] != index:
             continue
         toc = item.toc
@@ -673,9 +686,8 @@ def _final_toc(items: list[_Item]) -> list[TOCEntry]:
                 toc.group_name = ""
             else:
                 last_group[toc.gid] = toc.group_name
-        entries.append(toc)
-        entries.extend(item.chunks)
-    return entries
+        yield toc
+        yield from item.chunks
 
 
 # --------------------------------------------------------------------------------------
@@ -731,13 +743,16 @@ class _Tail:
 
 
 def _write_tail(output: _Output, items: list[_Item], codec: LayerCodec) -> _Tail:
-    """TOC (entries in output order, offsets filled in by ``output``) and footer."""
-    toc_pieces = encode_toc_pieces(1, _final_toc(items))
-    toc_hash = hashlib.sha256()
-    for piece in toc_pieces:
-        toc_hash.update(piece)
-    tail = codec.tail(toc_pieces, output.offset)
-    del toc_pieces
+    """TOC (entries in output order, offsets filled in by ``output``) and footer.
+
+    ``items`` is consumed: each item is released once its TOC JSON is encoded, so the
+    JSON grows while the entries shrink.
+    """
+    toc = bytearray(codec.toc_prefix)
+    encode_toc_into(toc, 1, _final_toc(items))
+    toc_hash = hashlib.sha256(memoryview(toc)[codec.toc_prefix :])
+    tail = codec.tail(toc, output.offset)
+    del toc
     output.write_raw(tail.blob_parts, tail.stream_parts)
     return _Tail("sha256:" + toc_hash.hexdigest(), tail.annotations)
 

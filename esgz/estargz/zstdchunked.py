@@ -74,10 +74,13 @@ class ZstdChunkedCodec:
         data: bytes = zstandard.ZstdDecompressor().decompress(member, max_output_size=size)
         return data
 
-    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
+    toc_prefix = 0
+
+    def tail(self, toc: bytearray, toc_offset: int) -> TOCTail:
         """Skippable frame holding the compressed TOC, then the footer frame."""
-        length = sum(len(piece) for piece in toc_pieces)
-        frame = self.compress_block(toc_pieces, b"", True)
+        length = len(toc)
+        stream = self._compressor().compressobj()  # streamed, as it always was
+        frame = stream.compress(toc) + stream.flush()
         header = ZSTD_SKIPPABLE_MAGIC + struct.pack("<I", len(frame))
         position = toc_offset + 8
         footer = zstd_chunked_footer(ZstdChunkedFooter(position, len(frame), length))

@@ -144,13 +144,20 @@ async def prepare_while(
                 layer.prepared = None
 
     result: Mapping[int, Sequence[str]] = {}
+    error: Exception | None = None
 
     async def profile() -> None:
-        nonlocal result
-        result = await profiling
+        nonlocal result, error
+        try:
+            result = await profiling
+        except Exception as exc:  # re-raised as it is, not inside an exception group
+            error = exc
+            tg.cancel_scope.cancel()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(profile)
         for layer in jobs.values():
             tg.start_soon(prepare, layer)
+    if error is not None:
+        raise error
     return result
