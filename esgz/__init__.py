@@ -39,6 +39,7 @@ from esgz.errors import (
     PlatformError,
     RegistryError,
     SandboxError,
+    StorageError,
     VerificationError,
     WorkloadError,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "RegistryError",
     "RegistryHostConfig",
     "SandboxError",
+    "StorageError",
     "Subscription",
     "VerificationError",
     "WarningEvent",

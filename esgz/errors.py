@@ -19,6 +19,7 @@ The hierarchy::
     │   └── NotFoundError      the registry has no such manifest or blob
     ├── WorkloadError          the workload to profile is invalid, or failed
     ├── SandboxError           the container sandbox could not be set up or torn down
+    ├── StorageError           a disk is full, over quota or read-only (names the path)
     └── PipelineError          a stage failed; wraps the cause with image/layer/stage
 
 Each exception carries the context it happened in as keyword attributes (``image``,
@@ -41,6 +42,7 @@ __all__ = [
     "PlatformError",
     "RegistryError",
     "SandboxError",
+    "StorageError",
     "VerificationError",
     "WorkloadError",
 ]
@@ -143,6 +145,23 @@ class WorkloadError(EsgzError):
 
 class SandboxError(EsgzError):
     """The profiling sandbox (mounts, runc, fanotify, network) failed."""
+
+
+class StorageError(EsgzError):
+    """A file system esgz writes to is full, over quota or read-only; ``path`` says where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        image: str | None = None,
+        layer: str | None = None,
+        stage: str | None = None,
+        registry: str | None = None,
+    ) -> None:
+        super().__init__(message, image=image, layer=layer, stage=stage, registry=registry)
+        self.path = path
 
 
 class PipelineError(EsgzError):

@@ -25,8 +25,8 @@ from esgz.cli.options import (
     with_flags,
 )
 from esgz.errors import ConfigError
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
-from esgz.pipeline.config import Format, ImageSpec, PipelineConfig, config_from_data
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
+from esgz.pipeline.config import ImageSpec, PipelineConfig, config_from_data
 from esgz.runtime.workload import WorkloadOptions
 from esgz.spelling import Vocabulary, cli_vocabulary
 
@@ -52,11 +52,11 @@ CONVERT_FIELDS = ("record_in", "prefetch_list")
 #: Workload settings (flags of ``optimize``).
 WORKLOAD_FIELDS = tuple(flag_fields(WorkloadOptions))
 #: The compression level flag of each format.
-LEVEL_FLAGS: dict[Format, str] = {
+LEVEL_FLAGS: dict[LayerFormat, str] = {
     "estargz": "--estargz-compression-level",
     "zstdchunked": "--zstdchunked-compression-level",
 }
-_FORMAT_NAMES: dict[Format, str] = {"estargz": "eStargz (gzip)", "zstdchunked": "zstd:chunked"}
+_FORMAT_NAMES: dict[LayerFormat, str] = {"estargz": "eStargz (gzip)", "zstdchunked": "zstd:chunked"}
 
 
 def format_options(*, estargz_flag: bool) -> Callable[[F], F]:
@@ -116,7 +116,7 @@ class CommandFlags:
     def image_settings(self, flags: Mapping[str, Any]) -> dict[str, Any]:
         """The image settings (workload included) of the given flag values."""
         image = given_settings(self.image, flags)
-        fmt: Format = "zstdchunked" if flags["zstdchunked"] else "estargz"
+        fmt: LayerFormat = "zstdchunked" if flags["zstdchunked"] else "estargz"
         if flags["zstdchunked"]:
             image["format"] = fmt
         level = LEVEL_FLAGS[fmt].removeprefix("--").replace("-", "_")
@@ -129,7 +129,7 @@ class CommandFlags:
 
     def vocabulary(self, flags: Mapping[str, Any]) -> Vocabulary:
         """Settings spelled as this command's flags."""
-        fmt: Format = "zstdchunked" if flags["zstdchunked"] else "estargz"
+        fmt: LayerFormat = "zstdchunked" if flags["zstdchunked"] else "estargz"
         names = {flag.field: flag.label for flag in self.all}
         names |= {
             "source": "SRC",

@@ -13,13 +13,11 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
-
-import anyio
-import anyio.to_thread
+from typing import BinaryIO, cast
 
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.writer import ConversionCancelled, PreparedLayer, prepare_layer, write_layer
+from esgz.estargz.writer import PreparedLayer, prepare_layer, write_layer
+from esgz.threads import run_stoppable
 
 __all__ = [
     "ConvertProgress",
@@ -28,8 +26,6 @@ __all__ = [
     "finish_layer_file",
     "prepare_layer_file",
 ]
-
-_T = TypeVar("_T")
 
 #: ``progress(read, written)``: bytes read from the source file and written to the output
 #: so far, never decreasing; called from the conversion's threads (one at a time), so it
@@ -134,56 +130,22 @@ async def convert_layer_file(
     removes the temporary output before the cancellation propagates. ``progress`` is
     called (from worker threads) after every read of ``src`` and write of the output.
     """
-    return await _cancellable(
+    return await run_stoppable(
         lambda cancel: _convert_file(Path(src), Path(dst), options, cancel, progress)
     )
 
 
-async def _cancellable(work: Callable[[threading.Event], _T]) -> _T:
-    """Run ``work(cancel)`` in a worker thread; cancelling the caller sets ``cancel`` and
-    waits for ``work`` to stop (it checks the event between entries and batches)."""
-    cancel = threading.Event()
-    finished = threading.Event()
-    # Whether the worker thread began converting: a cancellation that arrives while the
-    # call still waits for a thread must not wait for a conversion that never starts.
-    state_lock = threading.Lock()
-    started = False
-
-    def run() -> _T:
-        nonlocal started
-        with state_lock:
-            if cancel.is_set():
-                raise ConversionCancelled("cancelled before it started")
-            started = True
-        try:
-            return work(cancel)
-        finally:
-            finished.set()
-
-    try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        with state_lock:
-            cancel.set()
-            must_wait = started
-        if must_wait:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finished.wait)
-        raise
-    except ConversionCancelled:  # pragma: no cover - only raised after cancel.set()
-        raise
-
-
 async def prepare_layer_file(src: Path, options: ConvertOptions) -> PreparedLayer:
     """:func:`~esgz.estargz.writer.prepare_layer` of the layer file ``src``, in a worker
-    thread (cancellable like :func:`convert_layer_file`): the members are compressed
-    while the order is not known yet; :func:`finish_layer_file` writes the blob."""
+    thread (stopped like :func:`convert_layer_file` when the caller is cancelled): the
+    members are compressed while the order is not known yet; :func:`finish_layer_file`
+    writes the blob."""
 
     def work(cancel: threading.Event) -> PreparedLayer:
         with open(src, "rb") as source:
             return prepare_layer(source, options, cancel)
 
-    return await _cancellable(work)
+    return await run_stoppable(work)
 
 
 async def finish_layer_file(
@@ -213,4 +175,4 @@ async def finish_layer_file(
             raise
         return result
 
-    return await _cancellable(work)
+    return await run_stoppable(work)

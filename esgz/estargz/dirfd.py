@@ -3,8 +3,8 @@
 Shared by the two extractors (the eStargz one, :mod:`esgz.estargz.extract`, and the
 profiler's unpacker, :mod:`esgz.runtime.unpack`). Nothing here is recursive on the depth
 of a tree: :class:`DirCursor` moves one fd from directory to directory (climbing with
-``..`` or restarting at the root), and :func:`remove_tree` walks with an explicit stack,
-so any depth works and the cost is linear in the bytes of the names.
+``..`` or restarting at the root), so any depth works and the cost is linear in the bytes
+of the names. Trees are removed by :func:`esgz.fsutil.remove_tree`.
 """
 
 from __future__ import annotations
@@ -12,60 +12,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
-from typing import Final
 
 from esgz.errors import FormatError
+from esgz.fsutil import DIR_FLAGS
 
-__all__ = ["DIR_FLAGS", "DirCursor", "remove_tree", "unlink_unless_dir"]
-
-DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-"""How a directory is opened: never through a symlink."""
-
-
-def remove_tree(parent: Path | int, name: str) -> None:
-    """Remove ``name`` (a directory tree, or anything else) from directory ``parent``.
-
-    ``parent`` is a path or a directory fd. Symlinks are removed, never followed. Unlike
-    ``shutil.rmtree`` nothing is recursive (any depth works) and at most two directory
-    fds are open at a time: the walk climbs back up with ``..``.
-    """
-    parent_fd = os.open(parent, DIR_FLAGS) if isinstance(parent, Path) else os.dup(parent)
-    fd = parent_fd
-    try:
-        if not unlink_unless_dir(parent_fd, name):
-            return
-        pending: list[list[str]] = [[name]]  # per level: subdirectories still to remove
-        path: list[str] = []  # the directories entered below parent
-        while pending:
-            if pending[-1]:
-                sub = pending[-1].pop()
-                child = os.open(sub, DIR_FLAGS, dir_fd=fd)
-                if fd != parent_fd:
-                    os.close(fd)
-                fd = child
-                path.append(sub)
-                subdirs: list[str] = []
-                with os.scandir(fd) as entries:
-                    for item in entries:
-                        if item.is_dir(follow_symlinks=False):
-                            subdirs.append(item.name)
-                        else:
-                            os.unlink(item.name, dir_fd=fd)
-                pending.append(subdirs)
-                continue
-            pending.pop()
-            if not path:
-                break
-            done = path.pop()
-            up = os.open("..", DIR_FLAGS, dir_fd=fd) if path else parent_fd
-            os.close(fd)
-            fd = up
-            os.rmdir(done, dir_fd=fd)
-    finally:
-        if fd != parent_fd:
-            os.close(fd)
-        os.close(parent_fd)
+__all__ = ["DirCursor", "unlink_unless_dir"]
 
 
 def unlink_unless_dir(parent_fd: int, name: str) -> bool:

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Final
 
 from esgz.errors import FormatError
 from esgz.estargz.constants import NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK
-from esgz.estargz.dirfd import DIR_FLAGS, DirCursor
+from esgz.estargz.dirfd import DirCursor
 from esgz.estargz.ordering import clean_name
 from esgz.estargz.tocindex import LayerEntry
+from esgz.fsutil import DIR_FLAGS
 
 if TYPE_CHECKING:
     from esgz.estargz.reader import LayerReader

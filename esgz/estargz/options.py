@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from esgz.errors import ConfigError
 from esgz.estargz.constants import DEFAULT_CHUNK_SIZE
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
 
 __all__ = ["DEFAULT_LEVELS", "LEVEL_RANGES", "ConvertOptions", "LayerFormat", "LayerResult"]
-
-LayerFormat = Literal["estargz", "zstdchunked"]
 
 
 @dataclass(frozen=True)

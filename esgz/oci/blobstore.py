@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class BlobStore:
 
     async def has(self, digest: str) -> bool:
         """Whether the blob is present."""
-        return await anyio.to_thread.run_sync(self.path(digest).is_file)
+        return await anyio.to_thread.run_sync(_is_regular_file, self.path(digest))
 
     async def get(self, digest: str) -> Path | None:
         """The blob's path, marking it as used; None if absent."""
@@ -91,10 +92,9 @@ class BlobStore:
 
     def _get_sync(self, digest: str) -> Path | None:
         path = self.path(digest)
-        try:
-            os.utime(path)
-        except FileNotFoundError:
-            return None
+        if not _is_regular_file(path):
+            return None  # absent, or a symlink planted in the cache: never followed
+        os.utime(path, follow_symlinks=False)
         return path
 
     async def size_of(self, digest: str) -> int | None:
@@ -103,7 +103,7 @@ class BlobStore:
 
         def stat() -> int | None:
             try:
-                return path.stat().st_size
+                return path.lstat().st_size if _is_regular_file(path) else None
             except FileNotFoundError:
                 return None
 
@@ -164,9 +164,9 @@ class BlobStore:
     def _move_in_sync(self, temp: Path, digest: str) -> None:
         target = self.path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file():
+        if _is_regular_file(target):
             temp.unlink()
-            os.utime(target)
+            os.utime(target, follow_symlinks=False)
         else:
             os.replace(temp, target)
 
@@ -236,3 +236,11 @@ class BlobStore:
 def _unlink_quietly(path: Path) -> None:
     with suppress(FileNotFoundError):
         path.unlink()
+
+
+def _is_regular_file(path: Path) -> bool:
+    """A regular file (a symlink, even to one, is not: the store never follows links)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False

@@ -10,7 +10,8 @@
   a ``json.RawMessage``: whitespace outside strings removed, HTML characters escaped,
   everything else (number spellings, other escapes) kept as written.
 * :func:`raw_members` — the members of a JSON object as ``key → raw value text``, the
-  equivalent of decoding into ``map[string]*json.RawMessage``.
+  equivalent of decoding into ``map[string]*json.RawMessage``; :func:`decoded_members`
+  gives each member's decoded value beside its text, from the same single pass.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["compact", "dumps", "quote", "raw_members"]
+__all__ = ["compact", "decoded_members", "dumps", "quote", "raw_members"]
 
 _HTML = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -131,8 +132,17 @@ def raw_members(text: str) -> dict[str, str]:
 
     A repeated key keeps its last value. ValueError if ``text`` is not one JSON object.
     """
+    return {key: raw for key, (raw, _) in decoded_members(text).items()}
+
+
+def decoded_members(text: str) -> dict[str, tuple[str, Any]]:
+    """The members of the JSON object ``text`` as ``key → (raw value text, value)``.
+
+    One pass decodes every value and keeps its text. A repeated key keeps its last value
+    (as ``json.loads`` does). ValueError if ``text`` is not one JSON object.
+    """
     decoder = json.JSONDecoder()
-    members: dict[str, str] = {}
+    members: dict[str, tuple[str, Any]] = {}
     position = _skip_space(text, 0)
     if text[position : position + 1] != "{":
         raise ValueError("not a JSON object")
@@ -148,8 +158,8 @@ def raw_members(text: str) -> dict[str, str]:
             if text[position : position + 1] != ":":
                 raise ValueError(f"expected ':' at offset {position}")
             start = _skip_space(text, position + 1)
-            _, position = decoder.raw_decode(text, start)
-            members[key] = text[start:position]
+            value, position = decoder.raw_decode(text, start)
+            members[key] = (text[start:position], value)
             position = _skip_space(text, position)
             separator = text[position : position + 1]
             position += 1

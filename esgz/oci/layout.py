@@ -168,7 +168,7 @@ class OCILayout:
             raise LayoutError(f"cannot read {marker}: {err}") from err
         try:
             version = json.loads(data).get("imageLayoutVersion")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise LayoutError(f"{marker} is not a JSON object") from None
         if not isinstance(version, str) or not version.startswith("1."):
             raise LayoutError(f"{marker}: unsupported imageLayoutVersion {version!r}")

@@ -66,6 +66,8 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ImageError(f"{what} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ImageError(f"{what} is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ImageError(f"{what} must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -385,17 +387,32 @@ def parse_manifest_or_index(data: bytes, media_type: str | None = None) -> Manif
 
 @dataclass(frozen=True, slots=True)
 class ImageConfig:
-    """An image config (OCI or Docker), read-only view over its raw JSON object."""
+    """An image config (OCI or Docker), read-only view over its JSON object.
+
+    ``raw`` is the decoded object; ``data`` the bytes it came from and ``members`` the
+    text of each top-level member, kept so that :meth:`with_diff_ids` rewrites the
+    config the way containerd does without parsing it again.
+    """
 
     raw: Mapping[str, Any]
+    data: bytes = b""
+    members: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: bytes) -> ImageConfig:
-        """Parse config bytes; ImageError if malformed or without usable ``rootfs``."""
-        obj = parse_json_object(data, "image config")
-        config = cls(obj)
+        """Parse config bytes (once); ImageError if malformed or without usable ``rootfs``."""
+        decoded = _decoded_members(_decode(data), "image config")
+        config = cls(
+            {key: value for key, (_, value) in decoded.items()},
+            data,
+            {key: text for key, (text, _) in decoded.items()},
+        )
         config.diff_ids  # noqa: B018  (validates rootfs)
         return config
+
+    def with_diff_ids(self, diff_id_map: Mapping[str, str]) -> bytes:
+        """The config's bytes with ``rootfs.diff_ids`` rewritten: see :func:`rewrite_config`."""
+        return _rewrite_members(dict(self.members), self.data, diff_id_map)
 
     @property
     def diff_ids(self) -> list[str]:
@@ -477,8 +494,13 @@ def rewrite_config(config_bytes: bytes, diff_id_map: Mapping[str, str]) -> bytes
 
     ImageError if the config is not a JSON object.
     """
-    text = _decode(config_bytes)
-    members = _raw_members(text, "image config")
+    members = _raw_members(_decode(config_bytes), "image config")
+    return _rewrite_members(members, config_bytes, diff_id_map)
+
+
+def _rewrite_members(
+    members: dict[str, str], config_bytes: bytes, diff_id_map: Mapping[str, str]
+) -> bytes:
     rootfs_text = members.get("rootfs")
     if rootfs_text is None:
         return config_bytes
@@ -510,10 +532,16 @@ def _decode(data: bytes) -> str:
 
 
 def _raw_members(text: str, what: str) -> dict[str, str]:
+    return {key: raw for key, (raw, _) in _decoded_members(text, what).items()}
+
+
+def _decoded_members(text: str, what: str) -> dict[str, tuple[str, Any]]:
     try:
-        return gojson.raw_members(text)
+        return gojson.decoded_members(text)
     except ValueError as err:  # json.JSONDecodeError is a ValueError
-        raise ImageError(f"{what} is not a valid JSON object: {err}") from None
+        raise ImageError(f"{what} is not valid JSON (an object): {err}") from None
+    except RecursionError:
+        raise ImageError(f"{what} is nested too deeply") from None
 
 
 def _marshal_raw_map(members: Mapping[str, str]) -> str:

@@ -22,27 +22,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 import anyio
 import anyio.to_thread
 
 from esgz.errors import ConfigError
+from esgz.fsutil import directory_problem
+from esgz.levels import LayerFormat
 from esgz.oci.blobstore import BlobStore
 from esgz.oci.digest import is_digest, parse_digest
-from esgz.pipeline.config import Format, PipelineConfig
+from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.jobs import LayerOutput
-
-if TYPE_CHECKING:
-    from esgz.estargz.options import LayerFormat
+from esgz.rundir import create_run_dir, remove_run_dir
+from esgz.runtime.recover import LEGACY_RUN_DIR_SECONDS, sweep_dead_runs
 
 __all__ = [
     "CONVERSION_SCHEME",
@@ -56,7 +55,7 @@ __all__ = [
 #: Bumped when the format engine changes the bytes it writes for the same inputs.
 CONVERSION_SCHEME = "esgz-conversion-1"
 #: Scratch directories of killed runs older than this are removed by the next run.
-STALE_SCRATCH_SECONDS = 24 * 3600
+STALE_SCRATCH_SECONDS = LEGACY_RUN_DIR_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +110,19 @@ class LocalStore:
             (root / "tmp").mkdir(parents=True, exist_ok=True)
             _remove_stale_scratch(root / "tmp")
             _remove_stale_partials(root / "blobs" / "sha256")
-            return Path(tempfile.mkdtemp(prefix="run-", dir=root / "tmp"))
+            return create_run_dir(root / "tmp", "run-")
 
         try:
             scratch = await anyio.to_thread.run_sync(prepare)
         except OSError as exc:
-            raise ConfigError(f"cannot use cache directory {root}: {exc.strerror or exc}") from None
+            problem = await anyio.to_thread.run_sync(directory_problem, root, exc)
+            raise ConfigError(f"cannot use cache directory {root}: {problem}") from None
         return cls(root, scratch)
 
     async def close(self) -> None:
         """Remove the scratch directory (also when cancelled)."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(shutil.rmtree, self.scratch, True)
+            await anyio.to_thread.run_sync(remove_run_dir, self.scratch)
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (whether or not it exists)."""
@@ -185,14 +185,8 @@ class LocalStore:
 
 
 def _remove_stale_scratch(directory: Path) -> None:
-    """Remove scratch directories left by runs that were killed, a day or more ago."""
-    limit = time.time() - STALE_SCRATCH_SECONDS
-    for entry in directory.glob("run-*"):
-        try:
-            if entry.stat().st_mtime < limit:
-                shutil.rmtree(entry, ignore_errors=True)
-        except FileNotFoundError:
-            continue
+    """Remove what dead runs left: their scratch dirs here, mounts, temp stores, netns."""
+    sweep_dead_runs(directory, "run-")
 
 
 def _remove_stale_partials(directory: Path) -> None:
@@ -222,7 +216,7 @@ class ConversionCache:
             return None
         digest = str(record["digest"])
         layer_format = record["format"]
-        if layer_format not in get_args(Format) or not await self.store.has(digest):
+        if layer_format not in get_args(LayerFormat) or not await self.store.has(digest):
             return None
         return LayerOutput(
             path=self.store.blob_path(digest),
@@ -275,9 +269,7 @@ async def open_local_store(root: Path | None) -> AsyncIterator[LocalStore]:
     """
     private_root: Path | None = None
     if root is None:
-        private_root = Path(
-            await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-"))
-        )
+        private_root = Path(await anyio.to_thread.run_sync(create_run_dir, None, "esgz-"))
         root = private_root
     store: LocalStore | None = None
     try:
@@ -288,4 +280,4 @@ async def open_local_store(root: Path | None) -> AsyncIterator[LocalStore]:
             if store is not None:
                 await store.close()
             if private_root is not None:
-                await anyio.to_thread.run_sync(shutil.rmtree, private_root, True)
+                await anyio.to_thread.run_sync(remove_run_dir, private_root)

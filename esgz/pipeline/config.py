@@ -59,7 +59,7 @@ from pydantic import (
 )
 
 from esgz.errors import ConfigError, EsgzError
-from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES
+from esgz.levels import DEFAULT_LEVELS, LEVEL_RANGES, LayerFormat
 from esgz.oci.platform import parse_platform
 from esgz.oci.reference import LayoutReference, RegistryReference, parse_reference
 from esgz.pipeline.yamlfile import (
@@ -68,6 +68,7 @@ from esgz.pipeline.yamlfile import (
     YamlProblem,
     format_key_path,
     load_yaml_with_lines,
+    read_yaml_text,
 )
 from esgz.runtime.workload import PARTIAL, WorkloadOptions
 from esgz.spelling import KEYWORDS, NO_FLAG, YAML, Flag, Vocabulary, render
@@ -76,7 +77,6 @@ __all__ = [
     "CacheConfig",
     "ConcurrencyConfig",
     "DefaultsConfig",
-    "Format",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -87,8 +87,6 @@ __all__ = [
     "parse_config_text",
 ]
 
-#: Output layer formats.
-Format = Literal["estargz", "zstdchunked"]
 
 #: The workload section of a config: the same model the profiler takes.
 
@@ -116,7 +114,7 @@ class _ImageSettings(_Strict):
     metadata says how the ``optimize`` / ``convert`` flag built from a field is spelled.
     """
 
-    format: Annotated[Format, NO_FLAG] = Field(
+    format: Annotated[LayerFormat, NO_FLAG] = Field(
         "estargz",
         description="Layer format: estargz (gzip) or zstdchunked (zstd; requires oci).",
     )
@@ -274,7 +272,7 @@ class ResolvedImage:
     target: str
     source_ref: RegistryReference | LayoutReference
     target_ref: RegistryReference | LayoutReference
-    format: Format
+    format: LayerFormat
     oci: bool
     compression_level: int
     chunk_size: int
@@ -320,7 +318,7 @@ def _merged_workload(config: PipelineConfig, image: ImageSpec) -> WorkloadOption
 
 def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedImage:
     defaults = config.defaults
-    fmt: Format = _pick(image, defaults, "format")
+    fmt: LayerFormat = _pick(image, defaults, "format")
     level = _pick(image, defaults, "compression_level")
     return ResolvedImage(
         index=index,
@@ -535,7 +533,7 @@ async def load_config_file(path: Path | str) -> PipelineConfig:
     """
     file = anyio.Path(path)
     try:
-        text = await file.read_text(encoding="utf-8")
+        text = await anyio.to_thread.run_sync(read_yaml_text, file)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline config {str(path)!r}: {exc}") from None
     return parse_config_text(text, source=str(path))

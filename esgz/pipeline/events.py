@@ -32,7 +32,7 @@ from typing import Final, Literal, TypeVar
 
 import anyio
 
-from esgz.registry.client import PushOutcome  # at run time too: get_type_hints resolves it
+from esgz.registry.model import PushOutcome  # at run time too: get_type_hints resolves it
 
 __all__ = [
     "PROFILE_TICK",

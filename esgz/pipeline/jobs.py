@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from esgz.levels import LayerFormat
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
-    from esgz.estargz.options import LayerFormat
     from esgz.estargz.writer import PreparedLayer
 
 __all__ = [
@@ -107,14 +107,13 @@ class PushedManifest:
 class SourceManifest:
     """One source manifest as resolve read it: index entry (or own descriptor), body, config.
 
-    ``config_bytes`` are kept for finalize, which rewrites ``rootfs.diff_ids`` in place
-    of the original text; ``config`` is the same document, parsed once.
+    ``config`` is parsed once and keeps its bytes, which finalize rewrites
+    (``rootfs.diff_ids``) in place of the original text.
     """
 
     descriptor: Descriptor
     manifest: Manifest
     config: ImageConfig
-    config_bytes: bytes
 
 
 @dataclass(eq=False)

@@ -66,7 +66,7 @@ from esgz.pipeline.jobs import (
 from esgz.pipeline.results import ImageResult, LayerSummary, ManifestResult, PipelineResult
 
 if TYPE_CHECKING:
-    from esgz.registry.client import PushOutcome
+    from esgz.registry.model import PushOutcome
 
 __all__ = ["RunContext", "Runner", "Stages"]
 

@@ -8,7 +8,10 @@ the request's scopes (``repository:<name>:pull[,push]``), cached per scope until
 expires, and the request repeated. A cached token that meets a ``401`` is replaced. Once
 a registry has asked for a token, later requests fetch theirs before being sent, one
 fetch per scope at a time. Token requests use HTTP basic credentials (``GET``), or an
-identity token (``POST``, OAuth2 ``refresh_token`` grant).
+identity token (``POST``, OAuth2 ``refresh_token`` grant). The realm must be an http(s)
+URL, and one reached over plain HTTP gets no credentials from a registry reached over
+HTTPS. A token answer is capped at 1 MiB and checked field by field
+(:func:`parse_token_response`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -25,16 +28,27 @@ import httpx
 
 from esgz.errors import AuthError, RegistryError
 from esgz.registry.credentials import CredentialProvider, Credentials
+from esgz.registry.limits import MAX_TOKEN_RESPONSE, set_body_limit
+from esgz.registry.options import registry_for_host
 from esgz.registry.retry import RETRYABLE_STATUS, RetryableStatus, parse_retry_after
+from esgz.registry.untrusted import finite_number, json_object, one_line
 
-__all__ = ["Challenge", "RegistryAuth", "parse_www_authenticate", "request_scopes"]
+__all__ = [
+    "Challenge",
+    "RegistryAuth",
+    "parse_token_response",
+    "parse_www_authenticate",
+    "request_scopes",
+]
 
 #: Client id sent with OAuth2 token requests.
 CLIENT_ID = "esgz"
 _MIN_TOKEN_LIFETIME = 60
+_MAX_TOKEN_LIFETIME = 24 * 3600
 _EXPIRY_MARGIN = 10
 _MAX_TOKEN_FETCHES = 2
-_MAX_TOKEN_RESPONSE = 1 << 20
+#: What a bearer token may contain: visible ASCII, nothing a header could choke on.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,65536}")
 
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 _SCHEME_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9_-]*)(?:\s+|$)")
@@ -155,17 +169,18 @@ def _who(credentials: Credentials | None) -> str:
 class RegistryAuth(httpx.Auth):
     """httpx auth for registries: challenges, token fetch and cache, per host.
 
-    ``registry_names`` maps a ``host[:port]`` connected to onto the registry name used in
-    messages and credential lookups (Docker Hub: ``registry-1.docker.io`` → ``docker.io``).
+    The registry name used in messages and credential lookups follows from the
+    ``host[:port]`` connected to (:func:`~esgz.registry.options.registry_for_host`:
+    ``registry-1.docker.io`` → ``docker.io``); ``registry_names`` may add fixed aliases.
     """
 
     def __init__(
         self,
         credentials: CredentialProvider | None = None,
-        registry_names: dict[str, str] | None = None,
+        registry_names: Mapping[str, str] | None = None,
     ) -> None:
         self._provider = credentials
-        self._names = registry_names if registry_names is not None else {}
+        self._names = dict(registry_names or {})
         self._hosts: dict[str, _HostState] = {}
         self.token_fetches = 0
         """How many tokens were fetched (for diagnostics and tests)."""
@@ -178,7 +193,7 @@ class RegistryAuth(httpx.Auth):
 
     def registry_name(self, host: str) -> str:
         """The registry name shown in messages for the ``host[:port]`` connected to."""
-        return self._names.get(host, host)
+        return self._names.get(host) or registry_for_host(host)
 
     async def _state(self, host: str) -> _HostState:
         state = self._hosts.get(host)
@@ -213,7 +228,9 @@ class RegistryAuth(httpx.Auth):
                 # One fetch per scope at a time; the others wait and reuse its token.
                 async with state.scope_lock(scope_key):
                     if self._needs_token(state, scope_key, None):
-                        token_response = yield self._token_request(state, state.bearer, scopes)
+                        token_response = yield self._token_request(
+                            state, state.bearer, scopes, registry, request
+                        )
                         await self._accept_token(state, registry, scope_key, token_response)
                 cached = state.tokens.get(scope_key)
             if cached is not None:
@@ -238,7 +255,9 @@ class RegistryAuth(httpx.Auth):
                 wanted = list(dict.fromkeys([*scopes, *bearer.scopes]))
                 async with state.scope_lock(scope_key):
                     if self._needs_token(state, scope_key, sent_token, force=fetches > 1):
-                        token_response = yield self._token_request(state, bearer, wanted)
+                        token_response = yield self._token_request(
+                            state, bearer, wanted, registry, request
+                        )
                         await self._accept_token(state, registry, scope_key, token_response)
                 cached = state.tokens.get(scope_key)
                 if cached is None:
@@ -281,13 +300,39 @@ class RegistryAuth(httpx.Auth):
         return cached is None or not cached.fresh() or cached.token == stale
 
     def _token_request(
-        self, state: _HostState, challenge: Challenge, scopes: list[str]
+        self,
+        state: _HostState,
+        challenge: Challenge,
+        scopes: list[str],
+        registry: str,
+        origin: httpx.Request,
     ) -> httpx.Request:
-        """The request that asks ``challenge``'s realm for a token covering ``scopes``."""
-        realm = challenge.realm
-        if not realm:
-            raise RegistryError("bearer challenge without a realm")
+        """The request that asks ``challenge``'s realm for a token covering ``scopes``.
+
+        Credentials are not sent to a plain-HTTP realm named by a registry reached over
+        HTTPS (anonymous token requests are).
+        """
+        realm = challenge.realm or ""
+        try:
+            realm_url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            realm_url = None
+        if realm_url is None or realm_url.scheme not in ("http", "https") or not realm_url.host:
+            raise RegistryError(
+                f"bearer challenge realm {one_line(realm, 100)!r} is not an http(s) URL",
+                registry=registry,
+            )
         credentials = state.credentials
+        if (
+            credentials is not None
+            and (credentials.identity_token or credentials.username)
+            and origin.url.scheme == "https"
+            and realm_url.scheme != "https"
+        ):
+            raise AuthError(
+                f"not sending credentials to plain-HTTP token realm {realm_url.host}",
+                registry=registry,
+            )
         if credentials is not None and credentials.identity_token:
             form = {
                 "grant_type": "refresh_token",
@@ -297,21 +342,26 @@ class RegistryAuth(httpx.Auth):
             }
             if challenge.service:
                 form["service"] = challenge.service
-            return httpx.Request("POST", realm, data=form)
+            request = httpx.Request(
+                "POST", realm, data=form, headers={"Accept-Encoding": "identity"}
+            )
+            return set_body_limit(request, MAX_TOKEN_RESPONSE)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.service:
             params.append(("service", challenge.service))
         params.extend(("scope", scope) for scope in scopes)
-        headers = {}
+        headers = {"Accept-Encoding": "identity"}
         if credentials is not None and credentials.username:
             headers["Authorization"] = _basic_header(credentials)
-        return httpx.Request("GET", realm, params=params, headers=headers)
+        return set_body_limit(
+            httpx.Request("GET", realm, params=params, headers=headers), MAX_TOKEN_RESPONSE
+        )
 
     async def _accept_token(
         self, state: _HostState, registry: str, scope_key: str, response: httpx.Response
     ) -> None:
         self.token_fetches += 1
-        body = await response.aread()
+        body = await response.aread()  # capped at MAX_TOKEN_RESPONSE while it arrives
         if response.status_code in (401, 403):
             raise self._refused(registry, state, response.status_code)
         if response.status_code != 200:
@@ -324,15 +374,26 @@ class RegistryAuth(httpx.Auth):
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise RetryableStatus(response.status_code, message, retry_after)
             raise RegistryError(message, status_code=response.status_code, registry=registry)
-        if len(body) > _MAX_TOKEN_RESPONSE:
-            raise RegistryError("token response too large", registry=registry)
-        try:
-            answer = response.json()
-            token = answer.get("token") or answer.get("access_token")
-            lifetime = int(answer.get("expires_in") or _MIN_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise RegistryError("token response carries no token", registry=registry)
-        lifetime = max(lifetime, _MIN_TOKEN_LIFETIME)
+        token, lifetime = parse_token_response(body, registry=registry)
         state.tokens[scope_key] = _CachedToken(token, time.monotonic() + lifetime - _EXPIRY_MARGIN)
+
+
+def parse_token_response(body: bytes, *, registry: str) -> tuple[str, float]:
+    """The token and its lifetime in seconds from a token endpoint's JSON answer.
+
+    ``token`` (or OAuth2's ``access_token``) must be a string a header can carry;
+    ``expires_in`` counts if it is a finite number, and is held within
+    [60 s, 24 h] (missing or unusable: 60 s).
+    """
+    answer = json_object(body)
+    if answer is None:
+        raise RegistryError("token response is not a JSON object", registry=registry)
+    token = answer.get("token") or answer.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise RegistryError("token response carries no token", registry=registry)
+    if not _TOKEN_RE.fullmatch(token):
+        raise RegistryError("token response carries a malformed token", registry=registry)
+    lifetime = finite_number(
+        answer.get("expires_in"), minimum=_MIN_TOKEN_LIFETIME, maximum=_MAX_TOKEN_LIFETIME
+    )
+    return token, lifetime if lifetime is not None else _MIN_TOKEN_LIFETIME

@@ -3,7 +3,7 @@
 TLS is verified by default against the system trust store (``ssl.create_default_context``,
 which honours ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``); a registry may add its own CA file,
 skip verification (``insecure``) or speak plain HTTP. Building an SSL context reads files,
-so :func:`build_ssl_context` is blocking: call it from a worker thread.
+so :func:`build_ssl_context_sync` is blocking: call it from a worker thread.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RegistryOptions", "build_ssl_context", "options_for"]
+from esgz.oci.reference import DOCKER_HUB_ENDPOINT, DOCKER_HUB_REGISTRY
+
+__all__ = ["RegistryOptions", "build_ssl_context_sync", "options_for", "registry_for_host"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,16 @@ def options_for(registry: str, options: Mapping[str, RegistryOptions]) -> Regist
     return options.get(registry, RegistryOptions())
 
 
-def build_ssl_context(options: RegistryOptions) -> ssl.SSLContext:
+def registry_for_host(host: str) -> str:
+    """The registry name for the ``host[:port]`` connected to (``docker.io`` for Docker Hub).
+
+    The inverse of :attr:`~esgz.oci.reference.RegistryReference.endpoint`: the name used in
+    messages and to look credentials up.
+    """
+    return DOCKER_HUB_REGISTRY if host == DOCKER_HUB_ENDPOINT else host
+
+
+def build_ssl_context_sync(options: RegistryOptions) -> ssl.SSLContext:
     """An SSL context for ``options`` (blocking: loads certificate files)."""
     context = ssl.create_default_context()
     if options.insecure:

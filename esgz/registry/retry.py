@@ -1,7 +1,11 @@
 """Retry policy: exponential backoff with jitter, caps on attempts and total time.
 
 The client retries connection errors and timeouts, HTTP 429 (honouring ``Retry-After``)
-and the server errors 500, 502, 503 and 504 under this policy.
+and the server errors 500, 502, 503 and 504 under this policy, through one helper
+(:meth:`esgz.registry.http.RegistryHTTP.retrying`) that every operation uses.
+A ``Retry-After`` is capped at :attr:`RetryPolicy.max_retry_after` and counts against
+:attr:`RetryPolicy.max_total` like any other wait, so a registry asking for a wait of
+years gets a short one, and one asking for a wait beyond the budget ends the retries.
 :attr:`RetryPolicy.time_scale` multiplies every wait (``0`` turns sleeping off, which tests
 use).
 """
@@ -12,6 +16,8 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
+
+from esgz.registry.untrusted import header_int
 
 __all__ = ["RETRYABLE_STATUS", "RetryPolicy", "RetryableStatus", "parse_retry_after"]
 
@@ -69,14 +75,19 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if odd.
+
+    Not capped here (:meth:`RetryPolicy.backoff` does that); never negative, never
+    infinite, never an exception, whatever the header says.
+    """
+    if not value or len(value) > 64:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = header_int(value)
+    if seconds is not None:
+        return float(seconds)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+        delay = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, delay)

@@ -1,11 +1,11 @@
-"""Blob byte streams: a re-sendable file slice for uploads, a verifying writer for downloads.
+"""Blob byte streams: re-sendable upload bodies, a verifying writer for downloads.
 
 :class:`FileSliceStream` is an httpx request body reading ``length`` bytes of a file from
-``offset``; it can be iterated again, so a request can be repeated (after a ``401`` or a
-transient failure) without buffering the body. :class:`VerifyingBlobWriter` writes a
-download to a temp file next to its destination while hashing and counting it, and only
-renames it into place once digest and size match: a blob is never left half-written
-under its final name.
+``offset``, :class:`BytesStream` one from memory; both can be iterated again, so a request
+can be repeated (after a ``401`` or a transient failure) without buffering the body.
+:class:`VerifyingBlobWriter` writes a download to a temp file next to its destination while
+hashing and counting it, and only renames it into place once digest and size match: a blob
+is never left half-written under its final name.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,9 +22,9 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from esgz.errors import VerificationError
-from esgz.oci.digest import hasher_for
+from esgz.oci.digest import DigestingWriter
 
-__all__ = ["READ_SIZE", "FileSliceStream", "VerifyingBlobWriter"]
+__all__ = ["READ_SIZE", "BytesStream", "FileSliceStream", "VerifyingBlobWriter"]
 
 #: Bytes read from a file (or gathered from the network) per worker-thread call.
 READ_SIZE = 1 << 20
@@ -71,7 +71,7 @@ class _FileSliceIterator:
         if remaining <= 0:
             raise StopAsyncIteration
         chunk = await anyio.to_thread.run_sync(
-            _read_at, self._stream.path, self._position, min(READ_SIZE, remaining)
+            _read_at_sync, self._stream.path, self._position, min(READ_SIZE, remaining)
         )
         if not chunk:
             raise VerificationError(
@@ -83,7 +83,17 @@ class _FileSliceIterator:
         return chunk
 
 
-def _read_at(path: Path, offset: int, size: int) -> bytes:
+class BytesStream(httpx.AsyncByteStream):
+    """A small in-memory request body (a manifest, a config) that can be sent more than once."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._content
+
+
+def _read_at_sync(path: Path, offset: int, size: int) -> bytes:
     with path.open("rb") as stream:
         stream.seek(offset)
         return stream.read(size)
@@ -101,24 +111,29 @@ class VerifyingBlobWriter:
         self.destination = destination
         self.digest = digest
         self.size = size
-        self.written = 0
         self._temp = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.partial")
         self._file: BinaryIO | None = None
-        self._hasher = hasher_for(digest)
+        self._checker = DigestingWriter(expected_digest=digest)
+
+    @property
+    def written(self) -> int:
+        """Bytes in the file so far (where a resumed download starts)."""
+        return self._checker.size
 
     async def __aenter__(self) -> VerifyingBlobWriter:
-        def open_temp() -> BinaryIO:
+        def open_temp_sync() -> BinaryIO:
             self.destination.parent.mkdir(parents=True, exist_ok=True)
             return self._temp.open("wb")
 
-        self._file = await anyio.to_thread.run_sync(open_temp)
+        self._file = await anyio.to_thread.run_sync(open_temp_sync)
+        self._checker = DigestingWriter(self._file, expected_digest=self.digest)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._close_and_remove)
+            await anyio.to_thread.run_sync(self._close_and_remove_sync)
 
-    def _close_and_remove(self) -> None:
+    def _close_and_remove_sync(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -172,40 +187,27 @@ class VerifyingBlobWriter:
     async def _write_all(self, buffers: MemoryObjectReceiveStream[bytes]) -> None:
         async with buffers:
             async for data in buffers:
-                await anyio.to_thread.run_sync(self._write_and_hash, data)
+                await anyio.to_thread.run_sync(self._write_and_hash_sync, data)
 
-    def _write_and_hash(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
-        self._hasher.update(data)
-        self.written += len(data)
+    def _write_and_hash_sync(self, data: bytes) -> None:
+        self._checker.write(data)
 
     async def restart(self) -> None:
         """Drop everything written (the server ignored a Range request)."""
 
-        def truncate() -> None:
+        def truncate_sync() -> None:
             assert self._file is not None
             self._file.seek(0)
             self._file.truncate()
 
-        await anyio.to_thread.run_sync(truncate)
-        self._hasher = hasher_for(self.digest)
-        self.written = 0
+        await anyio.to_thread.run_sync(truncate_sync)
+        self._checker = DigestingWriter(self._file, expected_digest=self.digest)
 
     async def commit(self) -> Path:
         """Check digest and size, then move the file to its destination."""
-        if self.size is not None and self.written != self.size:
-            raise VerificationError(
-                f"size mismatch: expected {self.size} bytes, got {self.written}",
-                layer=self.digest,
-            )
-        actual = f"{self.digest.split(':', 1)[0]}:{self._hasher.hexdigest()}"
-        if actual != self.digest:
-            raise VerificationError(
-                f"digest mismatch: expected {self.digest}, got {actual}", layer=self.digest
-            )
+        self._checker.verify(self.digest, self.size)
 
-        def finish() -> None:
+        def finish_sync() -> None:
             assert self._file is not None
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -213,5 +215,5 @@ class VerifyingBlobWriter:
             self._file = None
             os.replace(self._temp, self.destination)
 
-        await anyio.to_thread.run_sync(finish)
+        await anyio.to_thread.run_sync(finish_sync)
         return self.destination

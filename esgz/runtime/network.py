@@ -14,13 +14,20 @@ Plugins are executed as the CNI spec says: the binary (looked up in the plugin d
 ``CNI_ARGS``, ``CNI_PATH`` in its environment and the network config on stdin, with
 ``name``, ``cniVersion`` and the previous plugin's result (``prevResult``) injected for
 chained plugins (bridge + host-local IPAM, portmap, firewall, ...).
+
+Each namespace has a lock file (``/run/esgz/netns/<name>.lock``) that its creator holds
+(``flock``) from before ``ip netns add`` to after ``ip netns del``; :func:`sweep_netns`
+deletes the ``esgz-*`` namespaces whose lock nobody holds, i.e. those of dead runs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,11 +44,15 @@ __all__ = [
     "cni_network",
     "find_plugin",
     "load_network_config",
+    "sweep_netns",
 ]
 
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
+#: Where the lock files of esgz's named network namespaces live.
+NETNS_LOCK_DIR = Path("/run/esgz/netns")
+_NETNS_NAME = re.compile(r"^esgz-[0-9a-f]{12}$")
 _CONFIG_EXTENSIONS = (".conf", ".conflist", ".json")
 _LOOPBACK = {"cniVersion": "0.3.1", "name": "cni-loopback", "plugins": [{"type": "loopback"}]}
 
@@ -212,6 +223,7 @@ async def cni_network(
     runner = _CniRunner(container_id, netns, plugin_dirs)
     added: list[tuple[CniNetwork, str]] = []
     created = False
+    lock = await anyio.to_thread.run_sync(_lock_netns, name)
     try:
         with anyio.CancelScope(shield=True):
             await _ip_netns("add", name)
@@ -225,5 +237,103 @@ async def cni_network(
         with anyio.CancelScope(shield=True):
             for net, ifname in reversed(added):
                 await runner.delete(net, ifname, attachment.results.get(net.name))
-            if created:
-                await _ip_netns("del", name)
+            try:
+                if created:
+                    await _ip_netns("del", name)
+            finally:
+                await anyio.to_thread.run_sync(_unlock_netns, name, lock)
+
+
+def _lock_netns(name: str) -> int:
+    """Create and hold the lock file of the namespace ``name`` (before it exists)."""
+    path = NETNS_LOCK_DIR / f"{name}.lock"
+    while True:
+        NETNS_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a sweeper removed the file before we locked it: again
+
+
+def _unlock_netns(name: str, fd: int) -> None:
+    """Remove and release the lock file (once the namespace is gone)."""
+    try:
+        (NETNS_LOCK_DIR / f"{name}.lock").unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def sweep_netns(*, unlocked: bool = False) -> list[str]:
+    """Delete the ``esgz-*`` network namespaces of dead runs (blocking); their names.
+
+    A namespace whose lock file is held belongs to a live run and is kept. One without a
+    lock file (made by an older esgz, which may still be running) is only deleted with
+    ``unlocked``, and only if no process is in it. Lock files of namespaces that no
+    longer exist are removed too.
+    """
+    removed: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(NETNS_DIR) if _NETNS_NAME.match(n))
+    except OSError:
+        names = []
+    for name in names:
+        lock_path = NETNS_LOCK_DIR / f"{name}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live run holds it
+            elif not unlocked:
+                continue
+            else:
+                pids = subprocess.run(
+                    ["ip", "netns", "pids", name], capture_output=True, check=False
+                )
+                if pids.returncode != 0 or pids.stdout.strip():
+                    continue
+            result = subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            if result.returncode == 0:
+                removed.append(name)
+                lock_path.unlink(missing_ok=True)
+            else:
+                message = result.stderr.decode(errors="replace").strip()
+                log.warning("cannot delete leftover netns %s: %s", name, message)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    _remove_orphan_locks(set(names) - set(removed))
+    return removed
+
+
+def _remove_orphan_locks(existing: set[str]) -> None:
+    """Lock files whose namespace is gone and that nobody holds (their run died)."""
+    try:
+        locks = os.listdir(NETNS_LOCK_DIR)
+    except OSError:
+        return
+    for lock_name in locks:
+        name = lock_name.removesuffix(".lock")
+        if name in existing or not _NETNS_NAME.match(name) or (NETNS_DIR / name).exists():
+            continue
+        try:
+            fd = os.open(NETNS_LOCK_DIR / lock_name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (NETNS_LOCK_DIR / lock_name).unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

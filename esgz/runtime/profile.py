@@ -48,6 +48,7 @@ import anyio
 import anyio.abc
 
 from esgz.errors import SandboxError, WorkloadError
+from esgz.fsutil import remove_tree
 from esgz.runtime.fanotify import FanotifyMonitor
 from esgz.runtime.layermap import cleaned_names, prioritized_by_layer
 from esgz.runtime.network import cni_network
@@ -64,6 +65,7 @@ from esgz.runtime.spec import (
 )
 from esgz.runtime.unpack import LayerFile, UnpackedLayer, unpack_layer
 from esgz.runtime.workload import WorkloadOptions, parse_env_file
+from esgz.signals import preserving_signal_handlers
 
 __all__ = ["OutputCallback", "ProfileResult", "image_runtime_config", "profile_workload"]
 
@@ -428,9 +430,8 @@ async def _watch_signals(state: _RunState) -> None:
     """With ``--wait-on-signal``: SIGINT/SIGTERM/SIGHUP/SIGQUIT end the run normally."""
     if threading.current_thread() is not threading.main_thread():
         return
-    with anyio.open_signal_receiver(
-        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
-    ) as signals:
+    waited = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    with preserving_signal_handlers(*waited), anyio.open_signal_receiver(*waited) as signals:
         async for _ in signals:
             log.info("signal detected")
             state.signalled.set()
@@ -489,4 +490,4 @@ async def _temp_dir(parent: Path, prefix: str) -> AsyncIterator[Path]:
         yield path
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+            await anyio.to_thread.run_sync(lambda: remove_tree(path, ignore_errors=True))

@@ -12,9 +12,9 @@ any whitespace-separated sequence of such objects (as Go's ``json.Decoder``).
 
 A prefetch list is a text file of paths and globs, one per line: lines are trimmed,
 blank lines and ``#`` comments skipped. A line with any of ``*?[`` is a glob (``*``,
-``?``, ``[...]`` within one path segment, ``**`` across segments) matched against the
-union of the layers' entry names; matches are taken in sorted order, so the result is
-deterministic (the reference iterates a Go map: random order).
+``?``, ``[...]`` within one path segment, ``**`` across segments; :mod:`esgz.runtime.globs`)
+matched against the union of the layers' entry names; matches are taken in sorted order,
+so the result is deterministic (the reference iterates a Go map: random order).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,14 +30,13 @@ from pathlib import Path
 from esgz.errors import FormatError
 from esgz.estargz.layerindex import LayerIndex, entry_path
 from esgz.oci import gojson
+from esgz.runtime.globs import Glob, is_glob
 from esgz.runtime.layermap import prioritized_by_layer
 
 __all__ = [
     "RecordEntry",
-    "compile_glob",
     "encode_record",
     "expand_prefetch_list",
-    "is_glob",
     "layer_lists_from_records",
     "parse_prefetch_list",
     "parse_records",
@@ -50,8 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,67 +179,6 @@ def read_prefetch_list(path: Path) -> list[str]:
     return lines
 
 
-def is_glob(line: str) -> bool:
-    """Whether a prefetch-list line is a glob pattern."""
-    return any(char in _GLOB_CHARS for char in line)
-
-
-def _segment_regex(segment: str) -> str:
-    out = []
-    i = 0
-    while i < len(segment):
-        char = segment[i]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            # A ']' right after '[' (or '[!') is a member of the class, as in Go.
-            first = i + 2 if segment[i + 1 : i + 2] in ("!", "^") else i + 1
-            end = segment.find("]", first + 1)
-            if end < 0:
-                out.append(re.escape(char))
-            else:
-                body = segment[i + 1 : end]
-                negate = body[:1] in ("!", "^")
-                if negate:
-                    body = body[1:]
-                # Every character of the class literally, but '-' (a range, as in Go).
-                body = "".join(c if c == "-" else re.escape(c) for c in body)
-                out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
-                i = end
-        elif char == "\\" and i + 1 < len(segment):
-            i += 1
-            out.append(re.escape(segment[i]))
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return "".join(out)
-
-
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A regex for a doublestar glob over cleaned names (leading ``/`` optional)."""
-    segments = [s for s in pattern.strip("/").split("/") if s not in ("", ".")]
-    regex = ""
-    need_separator = False
-    for position, segment in enumerate(segments):
-        last = position == len(segments) - 1
-        if segment == "**" and last:
-            # Everything below (and the directory itself), or everything at all.
-            regex += "(?:/.*)?" if need_separator else ".*"
-        elif segment == "**":
-            # Zero or more whole directories.
-            regex += ("/" if need_separator else "") + "(?:[^/]+/)*"
-            need_separator = False
-        else:
-            regex += ("/" if need_separator else "") + _segment_regex(segment)
-            need_separator = True
-    try:
-        return re.compile(regex + r"\Z")
-    except re.error as err:
-        raise FormatError(f"prefetch list: invalid glob pattern {pattern!r}: {err.msg}") from None
-
-
 def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> list[str]:
     """Turn prefetch-list lines into cleaned paths: globs matched, in sorted order.
 
@@ -256,8 +191,8 @@ def expand_prefetch_list(lines: Iterable[str], entry_names: Iterable[str]) -> li
         if is_glob(line):
             if names is None:
                 names = sorted(set(entry_names))
-            regex = compile_glob(line)
-            matched = [name for name in names if regex.match(name)]
+            glob = Glob(line)
+            matched = [name for name in names if glob.matches(name)]
             if not matched:
                 log.warning("glob pattern %r matched no files", line)
             result.update(dict.fromkeys(matched))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from pathlib import Path
 import anyio
 
 from esgz.errors import SandboxError
+from esgz.fsutil import remove_tree
 
 __all__ = ["is_mount_point", "overlay_rootfs", "unmount"]
 
@@ -109,4 +109,4 @@ async def _teardown(base: Path, merged: Path) -> None:
     await unmount(merged)
     if await is_mount_point(merged):
         raise SandboxError(f"{merged} is still mounted; leaving {base} in place")
-    await anyio.to_thread.run_sync(shutil.rmtree, base)
+    await anyio.to_thread.run_sync(remove_tree, base)

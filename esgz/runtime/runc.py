@@ -17,12 +17,10 @@ import json
 import logging
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from esgz.errors import SandboxError
+from esgz.rundir import create_run_dir, remove_run_dir
 from esgz.runtime import shim
 
 __all__ = ["Container", "OciRuntime", "new_container_id", "read_lines", "runtime_message"]
@@ -189,9 +188,7 @@ class OciRuntime:
         console_args: list[str] = []
         if terminal:
             # A short path: unix socket paths are limited to 108 bytes.
-            console_dir = Path(
-                await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="esgz-tty-"))
-            )
+            console_dir = await anyio.to_thread.run_sync(create_run_dir, None, "esgz-tty-")
             console_args = ["--console-socket", str(console_dir / "sock")]
         parent_sock, child_sock = socket.socketpair()
         command = [
@@ -260,7 +257,7 @@ class OciRuntime:
                     else:
                         parent_sock.close()
                     if console_dir is not None:
-                        await anyio.to_thread.run_sync(shutil.rmtree, console_dir, True)
+                        await anyio.to_thread.run_sync(remove_run_dir, console_dir)
 
     async def _cleanup(
         self, container_id: str, process: anyio.abc.Process | None, created: bool

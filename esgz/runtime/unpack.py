@@ -51,7 +51,7 @@ from typing import Final
 import anyio
 
 from esgz.errors import FormatError
-from esgz.estargz.dirfd import DIR_FLAGS, DirCursor, remove_tree, unlink_unless_dir
+from esgz.estargz.dirfd import DirCursor, unlink_unless_dir
 from esgz.estargz.layerindex import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
@@ -60,6 +60,7 @@ from esgz.estargz.layerindex import (
 )
 from esgz.estargz.source import open_tar_stream
 from esgz.estargz.tarinput import TarEntry, TarReader
+from esgz.fsutil import DIR_FLAGS, remove_tree
 from esgz.oci.digest import parse_digest
 
 __all__ = [
@@ -163,7 +164,7 @@ def unpack_layer_sync(
     finally:
         if temp.exists():
             try:
-                remove_tree(cache_root, temp_name)
+                remove_tree(cache_root / temp_name)
             except OSError as err:
                 log.warning("cannot remove %s: %s", temp, err)
 
@@ -239,7 +240,7 @@ class _Extractor:
         if change.kind == "whiteout":
             parent, _, base = change.target.rpartition("/")
             parent_fd = self._dir(parent)
-            remove_tree(parent_fd, base)
+            remove_tree(base, dir_fd=parent_fd)
             os.mknod(base, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
             return
         name = change.name
@@ -258,7 +259,7 @@ class _Extractor:
             self._make_dir(parent_fd, base, entry)
             self._dir_times[name] = entry
             return
-        remove_tree(parent_fd, base)
+        remove_tree(base, dir_fd=parent_fd)
         if flag == "0":
             self._make_file(parent_fd, base, entry, reader)
         elif flag == "2":
@@ -308,7 +309,7 @@ class _Extractor:
         source_fd = os.dup(self._dir(target_parent))
         try:
             parent_fd = self._dir(parent)
-            remove_tree(parent_fd, base)
+            remove_tree(base, dir_fd=parent_fd)
             os.link(
                 target_base,
                 base,

@@ -110,6 +110,8 @@ def parse_json_array(text: str) -> list[str]:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise WorkloadError(f"cannot parse {text!r} as a JSON array: {err.msg}") from None
+    except RecursionError:
+        raise WorkloadError("the JSON array is nested too deeply") from None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise WorkloadError(f"{text!r} must be a JSON array of strings")
     return value

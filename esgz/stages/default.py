@@ -38,7 +38,7 @@ from esgz.stages.reuse import check_reuse
 from esgz.stages.upload import upload_layer
 
 if TYPE_CHECKING:
-    from esgz.registry.client import PushOutcome
+    from esgz.registry.model import PushOutcome
 
 __all__ = ["DefaultStages", "open_default_stages"]
 

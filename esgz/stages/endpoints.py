@@ -28,7 +28,8 @@ from esgz.oci.digest import sha256_of
 from esgz.oci.layout import OCILayout
 from esgz.oci.manifest import Descriptor
 from esgz.oci.reference import DEFAULT_TAG, LayoutReference, RegistryReference
-from esgz.registry.client import ProgressCallback, PushOutcome, RegistryClient
+from esgz.registry.client import RegistryClient
+from esgz.registry.model import ProgressCallback, PushOutcome
 from esgz.registry.options import RegistryOptions
 
 __all__ = [
@@ -151,7 +152,7 @@ class RegistrySource:
 
     async def read_config(self, digest: str) -> bytes:
         """See :class:`Source`."""
-        return await self.client.fetch_blob(self.ref, digest)
+        return await self.client.pull_blob_bytes(self.ref, digest)
 
     async def pull_blob(
         self, digest: str, size: int, store: BlobStore, progress: ProgressCallback | None
@@ -230,10 +231,12 @@ class RegistryTarget:
         """One ``PUT``: by tag (the registry's digest checked) or by digest."""
         if tag:
             ref = self.ref.with_tag(self.ref.tag or DEFAULT_TAG)
-        else:
-            ref = self.ref.with_digest(sha256_of(content))
+            info = await self.client.push_manifest_tagged(
+                ref, content, media_type, references=references
+            )
+            return Descriptor(media_type=media_type, digest=info.digest, size=info.size)
         digest = await self.client.push_manifest(
-            ref, content, media_type, references=list(references)
+            self.ref.with_digest(sha256_of(content)), content, media_type, references=references
         )
         return Descriptor(media_type=media_type, digest=digest, size=len(content))
 

@@ -11,17 +11,15 @@ import hashlib
 import threading
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
-
 from esgz.estargz.source import open_tar_stream
 from esgz.oci.digest import is_digest, parse_digest
 from esgz.pipeline.cache import LocalStore
 from esgz.pipeline.events import BytesFetched, LayerPhase, ProgressThrottle
 from esgz.pipeline.jobs import FetchedBlob, LayerJob
 from esgz.pipeline.runner import RunContext
-from esgz.registry.client import ProgressCallback
+from esgz.registry.model import ProgressCallback
 from esgz.stages.endpoints import Source
+from esgz.threads import run_stoppable
 
 __all__ = ["fetch_layer", "pull_into_store", "uncompressed_digest", "uncompressed_digest_sync"]
 
@@ -59,32 +57,7 @@ async def uncompressed_digest(path: Path, algorithm: str = "sha256") -> str:
 
     Cancelling the caller stops the thread at its next read (and waits for that).
     """
-    stop = threading.Event()
-    finished = threading.Event()
-    state = threading.Lock()
-    started = False
-
-    def run() -> str:
-        nonlocal started
-        with state:
-            if stop.is_set():
-                raise _Stopped
-            started = True
-        try:
-            return uncompressed_digest_sync(path, algorithm, stop)
-        finally:
-            finished.set()
-
-    try:
-        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        with state:
-            stop.set()
-            must_wait = started
-        if must_wait:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finished.wait)
-        raise
+    return await run_stoppable(lambda stop: uncompressed_digest_sync(path, algorithm, stop))
 
 
 class _Stopped(Exception):

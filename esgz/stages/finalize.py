@@ -15,7 +15,7 @@ from dataclasses import replace
 from esgz.estargz.constants import TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION
 from esgz.oci import mediatypes
 from esgz.oci.digest import sha256_of
-from esgz.oci.manifest import Descriptor, rewrite_config, to_bytes
+from esgz.oci.manifest import Descriptor, to_bytes
 from esgz.pipeline.events import WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerJob, ManifestJob, PushedManifest
 from esgz.pipeline.runner import RunContext
@@ -75,7 +75,7 @@ async def finalize_manifest(
         old = layer.source.diff_id
         if old and layer.output.diff_id and old != layer.output.diff_id:
             diff_ids[old] = layer.output.diff_id
-    config_bytes = rewrite_config(source.config_bytes, diff_ids)
+    config_bytes = source.config.with_diff_ids(diff_ids)
     config_digest = sha256_of(config_bytes)
     await target.push_config(config_bytes, config_digest)
     config_type = source.manifest.config.media_type

@@ -121,7 +121,7 @@ async def _add_manifest(
         )
     if platform is None and config.platform.os:
         platform = str(config.platform)
-    job = image.add_manifest(platform, SourceManifest(descriptor, manifest, config, config_bytes))
+    job = image.add_manifest(platform, SourceManifest(descriptor, manifest, config))
     for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
         mediatypes.layer_compression(layer.media_type)  # ImageError for unknown types
         job.add_layer(

@@ -10,7 +10,7 @@ from esgz.pipeline.runner import RunContext
 from esgz.stages.endpoints import Source, Target
 
 if TYPE_CHECKING:
-    from esgz.registry.client import PushOutcome
+    from esgz.registry.model import PushOutcome
 
 __all__ = ["upload_layer"]
 

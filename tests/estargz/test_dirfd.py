@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import FormatError
-from esgz.estargz.dirfd import DIR_FLAGS, DirCursor, remove_tree
+from esgz.estargz.dirfd import DirCursor
 from esgz.estargz.extract import extract_layer
 from esgz.estargz.reader import open_layer
+from esgz.fsutil import DIR_FLAGS, remove_tree
 from tests.estargz.writer_support import MTIME, Spec, convert, make_tar
 
 DEPTH = 1200  # deeper than Python's recursion limit, longer than PATH_MAX (4096 bytes)
@@ -24,7 +25,7 @@ def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
     """pytest removes old temp dirs with a recursive ``shutil.rmtree``: leave nothing deep."""
     yield
     for name in os.listdir(tmp_path):
-        remove_tree(tmp_path, name)
+        remove_tree(tmp_path / name)
 
 
 def _walk_down(root: Path, components: list[str]) -> int:
@@ -78,12 +79,12 @@ def test_remove_tree_removes_a_deep_tree_and_not_what_symlinks_point_at(tmp_path
     finally:
         cursor.close()
         os.close(root_fd)
-    remove_tree(tmp_path, "tree")
+    remove_tree(tmp_path / "tree")
     assert sorted(os.listdir(tmp_path)) == ["keep"]
     assert (keep / "precious").read_bytes() == b"p"
-    remove_tree(tmp_path, "missing")  # nothing there: nothing to do
+    remove_tree(tmp_path / "missing")  # nothing there: nothing to do
     (tmp_path / "plain").write_bytes(b"")
-    remove_tree(tmp_path, "plain")
+    remove_tree(tmp_path / "plain")
     assert sorted(os.listdir(tmp_path)) == ["keep"]
 
 
@@ -102,4 +103,4 @@ def test_a_deep_blob_extracts_without_recursion(tmp_path: Path) -> None:
         assert os.stat(".", dir_fd=fd).st_mtime == MTIME
     finally:
         os.close(fd)
-    remove_tree(tmp_path, "out")
+    remove_tree(tmp_path / "out")

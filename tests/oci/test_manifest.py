@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +405,11 @@ def test_descriptor_round_trip_alone() -> None:
     descriptor = Descriptor.from_json(obj)
     assert descriptor.artifact_type == "a/b"
     assert json.loads(to_bytes(descriptor)) == obj
+
+
+@pytest.mark.parametrize("parse", [parse_manifest_or_index, ImageConfig.parse])
+def test_deeply_nested_json_is_an_image_error(parse: Callable[[bytes], object]) -> None:
+    with pytest.raises(ImageError, match=r"nested too deeply|not valid JSON"):
+        parse(b"[" * 100_000)
+    with pytest.raises(ImageError, match="nested too deeply"):
+        parse(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")

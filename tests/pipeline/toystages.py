@@ -48,7 +48,7 @@ def toy_source(platform: str, layers: Sequence[bytes]) -> SourceManifest:
     descriptors = tuple(Descriptor("tar", digest_of(data), len(data)) for data in layers)
     manifest = Manifest("toy-manifest", Descriptor("toy-config", digest_of(config), 0), descriptors)
     own = Descriptor("toy-manifest", digest_of(platform.encode()), 0)
-    return SourceManifest(own, manifest, ImageConfig.parse(config), config)
+    return SourceManifest(own, manifest, ImageConfig.parse(config))
 
 
 @dataclass

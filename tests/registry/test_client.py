@@ -51,7 +51,7 @@ async def test_pull_image_pushed_by_skopeo(
             manifest = await client.fetch_manifest(ref.with_digest(entry["digest"]))
             assert manifest.media_type == OCI_MANIFEST
             document = json.loads(manifest.content)
-            config = await client.fetch_blob(ref, document["config"]["digest"])
+            config = await client.pull_blob_bytes(ref, document["config"]["digest"])
             assert json.loads(config)["architecture"] == entry["platform"]["architecture"]
             for layer in document["layers"]:
                 dest = tmp_path / layer["digest"].replace(":", "-")

@@ -6,12 +6,14 @@ import base64
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from esgz.errors import AuthError
 from esgz.registry import Credentials, DockerConfigCredentials, RegistryClient, RegistryOptions
+from esgz.registry.credentials import run_credential_helper
 from tests.fixtures.registry import RegistryServer
 from tests.registry.helpers import server_ref
 from tests.registry.sample_images import SampleImage
@@ -166,3 +168,93 @@ async def test_credential_helper_against_tls_registry(
         manifest = await client.fetch_manifest(server_ref(tls_registry, repo))
     assert manifest.content == oci_image.top_bytes
     assert log.read_text().split() == [tls_registry.host]
+
+
+def _install_script(bin_dir: Path, name: str, body: str) -> None:
+    """A ``docker-credential-<name>`` shell script doing ``body``."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / f"docker-credential-{name}"
+    script.write_text(f"#!/bin/sh\ncat > /dev/null\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("exec yes x", "wrote more than 1048576 bytes"),
+        ("exec yes x >&2", "wrote more than 1048576 bytes"),
+        ("echo not json", "unreadable answer"),
+        ('echo \'["Username", "Secret"]\'', "unreadable answer"),
+        ('echo \'{"Username": 7, "Secret": "s"}\'', "unreadable answer"),
+        ('echo \'{"Username": "u"}\'', "unreadable answer"),
+        ('echo \'{"Username": "u", "Secret": NaN}\'', "unreadable answer"),
+        ("head -c 300000 /dev/zero | tr '\\0' '['", "unreadable answer"),
+        ("printf 'first line\\nsecond line\\n' >&2; exit 3", "failed: first line$"),
+        ("head -c 100000 /dev/zero | tr '\\0' 'e' >&2; exit 3", "failed: e{100}"),
+        ("exit 4", "failed: exit status 4$"),
+    ],
+    ids=[
+        "endless-stdout",
+        "endless-stderr",
+        "not-json",
+        "list",
+        "number",
+        "no-secret",
+        "nan",
+        "deep",
+        "multiline-error",
+        "long-error",
+        "silent-failure",
+    ],
+)
+async def test_misbehaving_credential_helper_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
+) -> None:
+    _install_script(tmp_path / "bin", "odd", body)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    config = _write_config(tmp_path / "cfg", {"credsStore": "odd"})
+    with pytest.raises(AuthError, match=message) as caught:
+        await DockerConfigCredentials(config).get("r.example")
+    text = str(caught.value)
+    assert "\n" not in text
+    assert len(text) < 300
+    assert text.startswith("registry r.example: credential helper docker-credential-odd ")
+
+
+async def test_hanging_credential_helper_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_script(tmp_path / "bin", "slow", "exec sleep 30")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    started = time.monotonic()
+    with pytest.raises(AuthError, match=r"did not answer within 0.5s"):
+        await run_credential_helper("slow", "r.example", registry="r.example", time_limit=0.5)
+    assert time.monotonic() - started < 5
+
+
+async def test_config_json_fields_are_typed_and_its_size_capped(tmp_path: Path) -> None:
+    _write_config(
+        tmp_path / "typed",
+        {
+            "auths": {
+                "r.example": {"username": 7, "password": ["p"], "identitytoken": {"t": 1}},
+                "s.example": {"username": "u", "password": 5},
+            },
+            "credHelpers": {"t.example": 12},
+            "credsStore": False,
+        },
+    )
+    provider = DockerConfigCredentials(tmp_path / "typed")
+    assert await provider.get("r.example") is None
+    assert await provider.get("s.example") == Credentials("u", None)
+    assert await provider.get("t.example") is None
+    big = tmp_path / "big"
+    big.mkdir()
+    with (big / "config.json").open("wb") as stream:
+        stream.truncate(17 << 20)  # sparse: no 17 MiB written
+    with pytest.raises(AuthError, match="larger than 16 MiB"):
+        await DockerConfigCredentials(big).get("r.example")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "config.json").write_text("[" * 200_000)
+    with pytest.raises(AuthError, match="not valid JSON"):
+        await DockerConfigCredentials(tmp_path / "deep").get("r.example")

@@ -243,11 +243,11 @@ async def test_small_blob_fetch_is_verified_and_capped(
     ref = ref_for(faults.host, pushed_big)
     async with client_for(plain_registry) as client:
         with pytest.raises(VerificationError, match="digest mismatch"):
-            await client.fetch_blob(ref, config.digest)
-        # A 502 is retried; the second answer is intact.
-        assert await client.fetch_blob(ref, config.digest) == config.path.read_bytes()
+            await client.pull_blob_bytes(ref, config.digest)
+        # A 502 is retried; the second answer is intact (asked under the former name).
+        assert await client.pull_blob_bytes(ref, config.digest) == config.path.read_bytes()
         with pytest.raises(RegistryError, match="larger than 100000 bytes"):
-            await client.fetch_blob(ref, big.digest, max_size=100_000)
+            await client.pull_blob_bytes(ref, big.digest, max_size=100_000)
 
 
 async def test_relative_upload_locations(

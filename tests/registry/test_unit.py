@@ -25,8 +25,10 @@ from esgz.registry import (
     StaticCredentials,
     parse_www_authenticate,
 )
-from esgz.registry.auth import request_scopes
+from esgz.registry.auth import RegistryAuth, parse_token_response, request_scopes
+from esgz.registry.options import registry_for_host
 from esgz.registry.retry import parse_retry_after
+from esgz.registry.untrusted import finite_number, header_int, json_object, one_line, parse_json
 from tests.registry.helpers import ref_for
 
 NO_WAIT = RetryPolicy(max_attempts=3, time_scale=0)
@@ -318,3 +320,62 @@ async def test_cached_token_refused_later_is_replaced() -> None:
         valid.add("T2")  # T1 expires at the registry
         assert await client.blob_size(ref, "sha256:" + "6" * 64) == 3
     assert issued == ["T1", "T2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "lifetime"),
+    [
+        (b'{"token": "T", "expires_in": 300}', 300),
+        (b'{"token": "T", "expires_in": 1e999}', 60),
+        (b'{"token": "T", "expires_in": -5}', 60),
+        (b'{"token": "T", "expires_in": 1e300}', 24 * 3600),
+        (b'{"token": "T", "expires_in": "300"}', 60),
+        (b'{"token": "T", "expires_in": true}', 60),
+        (b'{"token": "T", "expires_in": ' + b"9" * 5000 + b"}", 60),
+        (b'{"token": "T"}', 60),
+    ],
+)
+def test_token_lifetime_is_clamped(body: bytes, lifetime: float) -> None:
+    assert parse_token_response(body, registry="r") == ("T", lifetime)
+
+
+def test_untrusted_values() -> None:
+    assert parse_json(b"[" * 100_000) is None
+    assert parse_json("NaN") is None
+    assert parse_json(b'{"a": 1e999}') == {"a": float("inf")}
+    assert json_object(b"[]") is None
+    assert header_int("²") is None
+    assert header_int(" 42 ") == 42
+    assert header_int("9" * 20) is None
+    assert header_int("-1") is None
+    assert finite_number(float("nan"), minimum=0, maximum=1) is None
+    assert finite_number(5, minimum=0, maximum=1) == 1
+    assert one_line("a\nb\x00c\u2028d", 100) == "a b c d"
+    assert one_line("x" * 50, 10) == "x" * 9 + "…"
+    for odd in ("-1", "1e999", "NaN", "²", "9" * 40, "Mon, 01 Jan 99999 00:00:00 GMT", "x" * 100):
+        assert parse_retry_after(odd) is None, odd
+    assert RetryPolicy(max_retry_after=2).backoff(1, parse_retry_after("999999999")) == 2
+
+
+def test_registry_names_follow_from_the_host() -> None:
+    assert registry_for_host("registry-1.docker.io") == "docker.io"
+    assert registry_for_host("127.0.0.1:5000") == "127.0.0.1:5000"
+    auth = RegistryAuth(None, {"mirror.example": "docker.io"})
+    assert auth.registry_name("registry-1.docker.io") == "docker.io"
+    assert auth.registry_name("mirror.example") == "docker.io"
+    assert auth.registry_name("other.example") == "other.example"
+
+
+async def test_credentials_never_go_to_a_plain_http_realm_of_an_https_registry() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        header = 'Bearer realm="http://auth.test/token",service="svc"'
+        return httpx.Response(401, headers={"WWW-Authenticate": header})
+
+    async with _client(handler) as client:
+        with pytest.raises(AuthError, match=r"plain-HTTP token realm auth\.test") as caught:
+            await client.resolve(ref_for(HOST, "a", plain_http=False))
+    assert "\n" not in str(caught.value)
+    assert all(url.startswith("https://reg.test/") for url in seen)

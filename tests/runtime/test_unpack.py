@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from esgz.errors import FormatError
-from esgz.estargz.dirfd import remove_tree
 from esgz.estargz.layerindex import entry_path
+from esgz.fsutil import remove_tree
 from esgz.runtime.layermap import layer_of
 from esgz.runtime.unpack import (
     LayerFile,
@@ -290,7 +290,7 @@ def test_a_deep_tree_unpacks_and_is_removed_without_recursion(tmp_path: Path) ->
     try:
         _check_deep_layer(source, tmp_path)
     finally:  # pytest removes old temp dirs with a recursive shutil.rmtree
-        remove_tree(tmp_path, "cache")
+        remove_tree(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -319,4 +319,4 @@ def test_a_deep_tree_left_by_a_failed_unpack_is_removed(tmp_path: Path) -> None:
             unpack_layer_sync(source, tmp_path / "cache")
         assert os.listdir(tmp_path / "cache") == []
     finally:
-        remove_tree(tmp_path, "cache")
+        remove_tree(tmp_path / "cache")

@@ -124,6 +124,8 @@ def test_bad_json_arrays(text: str) -> None:
 
 def test_json_array() -> None:
     assert parse_json_array('["a", "b c"]') == ["a", "b c"]
+    with pytest.raises(WorkloadError, match="nested too deeply"):
+        parse_json_array("[" * 100_000)
 
 
 @pytest.mark.parametrize("text", ["nohost", "host:", ":1.2.3.4", "host:not-an-ip"])
