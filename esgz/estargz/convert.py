@@ -9,11 +9,14 @@ temporary file is removed and ``dst`` is left untouched).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
+
+import anyio
 
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.writer import PreparedLayer, prepare_layer, write_layer
@@ -21,6 +24,7 @@ from esgz.threads import run_stoppable
 
 __all__ = [
     "ConvertProgress",
+    "PendingPreparation",
     "convert_layer",
     "convert_layer_file",
     "finish_layer_file",
@@ -176,3 +180,31 @@ async def finish_layer_file(
         return result
 
     return await run_stoppable(work)
+
+
+class PendingPreparation:
+    """A layer file being prepared in the background (:func:`prepare_layer_file`), for a
+    conversion to pick up once its order is known. Run :meth:`run` in a task group;
+    :meth:`take` waits for it."""
+
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        self.src = src
+        self.options = options
+        self._done = anyio.Event()
+        self._prepared: PreparedLayer | None = None
+
+    async def run(self) -> None:
+        """Prepare the layer; a failure only leaves nothing to take (a conversion from
+        scratch then reports it)."""
+        try:
+            self._prepared = await prepare_layer_file(self.src, self.options)
+        except Exception as exc:
+            logging.getLogger(__name__).debug("preparing %s failed: %s", self.src, exc)
+        finally:
+            self._done.set()
+
+    async def take(self) -> PreparedLayer | None:
+        """The prepared layer once :meth:`run` ended (None if it failed or was taken)."""
+        await self._done.wait()
+        prepared, self._prepared = self._prepared, None
+        return prepared

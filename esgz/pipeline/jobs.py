@@ -24,7 +24,7 @@ from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
-    from esgz.estargz.writer import PreparedLayer
+    from esgz.estargz.convert import PendingPreparation
 
 __all__ = [
     "FetchedBlob",
@@ -131,8 +131,9 @@ class LayerJob:
     output: LayerOutput | None = None
     action: LayerAction | None = None
     uploaded: bool = False
-    #: Members compressed while the workload ran (profile-map), for convert to finish.
-    prepared: PreparedLayer | None = None
+    #: Members being compressed while the workload runs (started by profile-map), for
+    #: convert to finish in the prioritized order.
+    preparation: PendingPreparation | None = None
 
     @property
     def image(self) -> ImageJob:

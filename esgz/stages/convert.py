@@ -5,9 +5,10 @@ The conversion itself (tar parsing, chunking, compression, TOC) is the format en
 stage picks the options from the image's settings and the layer's prioritized files and
 moves the result into the blob store under the digest the engine computed while writing.
 
-While a workload runs, :func:`prepare_while` (called by profile-map) already reads each
-layer and compresses its members (:func:`esgz.estargz.convert.prepare_layer_file`); the
-conversion then only assembles them in the prioritized order
+While a workload runs, :func:`start_preparations` (called by profile-map) already reads
+each layer and compresses its members in the background
+(:class:`esgz.estargz.convert.PendingPreparation`); the conversion waits for its layer's
+and only assembles the members in the prioritized order
 (:func:`esgz.estargz.convert.finish_layer_file`), byte for byte what a conversion from
 scratch writes.
 """
@@ -15,12 +16,12 @@ scratch writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import replace
 
 import anyio
+from anyio.abc import TaskGroup
 
-from esgz.estargz.convert import convert_layer_file, finish_layer_file, prepare_layer_file
+from esgz.estargz.convert import PendingPreparation, convert_layer_file, finish_layer_file
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.writer import can_prepare
 from esgz.pipeline.events import (
@@ -32,7 +33,7 @@ from esgz.pipeline.events import (
 from esgz.pipeline.jobs import LayerJob, LayerOutput, ManifestJob
 from esgz.pipeline.runner import RunContext
 
-__all__ = ["convert_into_store", "options_for", "prepare_while"]
+__all__ = ["convert_into_store", "options_for", "start_preparations"]
 
 
 def options_for(layer: LayerJob, ctx: RunContext) -> ConvertOptions:
@@ -72,11 +73,16 @@ async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
         read, written = counts
         return BytesConverted(image=image, layer=digest, done=read, total=size, written=written)
 
-    prepared, layer.prepared = layer.prepared, None
+    preparation, layer.preparation = layer.preparation, None
     options = options_for(layer, ctx)
 
     async def convert() -> LayerResult:
-        if prepared is None or prepared.options != replace(options, prioritized_files=()):
+        prepared = None
+        if preparation is not None and preparation.options == replace(
+            options, prioritized_files=()
+        ):
+            prepared = await preparation.take()
+        if prepared is None:
             return await convert_layer_file(source, temp, options, progress=on_progress)
         try:
             return await finish_layer_file(
@@ -113,51 +119,29 @@ async def convert_into_store(layer: LayerJob, ctx: RunContext) -> LayerOutput:
     )
 
 
-async def prepare_while(
-    manifest: ManifestJob, ctx: RunContext, profiling: Awaitable[Mapping[int, Sequence[str]]]
-) -> Mapping[int, Sequence[str]]:
-    """Await ``profiling`` while the manifest's layers are read and their members
-    compressed (:attr:`LayerJob.prepared`), when a workload runs: eStargz only, once per
-    source blob, not for a layer that may pass through as it is, at most
-    ``concurrency.convert`` layers at a time. Returns what ``profiling`` returns, once the
-    preparations are done too (a failed preparation only means a conversion from scratch).
-    """
+def start_preparations(manifest: ManifestJob, ctx: RunContext, background: TaskGroup) -> None:
+    """When a workload runs on ``manifest``, start reading its layers and compressing
+    their members in ``background`` (:attr:`LayerJob.preparation`, taken by
+    :func:`convert_into_store`): eStargz only, once per source blob, not for a layer that
+    may pass through as it is, at most ``concurrency.convert`` layers at a time."""
     settings = manifest.image.settings
-    jobs: dict[str, LayerJob] = {}
-    if settings.needs_workload and manifest.profile and settings.record_in is None:
-        for layer in manifest.layers:
-            check = layer.reuse_check
-            if check is not None and check.output is not None:
-                continue
-            if layer.fetched is not None and can_prepare(options_for(layer, ctx)):
-                jobs.setdefault(layer.source.digest, layer)
-    if not jobs:
-        return await profiling
+    if not (settings.needs_workload and manifest.profile and settings.record_in is None):
+        return
     limiter = anyio.CapacityLimiter(max(1, ctx.config.concurrency.convert))
-
-    async def prepare(layer: LayerJob) -> None:
+    started: set[str] = set()
+    for layer in manifest.layers:
+        check = layer.reuse_check
+        if check is not None and check.output is not None:
+            continue
         options = replace(options_for(layer, ctx), prioritized_files=())
-        async with limiter:
-            try:
-                layer.prepared = await prepare_layer_file(layer.fetched_path, options)
-            except Exception:  # the conversion from scratch redoes it and reports errors
-                layer.prepared = None
+        if layer.fetched is None or not can_prepare(options) or layer.source.digest in started:
+            continue
+        started.add(layer.source.digest)
+        preparation = PendingPreparation(layer.fetched_path, options)
+        layer.preparation = preparation
 
-    result: Mapping[int, Sequence[str]] = {}
-    error: Exception | None = None
+        async def run(preparation: PendingPreparation = preparation) -> None:
+            async with limiter:
+                await preparation.run()
 
-    async def profile() -> None:
-        nonlocal result, error
-        try:
-            result = await profiling
-        except Exception as exc:  # re-raised as it is, not inside an exception group
-            error = exc
-            tg.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(profile)
-        for layer in jobs.values():
-            tg.start_soon(prepare, layer)
-    if error is not None:
-        raise error
-    return result
+        background.start_soon(run)
