@@ -205,6 +205,12 @@ def render(image: SampleImage, ctr: list[PathRun], esgz: list[EsgzRun]) -> list[
     return lines
 
 
+_LEGEND = {
+    "wait": "queued (members being compressed in the background meanwhile)",
+    "convert": "convert (waits for its layer's compression, then assembles)",
+}
+
+
 def plot(record: dict[str, Any], directory: Path, stamp: str) -> list[Path]:
     """The esgz timeline and the wall/CPU comparison as PNG files."""
     import matplotlib
@@ -222,19 +228,27 @@ def plot(record: dict[str, Any], directory: Path, stamp: str) -> list[Path]:
             "profile (unpack + run)": "tab:orange",
             "convert": "tab:green",
             "upload": "tab:purple",
+            "wait": "lightgray",
         }
-        fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(lanes)))
+        fig, ax = plt.subplots(figsize=(10, 2.2 + 0.6 * len(lanes)))
         for bar in bars:
             ax.barh(
                 lanes.index(bar["lane"]),
                 bar["end"] - bar["start"],
                 left=bar["start"],
                 color=colors.get(bar["phase"], "tab:gray"),
-                label=bar["phase"],
+                label=_LEGEND.get(bar["phase"], bar["phase"]),
             )
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
-        ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize="small")
+        ax.legend(
+            unique.values(),
+            unique.keys(),
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.18),
+            ncol=2,
+            fontsize="small",
+        )
         ax.set_yticks(range(len(lanes)), lanes)
         ax.invert_yaxis()
         ax.set_xlabel("seconds")
@@ -277,6 +291,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-ctr", action="store_true", help="skip ctr-remote (esgz only)")
     parser.add_argument("--json", action="store_true", help="print the JSON record on stdout")
     parser.add_argument("--plot", type=Path, default=None, help="write PNG plots into DIR")
+    parser.add_argument(
+        "--replot", type=Path, default=None, help="only draw the plots of a saved JSON record"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temp dir")
     parser.add_argument(
         "--nice", type=int, default=-10, help="scheduling priority (default -10; 0 to leave it)"
@@ -301,6 +318,12 @@ def _workdir(parent: Path | None) -> Iterator[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the report (stdout), save the JSON record (and plots)."""
     args = _parse_args(argv)
+    if args.replot is not None:
+        saved = json.loads(args.replot.read_text())
+        stamp = args.replot.stem.rsplit("-", 1)[-1]
+        for path in plot(saved, args.plot or args.replot.parent, stamp):
+            _log(f"wrote {path}")
+        return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.nice:
