@@ -12,8 +12,22 @@ APT_PACKAGES=(
     golang-go golang-github-containerd-stargz-snapshotter-dev
     stargz-snapshotter containerd
     busybox-static debootstrap
+    qemu-user-static  # arm64 workloads under emulation (the tests register it in binfmt_misc)
     tmux  # the test of the live progress display in a real terminal
+    redis-server  # the broker of the distributed tests (esgz worker, esgz run --broker)
 )
+
+# The multi-arch test images are built from Debian's arm64 packages (apt-get download).
+FOREIGN_ARCHES=(arm64)
+for arch in "${FOREIGN_ARCHES[@]}"; do
+    if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+        echo "setup: adding the dpkg architecture $arch"
+        dpkg --add-architecture "$arch"
+    fi
+    if ! apt-cache show "busybox-static:$arch" >/dev/null 2>&1; then
+        apt-get update -qq  # the package lists of the new architecture
+    fi
+done
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,7 +41,7 @@ if ((${#missing[@]})); then
 fi
 
 # Packaged daemons must not run on their own: the tests start their own instances.
-for svc in docker-registry containerd stargz-snapshotter; do
+for svc in docker-registry containerd stargz-snapshotter redis-server; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi

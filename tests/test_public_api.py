@@ -24,6 +24,7 @@ EXPECTED = {
     "WorkloadOptions",
     "CacheConfig",
     "ConcurrencyConfig",
+    "ExecutorConfig",
     "RegistryHostConfig",
     # results
     "PipelineResult",
@@ -51,6 +52,7 @@ EXPECTED = {
     "WorkloadOutput",
     "ProfileProgress",
     "ImageProfiled",
+    "PlatformExecution",
     "__version__",
 }
 

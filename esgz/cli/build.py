@@ -46,7 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Image settings with a flag on both commands.
 COMMON_FIELDS = ("oci", "chunk_size", "reuse", "platforms", "all_platforms", "plain_http")
 #: Image settings with a flag on ``optimize`` only.
-OPTIMIZE_FIELDS = ("no_optimize", "record_out", "prefetch_list")
+OPTIMIZE_FIELDS = ("no_optimize", "no_emulation", "record_out", "prefetch_list")
 #: Image settings with a flag on ``convert`` only.
 CONVERT_FIELDS = ("record_in", "prefetch_list")
 #: Workload settings (flags of ``optimize``).
@@ -138,6 +138,7 @@ class CommandFlags:
             "compression_level": LEVEL_FLAGS[fmt],
             "dir": "--cache-dir",
             "enabled": "--no-cache",
+            "registry": "--cache-registry",
         }
         return cli_vocabulary(names, {("format", "zstdchunked"): "--zstdchunked"})
 
@@ -150,6 +151,7 @@ def build_config(
     cache_dir: Path | None,
     no_cache: bool,
     vocabulary: Vocabulary,
+    cache_registry: str | None = None,
 ) -> PipelineConfig:
     """A validated one-image config; its problems become ``click.UsageError`` (exit 2)
     naming the flags."""
@@ -159,6 +161,8 @@ def build_config(
     }
     if cache_dir is not None:
         data["cache"]["dir"] = str(cache_dir)
+    if cache_registry is not None:
+        data["cache"]["registry"] = cache_registry
     try:
         return config_from_data(data, source="", vocabulary=vocabulary)
     except ConfigError as exc:

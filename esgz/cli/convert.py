@@ -37,6 +37,7 @@ async def convert(src: str, dst: str, **flags: Any) -> None:
         image=image,
         cache_dir=flags["cache_dir"],
         no_cache=flags["no_cache"],
+        cache_registry=flags["cache_registry"],
         vocabulary=CONVERT_FLAGS.vocabulary(flags),
     )
     await execute(config, log_format=flags["log_format"], quiet=flags["quiet"])

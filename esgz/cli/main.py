@@ -31,6 +31,7 @@ from esgz.cli.inspect_image import inspect
 from esgz.cli.optimize import optimize
 from esgz.cli.runfile import run as run_command
 from esgz.cli.verify_image import verify
+from esgz.cli.worker import worker
 from esgz.errors import EsgzError
 from esgz.fsutil import storage_error, storage_problem
 from esgz.signals import Termination, cancel_on_signals
@@ -190,6 +191,7 @@ cli.add_command(convert)
 cli.add_command(run_command)
 cli.add_command(inspect)
 cli.add_command(verify)
+cli.add_command(worker)
 
 
 def run() -> None:

@@ -46,6 +46,7 @@ async def optimize(src: str, dst: str, **flags: Any) -> None:
         image=OPTIMIZE_FLAGS.image_settings(flags),
         cache_dir=flags["cache_dir"],
         no_cache=flags["no_cache"],
+        cache_registry=flags["cache_registry"],
         vocabulary=OPTIMIZE_FLAGS.vocabulary(flags),
     )
     await execute(config, log_format=flags["log_format"], quiet=flags["quiet"])

@@ -20,6 +20,7 @@ import asyncclick as click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from esgz.pipeline.config import CacheConfig
 from esgz.spelling import Flag, flag_of
 
 __all__ = [
@@ -227,7 +228,7 @@ def given_settings(flags: Sequence[SettingFlag], values: Mapping[str, Any]) -> d
 
 
 def output_options(function: F) -> F:
-    """``--cache-dir``, ``--no-cache``, ``--log-format``, ``--quiet``."""
+    """``--cache-dir``, ``--no-cache``, ``--cache-registry``, ``--log-format``, ``--quiet``."""
     return _apply(
         function,
         [
@@ -241,6 +242,12 @@ def output_options(function: F) -> F:
                 "--no-cache",
                 is_flag=True,
                 help="Do not read or write the persistent cache (use a temporary one).",
+            ),
+            click.option(
+                "--cache-registry",
+                metavar="REPO",
+                default=None,
+                help=CacheConfig.model_fields["registry"].description,
             ),
             click.option(
                 "--log-format",

@@ -40,6 +40,7 @@ from esgz.pipeline.events import (
     LayerReused,
     LayerUploaded,
     PipelineDone,
+    PlatformExecution,
     ProfileProgress,
     Subscription,
     WarningEvent,
@@ -116,8 +117,17 @@ def describe(event: Event) -> str | None:
         return f"profiling {event.image}{on}: running the workload for up to {event.period:g}s"
     if isinstance(event, WorkloadOutput):
         return f"workload {event.stream}: {event.line}"
+    if isinstance(event, PlatformExecution):
+        on = f" {event.platform}" if event.platform else ""
+        mode: str = event.execution
+        if event.execution == "emulated":
+            mode += f" by {event.emulator}"
+        elif event.execution == "not profiled" and event.reason:
+            mode += f": {event.reason}"
+        return f"platform{on} of {event.image}: {mode}"
     if isinstance(event, ImageProfiled):
-        on = f" ({event.platform})" if event.platform else ""
+        parts = [part for part in (event.platform, _execution(event)) if part]
+        on = f" ({', '.join(parts)})" if parts else ""
         if event.exit_status is None:
             ended = "did not start"
         elif event.stopped is not None:
@@ -125,9 +135,13 @@ def describe(event: Event) -> str | None:
         else:
             ended = f"exited with code {event.exit_status}"
         counts = ", ".join(str(count) for count in event.prioritized)
+        shared = "".join(
+            f"; layer {index} keeps the files of {platform}"
+            for index, platform in event.shared_from
+        )
         return (
             f"profiled {event.image}{on} in {event.seconds:.1f}s: workload {ended};"
-            f" {event.accessed} files accessed, prioritized per layer: [{counts}]"
+            f" {event.accessed} files accessed, prioritized per layer: [{counts}]{shared}"
         )
     if isinstance(event, LayerFetched):
         return f"fetched {_short(event.layer)} ({_size(event.size)})"
@@ -158,6 +172,12 @@ def describe(event: Event) -> str | None:
             return None
         return f"{event.images_done} image(s) done in {event.seconds:.1f}s"
     return None
+
+
+def _execution(event: ImageProfiled) -> str:
+    if event.execution == "emulated":
+        return f"emulated by {event.emulator}" if event.emulator else "emulated"
+    return ""
 
 
 def _snake(name: str) -> str:
@@ -428,8 +448,9 @@ class ProgressBoard:
         elif isinstance(event, ProfileProgress):
             image.profile[event.platform] = (event.elapsed, event.period)
         elif isinstance(event, ImageProfiled):
+            how = f" ({_execution(event)})" if event.execution == "emulated" else ""
             image.profiled[event.platform] = (
-                f"ran {event.seconds:.1f}s, {event.accessed} files accessed"
+                f"ran {event.seconds:.1f}s{how}, {event.accessed} files accessed"
             )
             image.profile.setdefault(event.platform, (event.seconds, event.seconds))
         elif isinstance(event, ImageDone):
@@ -595,7 +616,14 @@ class ProgressRenderer:
     def _note(self, live: Live, event: Event) -> None:
         self.board.apply(event, time.monotonic())
         line = describe(event)
-        notable = WarningEvent | ImageDone | LayerReused | WorkloadOutput | ImageProfiled
+        notable = (
+            WarningEvent
+            | ImageDone
+            | LayerReused
+            | WorkloadOutput
+            | ImageProfiled
+            | PlatformExecution
+        )
         if isinstance(event, notable) and line is not None:
             live.update(self._table())  # redrawn below the line with this event applied
             live.console.print(line, highlight=False)

@@ -21,10 +21,14 @@ when a stage fails).
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from esgz.errors import ConfigError, EsgzError, PipelineError
 from esgz.pipeline.config import (
@@ -121,11 +125,29 @@ class Pipeline:
             if self._config is None:
                 assert self._path is not None
                 self._config = await load_config_file(self._path)
+            if self._config.executor.broker is not None:
+                # Celery is imported on first use, in a thread: importing reads files.
+                executor = await anyio.to_thread.run_sync(
+                    importlib.import_module, "esgz.distributed.executor"
+                )
+                runner_started = True  # it reports its own end, as the runner does
+                result: PipelineResult = await executor.run_on_workers(self._config, bus)
+                return result
             from esgz.stages.default import open_default_stages
 
             async with open_default_stages(self._config) as stages:
+                shared = None
+                if self._config.cache.registry is not None:
+                    from esgz.distributed.regcache import (
+                        RegistryConversionCache,
+                        cache_repository,
+                    )
+
+                    shared = RegistryConversionCache(
+                        stages.endpoints.client, cache_repository(self._config.cache.registry)
+                    )
                 runner_started = True
-                return await Runner(self._config, stages, bus).run()
+                return await Runner(self._config, stages, bus, shared_cache=shared).run()
         except BaseException as exc:
             if not runner_started:
                 # The runner reports its own end; a run that fails before it starts
@@ -245,6 +267,7 @@ async def optimize(
     *,
     workload: WorkloadOptions | Mapping[str, Any] | None = None,
     no_optimize: bool = False,
+    no_emulation: bool = False,
     record_out: Path | None = None,
     prefetch_list: Path | None = None,
     accept_failed_workload: bool = False,
@@ -263,6 +286,8 @@ async def optimize(
     """Convert one image, optimized for ``workload`` (``esgz optimize``).
 
     ``workload`` takes the keys of the workload flags (see :class:`WorkloadOptions`).
+    With ``all_platforms`` or ``platforms``, every selected platform that can run here is
+    profiled, natively or under a binfmt_misc emulator (``no_emulation``: the host's only).
     """
     image = _image_settings(
         format=format,
@@ -275,6 +300,8 @@ async def optimize(
         plain_http=plain_http,
     )
     image["no_optimize"] = no_optimize
+    if no_emulation:
+        image["no_emulation"] = True
     image["accept_failed_workload"] = accept_failed_workload
     if workload is not None:
         image["workload"] = (

@@ -25,10 +25,10 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 import anyio
 import anyio.to_thread
@@ -43,11 +43,15 @@ from esgz.pipeline.jobs import LayerOutput
 from esgz.rundir import create_run_dir, remove_run_dir
 from esgz.runtime.recover import LEGACY_RUN_DIR_SECONDS, sweep_dead_runs
 
+if TYPE_CHECKING:
+    from esgz.oci.reference import LayoutReference, RegistryReference
+
 __all__ = [
     "CONVERSION_SCHEME",
     "ConversionCache",
     "ConversionKey",
     "LocalStore",
+    "SharedConversionCache",
     "open_local_store",
     "open_store",
 ]
@@ -82,6 +86,16 @@ class ConversionKey:
             separators=(",", ":"),
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """The key as JSON data, written beside a cached output (for people and tools)."""
+        return {
+            "source_digest": self.source_digest,
+            "prioritized": list(self.prioritized),
+            "format": self.format,
+            "compression_level": self.compression_level,
+            "chunk_size": self.chunk_size,
+        }
 
 
 class LocalStore:
@@ -232,13 +246,7 @@ class ConversionCache:
     async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
         """Record ``output`` (already committed to the store) under ``key``."""
         record = {
-            "key": {
-                "source_digest": key.source_digest,
-                "prioritized": list(key.prioritized),
-                "format": key.format,
-                "compression_level": key.compression_level,
-                "chunk_size": key.chunk_size,
-            },
+            "key": key.describe(),
             "digest": output.digest,
             "size": output.size,
             "diff_id": output.diff_id,
@@ -251,6 +259,30 @@ class ConversionCache:
         temp = self.store.temp_path("record")
         await anyio.Path(temp).write_text(json.dumps(record, indent=1), encoding="utf-8")
         await anyio.to_thread.run_sync(os.replace, temp, final)
+
+
+class SharedConversionCache(Protocol):
+    """A conversion cache shared between machines (:mod:`esgz.distributed.regcache`).
+
+    The runner asks it after the local :class:`ConversionCache`, holding its
+    :meth:`claim` on the key, and fills it after a conversion (or a local hit it does not
+    have yet).
+    """
+
+    async def lookup(
+        self, key: ConversionKey, store: LocalStore, target: RegistryReference | LayoutReference
+    ) -> LayerOutput | None:
+        """The output for ``key``, if cached: in ``store``, or mountable on ``target``."""
+        ...
+
+    async def store_output(self, key: ConversionKey, output: LayerOutput) -> None:
+        """Record ``output`` (its blob in the local store) under ``key``, if not yet there."""
+        ...
+
+    def claim(self, key: ConversionKey) -> AbstractAsyncContextManager[None]:
+        """Held around lookup, conversion and store: while one machine holds ``key``,
+        others wait, then find its entry (one conversion per key across a fleet)."""
+        ...
 
 
 @asynccontextmanager

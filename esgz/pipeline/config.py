@@ -14,8 +14,11 @@ each image may override them; keys are snake_case mirrors of the ``esgz optimize
       all_platforms: false
       plain_http: false          # allow http:// references (as --plain-http)
       no_optimize: false
+      no_emulation: false        # profile other platforms only natively (no binfmt_misc)
       workload: {period: 10, entrypoint: [...], ...}
-    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB}
+    cache: {enabled: true, dir: ~/.cache/esgz, max_size: 10GiB,
+            registry: registry.example/esgz-cache}   # shared conversion cache (optional)
+    executor: {broker: redis://redis:6379/0}         # convert on esgz workers (optional)
     concurrency: {fetch: 4, convert: 2, upload: 4, ...}
     registries:
       "localhost:5000": {plain_http: true, insecure: false, ca_file: null}
@@ -77,6 +80,7 @@ __all__ = [
     "CacheConfig",
     "ConcurrencyConfig",
     "DefaultsConfig",
+    "ExecutorConfig",
     "ImageSpec",
     "PipelineConfig",
     "RegistryHostConfig",
@@ -140,7 +144,9 @@ class _ImageSettings(_Strict):
         )
     )
     all_platforms: Annotated[bool, Flag(("--all-platforms", "--all-platform"))] = Field(
-        False, description="Convert the images of all platforms (only the host's is optimized)."
+        False,
+        description="Convert the images of all platforms (optimize profiles each one that can"
+        " run here: natively, or under a binfmt_misc emulator).",
     )
     plain_http: bool = Field(
         False,
@@ -149,6 +155,11 @@ class _ImageSettings(_Strict):
     )
     no_optimize: bool = Field(
         False, description="Convert without running the workload (no prioritized files)."
+    )
+    no_emulation: bool = Field(
+        False,
+        description="Profile only the host platform; other platforms get no prioritized"
+        " files, even where a binfmt_misc emulator could run them.",
     )
     accept_failed_workload: Annotated[bool, NO_FLAG] = Field(
         False,
@@ -207,6 +218,27 @@ class CacheConfig(_Strict):
     enabled: bool = True
     dir: Path | None = Field(None, description="default: $XDG_CACHE_HOME/esgz")
     max_size: ByteSize = Field(ByteSize(10 << 30), description="evict beyond this size")
+    registry: str | None = Field(
+        None,
+        description="Conversion cache in a registry repository, HOST[:PORT]/REPO"
+        " (http://HOST[:PORT]/REPO for plain HTTP): looked up before converting a layer,"
+        " filled after; shared by every machine that names it.",
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _check_registry(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ref = parse_reference(value)
+            except EsgzError as exc:
+                raise ValueError(exc.message) from None
+            tagged = "@" in value or ":" in value.rsplit("/", 1)[-1]
+            if not isinstance(ref, RegistryReference) or tagged:
+                raise ValueError(
+                    f"{value!r} is not a registry repository (HOST[:PORT]/REPO, no tag)"
+                )
+        return value
 
 
 def _default_converters() -> int:
@@ -234,6 +266,29 @@ class RegistryHostConfig(_Strict):
     ca_file: Path | None = None
 
 
+class ExecutorConfig(_Strict):
+    """Where the images are converted: in this process, or by ``esgz worker`` processes."""
+
+    broker: str | None = Field(
+        None,
+        description="Celery broker URL (redis://HOST:PORT/DB): send each image to the"
+        " esgz workers listening there instead of converting in this process.",
+    )
+    queue: str = Field("esgz", min_length=1, description="the Celery queue of the workers")
+    visibility_timeout: int = Field(
+        300,
+        ge=10,
+        description="seconds before Redis redelivers a job whose worker died (late acks)",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError(f"{value!r} is not a Redis URL (redis://HOST:PORT/DB)")
+        return value
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: defaults, cache, concurrency, registries and the images."""
 
@@ -242,6 +297,7 @@ class PipelineConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
     registries: dict[str, RegistryHostConfig] = Field(default_factory=dict)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     images: list[ImageSpec] = Field(min_length=1)
 
     def resolved_images(self) -> list[ResolvedImage]:
@@ -280,6 +336,7 @@ class ResolvedImage:
     platforms: tuple[str, ...]
     all_platforms: bool
     no_optimize: bool
+    no_emulation: bool
     workload: WorkloadOptions
     record_out: Path | None
     record_in: Path | None
@@ -334,6 +391,7 @@ def _resolve(config: PipelineConfig, index: int, image: ImageSpec) -> ResolvedIm
         platforms=tuple(_pick(image, defaults, "platforms")),
         all_platforms=_pick(image, defaults, "all_platforms"),
         no_optimize=_pick(image, defaults, "no_optimize"),
+        no_emulation=_pick(image, defaults, "no_emulation"),
         workload=_merged_workload(config, image),
         record_out=image.record_out,
         record_in=image.record_in,

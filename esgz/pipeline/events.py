@@ -53,6 +53,8 @@ __all__ = [
     "LayerReused",
     "LayerUploaded",
     "PipelineDone",
+    "PlatformExecution",
+    "ProfileExecution",
     "ProfileProgress",
     "ProgressEvent",
     "ProgressThrottle",
@@ -173,6 +175,27 @@ class ProfileProgress(Event):
     period: float
 
 
+#: How the workload of a platform runs: on this CPU, under a binfmt_misc emulator, or not
+#: at all (the platform's layers get ``.no.prefetch.landmark``).
+ProfileExecution = Literal["native", "emulated", "not profiled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformExecution(Event):
+    """How the workload of one selected platform will run, decided at resolve.
+
+    Published for each manifest of an image whose workload runs. ``execution``:
+    ``"native"``, ``"emulated"`` (``emulator``: the binfmt_misc handler, e.g.
+    ``qemu-aarch64``) or ``"not profiled"`` (``reason`` says why; ``emulator`` names the
+    handler that would be needed, if any).
+    """
+
+    platform: str | None
+    execution: ProfileExecution
+    emulator: str | None = None
+    reason: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageProfiled(Event):
     """The workload ran on one manifest (platform) of the image.
@@ -181,7 +204,9 @@ class ImageProfiled(Event):
     says why it was stopped — ``"period"`` (the period ended), ``"line"``
     (``wait_on_line`` matched), ``"signal"`` (``wait_on_signal``) — or is None if it
     exited by itself; ``accessed``: files of the rootfs it read; ``prioritized``: per
-    layer, how many of them that layer serves.
+    layer, how many of them that layer serves (a layer shared with a platform profiled
+    earlier keeps that platform's files: ``shared_from`` maps its index to that
+    platform). ``execution`` is ``"native"`` or ``"emulated"`` (by ``emulator``).
     """
 
     platform: str | None
@@ -190,6 +215,9 @@ class ImageProfiled(Event):
     accessed: int
     prioritized: tuple[int, ...]
     seconds: float
+    execution: ProfileExecution = "native"
+    emulator: str | None = None
+    shared_from: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

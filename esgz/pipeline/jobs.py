@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING
 
 from esgz.levels import LayerFormat
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest
+from esgz.oci.reference import RegistryReference
 from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
     from esgz.estargz.convert import PendingPreparation
+    from esgz.pipeline.events import ProfileExecution
+    from esgz.runtime.record import RecordEntry
 
 __all__ = [
     "FetchedBlob",
@@ -79,6 +82,9 @@ class LayerOutput:
     annotations: Mapping[str, str] = field(default_factory=dict)
     toc_digest: str | None = None
     uncompressed_size: int | None = None
+    #: A registry repository that holds the blob (a registry conversion cache): a target
+    #: on the same registry mounts it from there, and ``path`` may then not exist locally.
+    mount_from: RegistryReference | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +189,28 @@ class ManifestJob:
     platform: str | None
     source: SourceManifest
     layers: list[LayerJob] = field(default_factory=list)
-    #: Whether this is the manifest the workload runs on (the host platform's).
-    profile: bool = False
+    #: How the workload runs on this manifest (set by resolve when the workload runs):
+    #: ``native``, ``emulated`` (by the binfmt_misc handler :attr:`emulator`) or
+    #: ``not profiled``.
+    execution: ProfileExecution = "not profiled"
+    #: The binfmt_misc handler that runs the workload (``emulated``), or that would be
+    #: needed (``not profiled``); None when native or unknown.
+    emulator: str | None = None
+    #: The emulator's interpreter (and the file it links to) as rootfs paths
+    #: (``emulated``): never recorded as workload accesses.
+    emulator_paths: tuple[str, ...] = ()
+    #: Profile-map order within the image: the native manifest first, then the others in
+    #: index order; a layer shared by several manifests keeps the files of the first.
+    profile_rank: int = 0
     pushed: PushedManifest | None = None
     _gathered: int = 0
     _uploaded: int = 0
+    _profile_done: bool = False
+
+    @property
+    def profile(self) -> bool:
+        """Whether the workload runs on this manifest (natively or emulated)."""
+        return self.execution != "not profiled"
 
     @property
     def source_digest(self) -> str:
@@ -213,7 +236,15 @@ class ImageJob:
     manifests: list[ManifestJob] = field(default_factory=list)
     source_index: Index | None = None
     pushed: PushedManifest | None = None
+    #: Layer digest → (manifest index, platform, files) of the manifest whose profile
+    #: prioritized that layer first: every manifest sharing the layer uses those files.
+    shared_prioritized: dict[str, tuple[int, str | None, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    #: The record entries of the manifests profiled so far (``record_out`` gets them all).
+    recorded: list[RecordEntry] = field(default_factory=list)
     _finalized: int = 0
+    _profile_waiting: list[ManifestJob] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -24,12 +24,18 @@ class LayerSummary:
 
 @dataclass(frozen=True, slots=True)
 class ManifestResult:
-    """One written platform manifest."""
+    """One written platform manifest.
+
+    ``execution``: how its workload ran — ``native``, ``emulated`` (by ``emulator``, a
+    binfmt_misc handler) — or ``not profiled`` (also when no workload runs).
+    """
 
     platform: str | None
     digest: str
     media_type: str
     layers: tuple[LayerSummary, ...]
+    execution: Literal["native", "emulated", "not profiled"] = "not profiled"
+    emulator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ closes them when it ends, which is how the end of the input propagates downstrea
 
 Work is de-duplicated across images: a source blob is fetched once per digest, a layer
 converted once per :class:`~esgz.pipeline.cache.ConversionKey` (and looked up in the
-persistent cache first), an output blob uploaded once per target. The stage functions
-themselves come from a :class:`Stages` implementation, so the runner knows nothing of
-registries or formats.
+persistent cache first, then in the shared cache if the run has one — a registry
+repository, :mod:`esgz.distributed.regcache`), an output blob uploaded once per target.
+The stage functions themselves come from a :class:`Stages` implementation, so the
+runner knows nothing of registries or formats.
 
 The first failure cancels the whole run and is raised once. An expected failure (an
 :class:`~esgz.errors.EsgzError`) becomes a :class:`~esgz.errors.PipelineError` naming the
@@ -40,7 +41,13 @@ import anyio.to_thread
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from esgz.errors import EsgzError, ImageError, PipelineError
-from esgz.pipeline.cache import ConversionCache, ConversionKey, LocalStore, open_store
+from esgz.pipeline.cache import (
+    ConversionCache,
+    ConversionKey,
+    LocalStore,
+    SharedConversionCache,
+    open_store,
+)
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.dedup import OnceMap
 from esgz.pipeline.events import (
@@ -83,6 +90,7 @@ class RunContext:
     events: EventBus
     store: LocalStore
     cache: ConversionCache | None
+    shared_cache: SharedConversionCache | None = None
 
 
 class Stages(Protocol):
@@ -125,10 +133,16 @@ class Runner:
     """Runs one pipeline config through a :class:`Stages` implementation."""
 
     def __init__(
-        self, config: PipelineConfig, stages: Stages, events: EventBus | None = None
+        self,
+        config: PipelineConfig,
+        stages: Stages,
+        events: EventBus | None = None,
+        *,
+        shared_cache: SharedConversionCache | None = None,
     ) -> None:
         self.config = config
         self.stages = stages
+        self.shared_cache = shared_cache
         self.events = events if events is not None else EventBus()
         self._failure: Exception | None = None
         self._fetches: OnceMap[str, FetchedBlob] = OnceMap()
@@ -192,6 +206,7 @@ class Runner:
                     events=self.events,
                     store=store,
                     cache=ConversionCache(store) if self.config.cache.enabled else None,
+                    shared_cache=self.shared_cache,
                 )
                 try:
                     await self._run_stages(ctx)
@@ -391,17 +406,22 @@ class Runner:
                 manifest._gathered += 1
                 if manifest._gathered < len(manifest.layers):
                     continue
-                prioritized = await self._guard(
-                    "profile",
-                    manifest.image.name,
-                    None,
-                    self.stages.profile(manifest, ctx),
-                )
-                for job in manifest.layers:
-                    job.profiled = job.index in prioritized
-                    job.prioritized = tuple(prioritized.get(job.index, ()))
-                for job in manifest.layers:
-                    await send.send(job)
+                image = manifest.image
+                image._profile_waiting.append(manifest)
+                while (ready := _next_to_profile(image)) is not None:
+                    image._profile_waiting.remove(ready)
+                    prioritized = await self._guard(
+                        "profile",
+                        image.name,
+                        None,
+                        self.stages.profile(ready, ctx),
+                    )
+                    ready._profile_done = True
+                    for job in ready.layers:
+                        job.profiled = job.index in prioritized
+                        job.prioritized = tuple(prioritized.get(job.index, ()))
+                    for job in ready.layers:
+                        await send.send(job)
 
     async def _convert_guarded(self, layer: LayerJob, ctx: RunContext) -> None:
         await self._guard(
@@ -433,14 +453,30 @@ class Runner:
         started = time.monotonic()
 
         async def compute() -> tuple[LayerOutput, bool]:
+            shared = ctx.shared_cache
             if ctx.cache is not None:
                 cached = await ctx.cache.lookup(key)
                 if cached is not None:
+                    if shared is not None:
+                        await shared.store_output(key, cached)
                     return cached, True
+            if shared is None:
+                return await convert(), False
+            async with shared.claim(key):
+                found = await shared.lookup(key, ctx.store, settings.target_ref)
+                if found is not None:
+                    if ctx.cache is not None and await ctx.store.has(found.digest):
+                        await ctx.cache.store_output(key, found)
+                    return found, True
+                output = await convert()
+                await shared.store_output(key, output)
+            return output, False
+
+        async def convert() -> LayerOutput:
             output = await self.stages.convert(layer, ctx)
             if ctx.cache is not None:
                 await ctx.cache.store_output(key, output)
-            return output, False
+            return output
 
         (output, from_cache), shared = await self._conversions.get(key, compute)
         layer.output = output
@@ -555,12 +591,15 @@ class Runner:
                     for layer in manifest.layers
                     if layer.output is not None
                 )
+                execution = manifest.execution if image.settings.needs_workload else "not profiled"
                 manifests.append(
                     ManifestResult(
                         platform=manifest.platform,
                         digest=manifest.pushed.digest,
                         media_type=manifest.pushed.media_type,
                         layers=layers,
+                        execution=execution,
+                        emulator=manifest.emulator if execution == "emulated" else None,
                     )
                 )
             images.append(
@@ -578,3 +617,23 @@ class Runner:
             layers_fetched=self._fetches.computed,
             layers_converted=self._conversions.computed,
         )
+
+
+def _next_to_profile(image: ImageJob) -> ManifestJob | None:
+    """A gathered manifest of ``image`` whose turn it is in profile-map, or None.
+
+    Manifests that share a layer digest go through profile-map in ``profile_rank``
+    order, so that the shared layer's files are chosen once, by the first of them;
+    the others do not wait for each other.
+    """
+    for manifest in sorted(image._profile_waiting, key=lambda job: job.profile_rank):
+        digests = {layer.source.digest for layer in manifest.layers}
+        if all(
+            other._profile_done
+            for other in image.manifests
+            if other.profile_rank < manifest.profile_rank
+            and other is not manifest
+            and digests.intersection(layer.source.digest for layer in other.layers)
+        ):
+            return manifest
+    return None

@@ -34,6 +34,8 @@ Modules, one job each:
   per-container shim that keeps the exit status;
 * :mod:`~esgz.runtime.profile` — :func:`profile_workload`, which ties them together and
   always tears everything down;
+* :mod:`~esgz.runtime.emulation` — which platforms run here: natively, or under a
+  binfmt_misc handler (qemu-user-static) usable inside a container;
 * :mod:`~esgz.runtime.recover` — clean up after a profiler that was killed outright;
 * :mod:`~esgz.runtime.layermap` — accessed path → serving layer (whiteouts, opaque dirs);
 * :mod:`~esgz.runtime.record` — record files (ctr-remote JSON lines) and prefetch lists.

@@ -38,7 +38,7 @@ import threading
 import time
 import tty
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +183,7 @@ async def profile_workload(
     runtime_args: Sequence[str] = (),
     layer_cache: Path | None = None,
     mark: Literal["mount", "filesystem"] = "mount",
+    ignore_paths: Collection[str] = (),
 ) -> ProfileResult:
     """Run ``workload`` on the image made of ``layers`` (bottom first); what it read.
 
@@ -191,6 +192,8 @@ async def profile_workload(
     (``runc-state/``) and per-run temp dirs, which are removed afterwards. ``runtime`` is
     the OCI runtime binary (``runc`` or ``crun``), ``runtime_args`` its global flags.
     ``mark`` selects the fanotify mark (see :mod:`esgz.runtime.fanotify`).
+    ``ignore_paths`` (cleaned, e.g. an emulator's interpreter inside the rootfs) are
+    never recorded as accesses.
     """
     image = image_runtime_config(image_config)
     env_entries, stop = await anyio.to_thread.run_sync(_validate, workload, image)
@@ -281,7 +284,8 @@ async def profile_workload(
         if not workload.accept_failed_workload:
             raise WorkloadError(message)
         log.warning("%s (accepted)", message)
-    accessed = cleaned_names(monitor.paths)
+    ignored = set(ignore_paths)
+    accessed = [path for path in cleaned_names(monitor.paths) if path not in ignored]
     prioritized = prioritized_by_layer(accessed, [layer.index for layer in unpacked])
     log.info("container exit with code %s; %d files accessed", status, len(accessed))
     return ProfileResult(

@@ -99,8 +99,10 @@ class Target(Protocol):
         *,
         source: Source | None,
         progress: ProgressCallback | None,
+        mount_from: RegistryReference | None = None,
     ) -> PushOutcome:
-        """Put the file ``path`` as blob ``digest``; ``source`` may hold it too (mount)."""
+        """Put the file ``path`` as blob ``digest``; ``source`` (or the repository
+        ``mount_from``, e.g. a registry conversion cache) may hold it too (mount)."""
         ...
 
     async def push_config(self, content: bytes, digest: str) -> None:
@@ -186,11 +188,15 @@ class RegistryTarget:
     async def check(self) -> None:
         """Nothing to check before the first push."""
 
-    def _mount_from(self, digest: str, source: Source | None) -> RegistryReference | None:
-        """Another repository of this registry with ``digest``: this run's push, or ``source``."""
+    def _mount_from(
+        self, digest: str, source: Source | None, extra: RegistryReference | None
+    ) -> RegistryReference | None:
+        """Another repository of this registry with ``digest``: this run's push, ``source``,
+        or ``extra``."""
         for candidate in (
             self._pushed.get(digest),
             source.registry_reference if source is not None else None,
+            extra,
         ):
             if (
                 candidate is not None
@@ -208,6 +214,7 @@ class RegistryTarget:
         *,
         source: Source | None,
         progress: ProgressCallback | None,
+        mount_from: RegistryReference | None = None,
     ) -> PushOutcome:
         """``HEAD``, cross-repository mount, or upload (see :meth:`RegistryClient.push_blob`)."""
         outcome = await self.client.push_blob(
@@ -215,7 +222,7 @@ class RegistryTarget:
             digest,
             size,
             path,
-            mount_from=self._mount_from(digest, source),
+            mount_from=self._mount_from(digest, source, mount_from),
             on_progress=progress,
         )
         self._pushed.setdefault(digest, self.ref)
@@ -343,6 +350,7 @@ class LayoutTarget:
         *,
         source: Source | None,
         progress: ProgressCallback | None,
+        mount_from: RegistryReference | None = None,
     ) -> PushOutcome:
         """Ingest the file (verified) unless the layout has it already."""
         layout = await self._layout()

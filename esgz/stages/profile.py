@@ -3,15 +3,21 @@
 * ``record_in`` (a record file): the same paths for every layer, missing ones ignored,
   as ``ctr-remote image convert --estargz-record-in`` does;
 * ``prefetch_list``: the listed paths and globs, each given to the topmost layer that
-  holds it (deleted or shadowed paths dropped), for the host-platform manifest only, as
+  holds it (deleted or shadowed paths dropped), for the native manifest only, as
   ``ctr-remote image optimize --prefetch-list`` does; an empty list is a warning;
 * otherwise, for an image whose workload runs (``optimize`` without ``no_optimize``) and
-  a host-platform manifest: the workload runs once in a container
+  a manifest that can run here — natively, or under a binfmt_misc emulator
+  (``ManifestJob.execution``, decided by resolve): the workload runs once in a container
   (:func:`esgz.runtime.profile.profile_workload`) and each layer gets the files it
   served, in access order; its output lines are published as
   :class:`~esgz.pipeline.events.WorkloadOutput` events, the summary as
-  :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the record
-  file. Other manifests get no prioritized files (``.no.prefetch.landmark``).
+  :class:`~esgz.pipeline.events.ImageProfiled`, and ``record_out`` receives the records
+  of every manifest profiled so far. Other manifests get no prioritized files
+  (``.no.prefetch.landmark``).
+
+A layer shared by several manifests of the image (same digest) gets one prioritization:
+the files of the first manifest that chose some for it, in ``profile_rank`` order (the
+native platform first, then index order), see :func:`share_layer_files`.
 
 Every layer of a manifest this stage chose files for is marked ``profiled``; with
 ``reuse`` the runner passes a valid eStargz / zstd:chunked layer through only if it has
@@ -58,7 +64,12 @@ from esgz.runtime.record import (
 from esgz.runtime.unpack import LayerFile
 from esgz.stages.layerindex import index_layer_file
 
-__all__ = ["OCI_RUNTIME", "profile_manifest", "profiler_unavailable_reason"]
+__all__ = [
+    "OCI_RUNTIME",
+    "profile_manifest",
+    "profiler_unavailable_reason",
+    "share_layer_files",
+]
 
 #: The OCI runtime binary the workload runs with.
 OCI_RUNTIME = "runc"
@@ -94,12 +105,41 @@ async def profile_manifest(manifest: ManifestJob, ctx: RunContext) -> Mapping[in
         paths = record_paths(entries)
         return {layer.index: paths for layer in manifest.layers}
     if settings.prefetch_list is not None:
-        return await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
+        listed = await _from_prefetch_list(manifest, settings.prefetch_list, ctx)
+        return share_layer_files(manifest, listed)[0]
     if settings.needs_workload and manifest.profile:
         return await _from_workload(manifest, ctx)
     if settings.needs_workload and not any(job.profile for job in manifest.image.manifests):
         _warn_no_host_manifest(manifest, ctx)
-    return {}
+    return share_layer_files(manifest, {})[0]
+
+
+def share_layer_files(
+    manifest: ManifestJob, chosen: Mapping[int, Sequence[str]]
+) -> tuple[dict[int, Sequence[str]], tuple[tuple[int, str], ...]]:
+    """One prioritization per layer digest across the image's manifests.
+
+    A layer whose digest an earlier manifest of the image (the native platform first,
+    then index order: :attr:`~esgz.pipeline.jobs.ManifestJob.profile_rank`) prioritized
+    gets that manifest's files; otherwise ``chosen`` stands and is remembered for later
+    manifests. Returns the files per layer index and, for each layer that took another
+    platform's files, (index, that platform).
+    """
+    shared = manifest.image.shared_prioritized
+    result: dict[int, Sequence[str]] = {}
+    taken: list[tuple[int, str]] = []
+    for layer in manifest.layers:
+        digest = layer.source.digest
+        owner = shared.get(digest)
+        if owner is not None and owner[0] != manifest.index:
+            result[layer.index] = owner[2]
+            taken.append((layer.index, owner[1] or "?"))
+        elif layer.index in chosen:
+            files = tuple(chosen[layer.index])
+            result[layer.index] = files
+            if owner is None:
+                shared[digest] = (manifest.index, manifest.platform, files)
+    return result, tuple(taken)
 
 
 def _warn_no_host_manifest(manifest: ManifestJob, ctx: RunContext) -> None:
@@ -120,7 +160,7 @@ def _warn_no_host_manifest(manifest: ManifestJob, ctx: RunContext) -> None:
 async def _from_prefetch_list(
     manifest: ManifestJob, list_file: Path, ctx: RunContext
 ) -> Mapping[int, Sequence[str]]:
-    if not manifest.profile:
+    if manifest.execution != "native":
         return {}
     try:
         lines = await anyio.to_thread.run_sync(read_prefetch_list, list_file)
@@ -176,16 +216,19 @@ async def _from_workload(manifest: ManifestJob, ctx: RunContext) -> Mapping[int,
             work_dir=ctx.store.scratch / "profile",
             on_output=on_output,
             runtime=OCI_RUNTIME,
+            ignore_paths=manifest.emulator_paths,
         ),
         clock,
         PROFILE_TICK,
     )
     seconds = time.monotonic() - started
-    _publish_summary(manifest, result, seconds, ctx)
+    prioritized, shared_from = share_layer_files(manifest, dict(enumerate(result.prioritized)))
+    _publish_summary(manifest, result, prioritized, shared_from, seconds, ctx)
     if settings.record_out is not None:
-        entries = result.records(manifest.source_digest)
+        image.recorded.extend(result.records(manifest.source_digest))
+        entries = list(image.recorded)
         await anyio.to_thread.run_sync(write_record_file, settings.record_out, entries)
-    return dict(enumerate(result.prioritized))
+    return prioritized
 
 
 def _stopped_by(result: ProfileResult) -> str | None:
@@ -199,7 +242,12 @@ def _stopped_by(result: ProfileResult) -> str | None:
 
 
 def _publish_summary(
-    manifest: ManifestJob, result: ProfileResult, seconds: float, ctx: RunContext
+    manifest: ManifestJob,
+    result: ProfileResult,
+    prioritized: Mapping[int, Sequence[str]],
+    shared_from: tuple[tuple[int, str], ...],
+    seconds: float,
+    ctx: RunContext,
 ) -> None:
     name = manifest.image.name
     if result.overflowed:
@@ -216,7 +264,12 @@ def _publish_summary(
             exit_status=result.exit_status,
             stopped=_stopped_by(result),
             accessed=len(result.accessed_paths),
-            prioritized=tuple(len(paths) for paths in result.prioritized),
+            prioritized=tuple(
+                len(prioritized.get(index, ())) for index in range(len(manifest.layers))
+            ),
             seconds=seconds,
+            execution="emulated" if manifest.execution == "emulated" else "native",
+            emulator=manifest.emulator if manifest.execution == "emulated" else None,
+            shared_from=shared_from,
         )
     )

@@ -7,21 +7,27 @@ manifest, and each config (parsed once; the parsed config and its bytes are kept
 
 from __future__ import annotations
 
+import os
+
+import anyio.to_thread
+
 from esgz.errors import ImageError, PlatformError
 from esgz.oci import mediatypes
 from esgz.oci.manifest import Descriptor, ImageConfig, Index, Manifest, parse_manifest_or_index
 from esgz.oci.platform import (
     ALL_PLATFORMS,
     OrderedMatcher,
+    Platform,
     PlatformMatcher,
     default_strict,
     parse_platforms,
     select_manifests,
 )
 from esgz.pipeline.config import ResolvedImage
-from esgz.pipeline.events import WarningEvent
+from esgz.pipeline.events import PlatformExecution, WarningEvent
 from esgz.pipeline.jobs import ImageJob, LayerInput, ManifestJob, SourceManifest
 from esgz.pipeline.runner import RunContext
+from esgz.runtime.emulation import PlatformSupport, platform_support, read_binfmt
 from esgz.stages.endpoints import Source
 
 __all__ = ["is_attestation", "matcher_for", "resolve_image"]
@@ -89,7 +95,13 @@ async def resolve_image(image: ImageJob, ctx: RunContext, source: Source) -> Non
                 )
             platform = str(entry.platform) if entry.platform is not None else None
             job = await _add_manifest(image, source, entry, manifest, platform)
-            job.profile = entry.platform is not None and host.match(entry.platform)
+            job.execution = (
+                "native"
+                if entry.platform is not None and host.match(entry.platform)
+                else "not profiled"
+            )
+        if settings.needs_workload:
+            await _plan_execution(image, ctx, [entry.platform for entry in selected])
         return
     if settings.platforms or settings.all_platforms:
         ctx.events.publish(
@@ -100,7 +112,83 @@ async def resolve_image(image: ImageJob, ctx: RunContext, source: Source) -> Non
             )
         )
     job = await _add_manifest(image, source, descriptor, document, None)
-    job.profile = True
+    job.execution = "native"
+    if settings.needs_workload:
+        await _plan_execution(image, ctx, [job.source.config.platform], thin=True)
+
+
+async def _plan_execution(
+    image: ImageJob, ctx: RunContext, platforms: list[Platform | None], *, thin: bool = False
+) -> None:
+    """Decide, per manifest, whether its workload runs natively, emulated or not at all.
+
+    A platform other than the host's is profiled under an enabled binfmt_misc handler
+    with the ``F`` flag (unless ``no_emulation``); one that cannot run gets a warning
+    naming the missing handler. A single-manifest image whose config names another
+    architecture is run emulated, or not at all (with ``no_emulation`` it is run
+    as it is, as the reference does). The native manifest is profiled first, then the
+    others in index order.
+    """
+    settings = image.settings
+    found_all = await anyio.to_thread.run_sync(_detect, platforms, settings.no_emulation)
+    for job, platform, (found, paths) in zip(image.manifests, platforms, found_all, strict=True):
+        reason: str | None = None
+        if platform is None or not platform.architecture:
+            if not thin:
+                reason = "the index entry names no platform"
+        elif found is not None and (job.execution != "native" or thin):
+            if found.mode == "emulated":
+                job.execution = "emulated"
+                job.emulator = found.handler
+                job.emulator_paths = paths
+            elif found.mode == "unavailable" and not (thin and settings.no_emulation):
+                job.execution = "not profiled"
+                job.emulator = found.handler
+                reason = found.reason
+        job.profile_rank = 0 if job.execution == "native" else 1 + job.index
+        ctx.events.publish(
+            PlatformExecution(
+                image=image.name,
+                platform=job.platform,
+                execution=job.execution,
+                emulator=job.emulator,
+                reason=reason,
+            )
+        )
+        if job.execution == "not profiled" and not settings.no_emulation and reason:
+            ctx.events.publish(
+                WarningEvent(
+                    image=image.name,
+                    message=f"platform {job.platform} is not profiled (its layers get"
+                    f" .no.prefetch.landmark): {reason}",
+                )
+            )
+
+
+def _detect(
+    platforms: list[Platform | None], no_emulation: bool
+) -> list[tuple[PlatformSupport | None, tuple[str, ...]]]:
+    """How each platform can run here, and its emulator's files. Blocking.
+
+    binfmt_misc is read once.
+    """
+    binfmt = None if no_emulation else read_binfmt()
+    found: list[tuple[PlatformSupport | None, tuple[str, ...]]] = []
+    for platform in platforms:
+        if platform is None or not platform.architecture:
+            found.append((None, ()))
+            continue
+        check = platform_support(platform, emulation=not no_emulation, binfmt=binfmt)
+        found.append((check, _interpreter_paths(check.interpreter)))
+    return found
+
+
+def _interpreter_paths(interpreter: str | None) -> tuple[str, ...]:
+    """An emulator's interpreter and the file it links to, as rootfs paths. Blocking."""
+    if not interpreter:
+        return ()
+    paths = {interpreter, os.path.realpath(interpreter)}
+    return tuple(sorted(path.lstrip("/") for path in paths))
 
 
 async def _add_manifest(

@@ -45,4 +45,5 @@ async def upload_layer(
         output.path,
         source=source if output.digest == layer.source.digest else None,
         progress=progress,
+        mount_from=output.mount_from,
     )

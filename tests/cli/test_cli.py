@@ -81,6 +81,7 @@ NOT_SETTINGS = {
     "estargz_compression_level",
     "zstdchunked_compression_level",
     "cache_dir",
+    "cache_registry",
     "no_cache",
     "log_format",
     "quiet",

@@ -38,6 +38,7 @@ from esgz.pipeline.events import (
     LayerReused,
     LayerUploaded,
     PipelineDone,
+    PlatformExecution,
     ProfileProgress,
     WarningEvent,
 )
@@ -93,6 +94,46 @@ def test_descriptions() -> None:
     assert lines["WarningEvent"] == "warning: src (sha256:111111111111): careful"
     assert lines["PipelineDone"] == "1 image(s) done in 1.5s"
     assert describe(PipelineDone(image="", images_done=0, seconds=1, error="boom")) is None
+
+
+def test_descriptions_of_platform_execution() -> None:
+    native = PlatformExecution(image="src", platform="linux/amd64", execution="native")
+    emulated = PlatformExecution(
+        image="src", platform="linux/arm64", execution="emulated", emulator="qemu-aarch64"
+    )
+    skipped = PlatformExecution(
+        image="src",
+        platform="linux/s390x",
+        execution="not profiled",
+        emulator="qemu-s390x",
+        reason="no binfmt_misc handler for s390x is registered",
+    )
+    assert describe(native) == "platform linux/amd64 of src: native"
+    assert describe(emulated) == "platform linux/arm64 of src: emulated by qemu-aarch64"
+    assert describe(skipped) == (
+        "platform linux/s390x of src: not profiled: no binfmt_misc handler for s390x is registered"
+    )
+    profiled = ImageProfiled(
+        image="src",
+        platform="linux/arm64",
+        exit_status=0,
+        stopped=None,
+        accessed=3,
+        prioritized=(1, 0, 2),
+        seconds=3.25,
+        execution="emulated",
+        emulator="qemu-aarch64",
+        shared_from=((2, "linux/amd64"),),
+    )
+    assert describe(profiled) == (
+        "profiled src (linux/arm64, emulated by qemu-aarch64) in 3.2s: workload exited with"
+        " code 0; 3 files accessed, prioritized per layer: [1, 0, 2]; layer 2 keeps the"
+        " files of linux/amd64"
+    )
+    data = json.loads(event_to_json(skipped))
+    assert data["event"] == "platform_execution"
+    assert data["execution"] == "not profiled"
+    assert data["emulator"] == "qemu-s390x"
 
 
 def test_json_lines() -> None:

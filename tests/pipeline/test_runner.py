@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from esgz.pipeline.events import (
     LayerReused,
     PipelineDone,
 )
-from esgz.pipeline.runner import Runner
+from esgz.pipeline.jobs import FetchedBlob, ImageJob, LayerJob, ManifestJob
+from esgz.pipeline.runner import RunContext, Runner
 from tests.pipeline.toystages import ToyStages, digest_of
 
 pytestmark = pytest.mark.anyio
@@ -345,3 +347,47 @@ async def test_stale_scratch_of_killed_runs_is_removed(tmp_path: Path) -> None:
     os.utime(stale, (old, old))
     await Runner(make_config(tmp_path, ["a"]), toy(tmp_path, {"a": {"p": [BASE]}})).run()
     assert sorted(p.name for p in scratch.iterdir()) == ["run-stillrunning"]
+
+
+APP_C = b"app c " * 500
+
+
+class RankedStages(ToyStages):
+    """Toy stages whose ``linux/amd64`` manifest is profiled first (as the native one)."""
+
+    profiled: list[str]
+
+    async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
+        await super().resolve(image, ctx)
+        for manifest in image.manifests:
+            native = manifest.platform == "linux/amd64"
+            manifest.profile_rank = 0 if native else 1 + manifest.index
+
+    async def fetch(self, layer: LayerJob, ctx: RunContext) -> FetchedBlob:
+        if layer.source.digest == digest_of(APP_B):  # the native manifest gathers last
+            await anyio.sleep(0.2)
+        return await super().fetch(layer, ctx)
+
+    async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
+        self.profiled.append(manifest.platform or "")
+        return await super().profile(manifest, ctx)
+
+
+async def test_manifests_sharing_a_layer_are_profiled_in_rank_order(tmp_path: Path) -> None:
+    catalog = {
+        "a": {
+            "linux/arm64": [BASE, APP_A],
+            "linux/amd64": [BASE, APP_B],
+            "linux/s390x": [APP_C],
+        }
+    }
+    full = {f"local:///src/{name}": platforms for name, platforms in catalog.items()}
+    stages = RankedStages(catalog=full, target_root=tmp_path / "targets")
+    stages.profiled = []
+    config = make_config(tmp_path, ["a"], concurrency={"profile": 2})
+    result, _ = await run_collecting(config, stages)
+    # arm64 gathered before amd64 but shares BASE with it, so it waits for its turn;
+    # s390x shares nothing and does not wait
+    assert stages.profiled.index("linux/amd64") < stages.profiled.index("linux/arm64")
+    assert stages.profiled[0] == "linux/s390x"
+    assert len(result.images[0].manifests) == 3
