@@ -8,10 +8,14 @@ import io
 import tarfile
 import threading
 import zlib
+from dataclasses import replace
+from pathlib import Path
 
+import anyio
 import pytest
 
 from esgz.errors import ConfigError, FormatError
+from esgz.estargz.convert import PendingPreparation, convert_layer_file, finish_layer_file
 from esgz.estargz.deflate import BACKENDS
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.writer import (
@@ -113,3 +117,41 @@ def test_strict_prioritized_and_cancellation_still_apply() -> None:
         prepare_layer(io.BytesIO(source), ConvertOptions(), cancel)
     with pytest.raises(ConfigError):
         prepare_layer(io.BytesIO(source), ConvertOptions(format="zstdchunked"))
+
+
+@pytest.mark.anyio
+async def test_a_pending_preparation_finishes_into_the_same_file_as_a_conversion(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "layer.tar"
+    source.write_bytes(_source())
+    order = ORDERS[1]
+    options = ConvertOptions(chunk_size=65536, workers=2)
+    expected = await convert_layer_file(
+        source, tmp_path / "expected", replace(options, prioritized_files=order)
+    )
+    preparation = PendingPreparation(source, options)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(preparation.run)
+        prepared = await preparation.take()
+    assert prepared is not None
+    assert await preparation.take() is None  # taken once
+    written: list[int] = []
+    try:
+        result = await finish_layer_file(
+            prepared, tmp_path / "out", order, progress=lambda _r, w: written.append(w)
+        )
+    finally:
+        prepared.close()
+    assert result == expected
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "expected").read_bytes()
+    assert written[-1] == result.size
+
+
+@pytest.mark.anyio
+async def test_a_failed_preparation_leaves_nothing_to_take(tmp_path: Path) -> None:
+    source = tmp_path / "bad.tar"
+    source.write_bytes(b"not a tar" * 100)
+    preparation = PendingPreparation(source, ConvertOptions())
+    await preparation.run()
+    assert await preparation.take() is None
