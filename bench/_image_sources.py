@@ -2,6 +2,9 @@
 
 * :func:`single_image` — ``tests.fixtures.images.big_image``: installed files from
   ``/usr/lib`` and ``/usr/share``, several gzip layers (default 256 MiB in layers of 48 MiB).
+* :func:`golang_image` — a golang-like image for ``optimize``: four gzip layers (busybox
+  with the C library, Debian's Go toolchain ``/usr/lib/go-1.19`` split into its packages
+  and its tools, a small settings layer); the workload is ``go version``.
 * :func:`batch_images` — ``count`` images in one layout (tags ``app0`` … ``app<count-1>``)
   that share base layers (the first ``base_layers`` layers of the single image, the same
   blobs) and each add two layers of their own: a slice of ``/usr/bin`` (a few MiB, different
@@ -16,21 +19,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tests.fixtures.images import (
     HOST_ARCH,
     OCI_LAYER_GZIP,
+    PATH_ENV,
     SampleImage,
     SampleLayer,
+    _base_entries,
     _cached,
     _config,
+    _Entry,
     _file,
     _fingerprint,
     _host_file,
     _image,
     _LayoutWriter,
+    _symlink,
     _tag_image,
     _with_parents,
     big_image,
@@ -165,3 +172,72 @@ def push_layout(image: SampleImage, destination: str) -> None:
 def inspect_raw(reference: str) -> bytes:
     """The manifest bytes of ``reference`` (``host/repo:tag``) as skopeo fetches them."""
     return skopeo(["inspect", "--raw", "--tls-verify=false", "--no-creds", f"docker://{reference}"])
+
+
+GO_ROOT = Path("/usr/lib/go-1.19")
+_LIBC = (
+    Path("/lib/x86_64-linux-gnu/libc.so.6"),
+    Path("/lib64/ld-linux-x86-64.so.2"),
+)
+
+
+def _tree_entries(root: Path, select: Callable[[Path], bool]) -> list[_Entry]:
+    """Files and symlinks under ``root`` (sorted) for which ``select`` holds."""
+    entries: list[_Entry] = []
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files) + [d for d in dirs if (Path(directory) / d).is_symlink()]:
+            path = Path(directory) / name
+            if not select(path):
+                continue
+            inside = str(path).lstrip("/")
+            if path.is_symlink():
+                entries.append(_symlink(inside, os.readlink(path)))
+            elif path.is_file() and os.access(path, os.R_OK):
+                entries.append(_host_file(inside, path))
+    return entries
+
+
+def golang_image() -> SampleImage:
+    """A golang-like image (≈ 330 MiB uncompressed in 4 gzip layers), workload ``go version``.
+
+    Needs Debian's ``golang-1.19-go`` and ``busybox-static``.
+    """
+    if not (GO_ROOT / "bin" / "go").is_file():
+        raise RuntimeError(f"{GO_ROOT}/bin/go is missing (apt-get install golang-1.19-go)")
+
+    def in_pkg(path: Path) -> bool:
+        return path.is_relative_to(GO_ROOT / "pkg") and not path.is_relative_to(
+            GO_ROOT / "pkg" / "tool"
+        )
+
+    groups = [
+        _tree_entries(GO_ROOT, in_pkg),
+        _tree_entries(GO_ROOT, lambda path: not in_pkg(path)),
+    ]
+    key = _fingerprint([*_LIBC, *(e.source for g in groups for e in g if e.source)], "golang-v1")
+
+    def build(layout: Path) -> SampleImage:
+        writer = _LayoutWriter(layout)
+        base = _base_entries() + [_host_file(str(p).lstrip("/"), p) for p in _LIBC]
+        layers = [
+            writer.layer(_with_parents(base), "gzip", OCI_LAYER_GZIP),
+            writer.layer(_with_parents(groups[0]), "gzip", OCI_LAYER_GZIP),
+            writer.layer(_with_parents(groups[1]), "gzip", OCI_LAYER_GZIP),
+            writer.layer(
+                _with_parents([_file("etc/golang.conf", b"GOTOOLCHAIN=local\n")]),
+                "gzip",
+                OCI_LAYER_GZIP,
+            ),
+        ]
+        run_config = {
+            "Env": [PATH_ENV.replace("PATH=", f"PATH={GO_ROOT}/bin:")],
+            "Cmd": [f"/{GO_ROOT.relative_to('/')}/bin/go", "version"],
+            "WorkingDir": "/",
+        }
+        image = _image(writer, "golang", layers, _config(layers, HOST_ARCH, run_config))
+        _tag_image(writer, image)
+        writer.finish()
+        return image
+
+    return _cached("bench-golang", key, build)

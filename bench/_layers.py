@@ -7,6 +7,8 @@
 * ``rootfs-quick``: the first ≈ 48 MiB of file content of ``rootfs`` (for ``--quick``).
 * ``mem-<N>``: an ``N`` MiB layer for the memory check: 1/8 incompressible data, then copies
   of the rootfs under ``copy<i>/`` prefixes until ``N`` MiB of file content.
+* ``small-files``: 200 400 entries (400 directories of 500 files of 12–700 bytes of
+  text-like content), the per-entry memory check; generated, no rootfs needed.
 """
 
 from __future__ import annotations
@@ -353,3 +355,52 @@ class _CountingWriter:
 
     def flush(self) -> None:
         self._sink.flush()
+
+
+SMALL_DIRS = 400
+SMALL_FILES_PER_DIR = 500
+
+
+def small_files_layer() -> Layer:
+    """200 400 entries of 12–700 bytes each: what the writer keeps per TOC entry."""
+    root = cache_dir("bench")
+    name = f"small-files-{RECIPE_VERSION}"
+    with _locked(root):
+        cached = _load(root, name)
+        if cached is not None:
+            return cached
+        _log("generating the 200 400-entry small-files layer")
+        rng = random.Random(200_400)
+        words = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+            for _ in range(2000)
+        ]
+        tar_path = root / f"{name}.tar"
+        entries = 0
+        with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT) as out:
+            for d in range(SMALL_DIRS):
+                directory = tarfile.TarInfo(f"srv/data/d{d:03d}/")
+                directory.type = tarfile.DIRTYPE
+                directory.mode = 0o755
+                directory.mtime = 1_700_000_000
+                out.addfile(directory)
+                entries += 1
+                for f in range(SMALL_FILES_PER_DIR):
+                    size = rng.randint(12, 700)
+                    text = " ".join(rng.choice(words) for _ in range(size // 4 + 1))
+                    data = text.encode()[:size]
+                    info = tarfile.TarInfo(f"srv/data/d{d:03d}/file-{f:04d}.txt")
+                    info.size = len(data)
+                    info.mode = 0o644
+                    info.mtime = 1_700_000_000 + f
+                    out.addfile(info, _BytesReader(data))
+                    entries += 1
+        _gzip(tar_path, root / f"{name}.tar.gz")
+        return _save(
+            root,
+            name,
+            has_tar=True,
+            entries=entries,
+            origin="generated: 400 directories x 500 text files of 12-700 bytes",
+            size=tar_path.stat().st_size,
+        )

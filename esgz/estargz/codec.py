@@ -8,16 +8,16 @@ from typing import Protocol
 
 __all__ = ["LayerCodec", "TOCTail"]
 
-Buffer = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
 class TOCTail:
     """Everything after the last data member: blob bytes, uncompressed bytes, annotations."""
 
-    blob_parts: list[bytes]
+    blob_parts: list[bytes | bytearray]
     """TOC (gzip member or skippable frame) followed by the footer."""
-    stream_parts: list[bytes]
+    stream_parts: list[bytes | bytearray]
     """What the tail adds to the uncompressed stream (counts toward the DiffID)."""
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -49,6 +49,15 @@ class LayerCodec(Protocol):
         """Bytes after a member's last block, given the CRC32 and length of its content."""
         ...
 
-    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
-        """TOC (JSON given in pieces) and footer for data members ending at ``toc_offset``."""
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The ``size`` bytes of content of one whole member written by this codec."""
+        ...
+
+    toc_prefix: int
+    """Bytes reserved at the start of the buffer given to :meth:`tail`."""
+
+    def tail(self, toc: bytearray, toc_offset: int) -> TOCTail:
+        """TOC and footer for data members ending at ``toc_offset``. ``toc`` holds
+        :attr:`toc_prefix` reserved bytes, then the JSON; the codec fills the prefix and
+        may append to it (it is not copied: the TOC of a large layer is large)."""
         ...

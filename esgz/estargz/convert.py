@@ -9,17 +9,27 @@ temporary file is removed and ``dst`` is left untouched).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import anyio
+
 from esgz.estargz.options import ConvertOptions, LayerResult
-from esgz.estargz.writer import write_layer
+from esgz.estargz.writer import PreparedLayer, prepare_layer, write_layer
 from esgz.threads import run_stoppable
 
-__all__ = ["ConvertProgress", "convert_layer", "convert_layer_file"]
+__all__ = [
+    "ConvertProgress",
+    "PendingPreparation",
+    "convert_layer",
+    "convert_layer_file",
+    "finish_layer_file",
+    "prepare_layer_file",
+]
 
 #: ``progress(read, written)``: bytes read from the source file and written to the output
 #: so far, never decreasing; called from the conversion's threads (one at a time), so it
@@ -127,3 +137,74 @@ async def convert_layer_file(
     return await run_stoppable(
         lambda cancel: _convert_file(Path(src), Path(dst), options, cancel, progress)
     )
+
+
+async def prepare_layer_file(src: Path, options: ConvertOptions) -> PreparedLayer:
+    """:func:`~esgz.estargz.writer.prepare_layer` of the layer file ``src``, in a worker
+    thread (stopped like :func:`convert_layer_file` when the caller is cancelled): the
+    members are compressed while the order is not known yet; :func:`finish_layer_file`
+    writes the blob."""
+
+    def work(cancel: threading.Event) -> PreparedLayer:
+        with open(src, "rb") as source:
+            return prepare_layer(source, options, cancel)
+
+    return await run_stoppable(work)
+
+
+async def finish_layer_file(
+    prepared: PreparedLayer,
+    dst: Path,
+    prioritized: tuple[str, ...],
+    *,
+    progress: ConvertProgress | None = None,
+) -> LayerResult:
+    """Write ``prepared`` with ``prioritized`` files first into ``dst`` (atomically, like
+    :func:`convert_layer_file`); ``progress`` sees the output bytes written."""
+
+    def work(cancel: threading.Event) -> LayerResult:
+        temp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(temp, "wb") as target:
+                writer: BinaryIO = target
+                if progress is not None:
+                    writer = cast(BinaryIO, _CountedWriter(target, _Counter(progress)))
+                result = prepared.finish(writer, prioritized, cancel)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(temp, dst)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        return result
+
+    return await run_stoppable(work)
+
+
+class PendingPreparation:
+    """A layer file being prepared in the background (:func:`prepare_layer_file`), for a
+    conversion to pick up once its order is known. Run :meth:`run` in a task group;
+    :meth:`take` waits for it."""
+
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        self.src = src
+        self.options = options
+        self._done = anyio.Event()
+        self._prepared: PreparedLayer | None = None
+
+    async def run(self) -> None:
+        """Prepare the layer; a failure only leaves nothing to take (a conversion from
+        scratch then reports it)."""
+        try:
+            self._prepared = await prepare_layer_file(self.src, self.options)
+        except Exception as exc:
+            logging.getLogger(__name__).debug("preparing %s failed: %s", self.src, exc)
+        finally:
+            self._done.set()
+
+    async def take(self) -> PreparedLayer | None:
+        """The prepared layer once :meth:`run` ended (None if it failed or was taken)."""
+        await self._done.wait()
+        prepared, self._prepared = self._prepared, None
+        return prepared

@@ -209,13 +209,22 @@ class EStargzCodec:
         """CRC32 and ISIZE."""
         return _trailer(crc, size)
 
-    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The content of one gzip member written by this codec (10-byte header)."""
+        body = memoryview(member)[len(self._head) : len(member) - 8]
+        if _libdeflate is not None:
+            data: bytes | bytearray = _libdeflate.deflate_decompress(body, size)
+        else:
+            data = _ZLIB.decompress(body, -15)
+        return data
+
+    toc_prefix = 512
+    """The TOC tar header goes before the JSON."""
+
+    def tail(self, toc: bytearray, toc_offset: int) -> TOCTail:
         """TOC member (a tar: header, JSON, padding, end-of-archive) and footer."""
-        length = sum(len(piece) for piece in toc_pieces)
-        toc_tar = [
-            plain_header(TOC_TAR_NAME, length),
-            *toc_pieces,
-            bytes(-length % 512 + 1024),
-        ]
-        member = gzip_member_of(toc_tar, self.level, self.backend)
-        return TOCTail(blob_parts=[member, gzip_footer(toc_offset)], stream_parts=toc_tar)
+        length = len(toc) - self.toc_prefix
+        toc[: self.toc_prefix] = plain_header(TOC_TAR_NAME, length)
+        toc += bytes(-length % 512 + 1024)
+        member = gzip_member_of((toc,), self.level, self.backend)
+        return TOCTail(blob_parts=[member, gzip_footer(toc_offset)], stream_parts=[toc])

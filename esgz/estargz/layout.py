@@ -21,7 +21,7 @@ from esgz.estargz.toc import TOCEntry
 __all__ = ["Member", "Piece", "Planner", "SpoolRange"]
 
 SpoolRange = tuple[int, int]
-Piece = bytes | memoryview | SpoolRange
+Piece = bytes | bytearray | memoryview | SpoolRange
 _ZEROS: Final = bytes(512)
 
 
@@ -83,6 +83,7 @@ class Planner:
         self._size = 0
         self._written = 0
         self._chunk_left = 0
+        self._chunk_index = 0
 
     def header(self, piece: Piece) -> None:
         """Header block(s) of the next entry."""
@@ -91,13 +92,16 @@ class Planner:
     def begin_file(self, toc: TOCEntry, size: int, chunks: list[TOCEntry]) -> None:
         """Start the payload of a regular file of ``size`` > 0 bytes.
 
-        ``toc`` is its ``reg`` entry; further ``chunk`` entries are appended to ``chunks``.
+        ``toc`` is its ``reg`` entry; further ``chunk`` entries are appended to ``chunks``
+        (or, when ``chunks`` already holds them from an earlier planning of the same file,
+        reused: their offsets and digests are the same in any order).
         """
         self._file = toc
         self._chunks = chunks
         self._size = size
         self._written = 0
         self._chunk_left = 0
+        self._chunk_index = 0
 
     def data(self, piece: Piece) -> None:
         """The next bytes of the current file's payload."""
@@ -122,8 +126,12 @@ class Planner:
         remaining = self._size - self._written
         length = min(self._chunk_size, remaining)
         if self._written:
-            toc = TOCEntry(name=file.name, type="chunk")
-            self._chunks.append(toc)
+            if self._chunk_index < len(self._chunks):
+                toc = self._chunks[self._chunk_index]
+            else:
+                toc = TOCEntry(name=file.name, type="chunk")
+                self._chunks.append(toc)
+            self._chunk_index += 1
         else:
             toc = file
         toc.chunk_offset = self._written
@@ -134,11 +142,15 @@ class Planner:
         self._current = Member(starts=toc, digest_length=length)
         self._chunk_left = length
 
-    def end_file(self) -> None:
-        """Finish the file: it must have received exactly ``size`` bytes; add padding."""
+    def end_file(self, padding: Piece | None = None) -> None:
+        """Finish the file: it must have received exactly ``size`` bytes; add padding.
+
+        ``padding`` is where the padding's zeros are (a range right after the payload's),
+        by default bytes in memory.
+        """
         if self._written != self._size:
             raise ValueError("payload shorter than the file's size")
-        self._current.add(_ZEROS[: -self._size % 512])
+        self._current.add(_ZEROS[: -self._size % 512] if padding is None else padding)
         self._file = None
 
     def finish(self) -> None:

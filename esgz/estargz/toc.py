@@ -52,6 +52,7 @@ __all__ = [
     "TOC",
     "EntryType",
     "TOCEntry",
+    "encode_toc_into",
     "format_modtime",
     "go_json_string",
 ]
@@ -213,6 +214,23 @@ def _entry_lines(entry: TOCEntry) -> str:
 def encode_toc(version: int, entries: Iterable[TOCEntry]) -> bytes:
     """The Go ``MarshalIndent`` bytes of a TOC with these entries (see :meth:`TOC.to_json`)."""
     return b"".join(encode_toc_pieces(version, entries))
+
+
+def encode_toc_into(buffer: bytearray, version: int, entries: Iterable[TOCEntry]) -> None:
+    """Append :func:`encode_toc`'s bytes to ``buffer``, one entry at a time (``entries``
+    may be consumed as they are encoded, so that they need not all be kept)."""
+    count = 0
+    for entry in entries:
+        text = _entry_lines(entry)
+        if count:
+            buffer += (",\n" + text).encode("utf-8")
+        else:
+            buffer += f'{{\n\t"version": {version},\n\t"entries": [\n{text}'.encode()
+        count += 1
+    if count:
+        buffer += b"\n\t]\n}"
+    else:
+        buffer += f'{{\n\t"version": {version},\n\t"entries": []\n}}'.encode()
 
 
 def encode_toc_pieces(version: int, entries: Iterable[TOCEntry]) -> list[bytes]:

@@ -46,15 +46,17 @@ Input handling decisions (each documented in docs/format.md):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
 import tempfile
 import threading
+from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 
 from esgz.errors import ConfigError, FormatError
@@ -71,16 +73,23 @@ from esgz.estargz.constants import (
 )
 from esgz.estargz.deflate import BACKEND, EStargzCodec, crc32, crc32_combine
 from esgz.estargz.layerindex import LayerIndexBuilder
-from esgz.estargz.layout import Member, Piece, Planner, SpoolRange, piece_length
+from esgz.estargz.layout import Member, Piece, Planner, piece_length
 from esgz.estargz.options import ConvertOptions, LayerResult
 from esgz.estargz.ordering import prioritized_order
 from esgz.estargz.source import TarStream
 from esgz.estargz.tarheader import encode_header, plain_header
 from esgz.estargz.tarinput import TarEntry, TarReader
-from esgz.estargz.toc import TOCEntry, encode_toc_pieces, format_modtime
+from esgz.estargz.toc import TOCEntry, encode_toc_into, format_modtime
 from esgz.estargz.zstdchunked import ZstdChunkedCodec
 
-__all__ = ["ConversionCancelled", "write_layer"]
+__all__ = [
+    "ConversionCancelled",
+    "PreparedLayer",
+    "can_prepare",
+    "prepare_layer",
+    "write_layer",
+    "write_layer_spooled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +97,8 @@ _TASK_BYTES: Final = 512 * 1024
 _DIRECT_WRITE: Final = 64 * 1024
 _NO_XATTRS: Final[dict[str, bytes]] = {}
 """Shared by every TOC entry without xattrs (never mutated)."""
+_NO_CHUNKS: Final[list[TOCEntry]] = []
+"""Shared by every item of at most one chunk (the planner appends only further chunks)."""
 _IN_FLIGHT_UNIT: Final = 1 << 20
 """Per worker (plus one), max(chunk size, this) bytes of input may be queued/compressing."""
 _SPOOL_BUFFER: Final = 1 << 20
@@ -105,6 +116,13 @@ _DROPPED_NAMES: Final = frozenset((PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK, TOC_
 
 class ConversionCancelled(Exception):
     """Raised inside the writer when its cancel event is set."""
+
+
+class _NoHash:
+    """Stands in for a hash nobody reads."""
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------------------
@@ -148,8 +166,8 @@ class _Spool:
         self._file.close()
 
 
-def _materialize(fd: int, pieces: list[Piece]) -> list[bytes | memoryview]:
-    out: list[bytes | memoryview] = []
+def _materialize(fd: int, pieces: list[Piece]) -> list[bytes | bytearray | memoryview]:
+    out: list[bytes | bytearray | memoryview] = []
     for piece in pieces:
         if isinstance(piece, tuple):
             offset, length = piece
@@ -195,6 +213,8 @@ class _Job:
     size: int
     first: bool
     last: bool
+    copy: tuple[int, int] | None = None
+    """A member compressed earlier: (offset, length) of its bytes in the member file."""
 
 
 @dataclass(slots=True)
@@ -204,10 +224,19 @@ class _TaskResult:
 
 
 def _run_task(fd: int, jobs: list[_Job], codec: LayerCodec, with_crc: bool) -> _TaskResult:
-    """Worker: read spooled pieces, compress each block, CRC it."""
+    """Worker: read spooled pieces, compress each block, CRC it (or, for a member
+    compressed earlier, read it and decompress it for the hashes)."""
     compressed: list[bytes | bytearray] = []
     crcs: list[int] = []
     for job in jobs:
+        if job.copy is not None:
+            member = _materialize(fd, [job.copy])[0]
+            assert isinstance(member, bytes)
+            job.pieces = [codec.decompress_member(member, job.size)]
+            compressed.append(member)
+            if with_crc:
+                crcs.append(0)
+            continue
         pieces = _materialize(fd, job.pieces)
         job.pieces = list(pieces)
         dictionary = b"".join(_materialize(fd, job.dictionary)) if job.dictionary else b""
@@ -233,16 +262,30 @@ class _Output:
         self,
         dst: BinaryIO,
         codec: LayerCodec,
-        spool: _Spool,
+        spool: _Spool | None,
         pool: ThreadPoolExecutor,
         max_in_flight: int,
         check_cancel: Callable[[], None],
+        *,
+        fd: int | None = None,
+        hashed: bool = True,
+        on_member: Callable[[int, int, int, int], None] | None = None,
     ) -> None:
-        """``max_in_flight`` bounds the uncompressed bytes of submitted, unwritten tasks."""
+        """``max_in_flight`` bounds the uncompressed bytes of submitted, unwritten tasks.
+
+        Workers read ranges from ``fd`` (default: the spool's). ``hashed``: hash the blob
+        and the uncompressed stream. ``on_member(start, size, offset, length)`` is told
+        where each member's content starts in the uncompressed stream, its size, and the
+        offset and length of its compressed bytes.
+        """
         self._dst = dst
         self._codec = codec
         self._block = codec.block_size
         self._spool = spool
+        self._fd = fd if fd is not None else (spool.fd if spool is not None else -1)
+        self._hashed = hashed
+        self._on_member = on_member
+        self._member_offset = 0
         self._pool = pool
         self._max_in_flight = max_in_flight
         self._check_cancel = check_cancel
@@ -251,8 +294,8 @@ class _Output:
         self._pending: deque[tuple[Future[_TaskResult], list[_Job], int]] = deque()
         self._pending_bytes = 0
         self.offset = 0
-        self.blob_hash = hashlib.sha256()
-        self.diff_hash = hashlib.sha256()
+        self.blob_hash: Any = hashlib.sha256() if hashed else _NoHash()
+        self.diff_hash: Any = hashlib.sha256() if hashed else _NoHash()
         self.uncompressed_size = 0
         # state of the member being written
         self._crc = 0
@@ -277,6 +320,10 @@ class _Output:
                 )
             )
 
+    def add_copy(self, member: Member, offset: int, length: int) -> None:
+        """A member whose compressed bytes are at ``offset`` in the workers' file."""
+        self._queue(_Job(member, [], [], member.size, True, True, (offset, length)))
+
     def _queue(self, job: _Job) -> None:
         self._batch.append(job)
         self._batch_bytes += job.size
@@ -287,11 +334,10 @@ class _Output:
         if not self._batch:
             return
         self._check_cancel()
-        self._spool.flush()
+        if self._spool is not None:
+            self._spool.flush()
         batch = self._batch
-        future = self._pool.submit(
-            _run_task, self._spool.fd, batch, self._codec, self._codec.uses_crc
-        )
+        future = self._pool.submit(_run_task, self._fd, batch, self._codec, self._codec.uses_crc)
         self._pending.append((future, batch, self._batch_bytes))
         self._pending_bytes += self._batch_bytes
         self._batch = []
@@ -311,7 +357,20 @@ class _Output:
         diff_hash = self.diff_hash
         for index, job in enumerate(jobs):
             member = job.member
+            if job.copy is not None:
+                if member.starts is not None:
+                    member.starts.offset = offset
+                compressed = result.compressed[index]
+                out.append(compressed)
+                offset += len(compressed)
+                for content in job.pieces:
+                    diff_hash.update(cast(bytes, content))
+                job.pieces = []
+                self.uncompressed_size += member.size
+                member.pieces = []
+                continue
             if job.first:
+                self._member_offset = offset
                 if member.starts is not None:
                     member.starts.offset = offset
                     self._chunk_hash = hashlib.sha256()
@@ -345,6 +404,9 @@ class _Output:
                 if member.starts is not None:
                     member.starts.chunk_digest = "sha256:" + self._chunk_hash.hexdigest()
                     self._chunk_hash = None
+                if self._on_member is not None:
+                    start = self._member_offset
+                    self._on_member(self.uncompressed_size, member.size, start, offset - start)
                 self.uncompressed_size += member.size
                 member.pieces = []
         self._emit(out)
@@ -368,7 +430,9 @@ class _Output:
         self._dst.write(data)
         self.blob_hash.update(data)
 
-    def write_raw(self, blob_parts: list[bytes], stream_parts: list[bytes]) -> None:
+    def write_raw(
+        self, blob_parts: list[bytes | bytearray], stream_parts: list[bytes | bytearray]
+    ) -> None:
         """Append bytes that were compressed by the caller (TOC, footer)."""
         for part in blob_parts:
             self._write(part)
@@ -398,22 +462,31 @@ class _Item:
     cleaned: str
     link_target: str | None
     """Cleaned target of a hardlink."""
+    chunks: list[TOCEntry]
+    """The file's further chunks; the shared, never filled :data:`_NO_CHUNKS` for an entry
+    of at most one chunk (most entries: a list each would cost 56 bytes)."""
     size: int = 0
     """Payload size of a regular file (0 for everything else)."""
-    chunks: list[TOCEntry] = field(default_factory=list)
-    header: SpoolRange | None = None
-    data: SpoolRange | None = None
-    """Where header and payload are in the spool (only when spooling)."""
+    header: Piece | None = None
+    data: Piece | None = None
+    """Where header and payload are: ranges of the spool (when spooling) or of the
+    uncompressed stream of the members compressed in input order (when preparing), or
+    bytes (a landmark)."""
 
-    def plan(self, planner: Planner) -> None:
-        """Feed a spooled item to the planner."""
+    def plan(self, planner: Planner, *, padded: bool = False) -> None:
+        """Feed a spooled or prepared item to the planner; ``padded``: the stream holding
+        the payload's range has the tar padding right after it (prepared items)."""
         assert self.header is not None
         planner.header(self.header)
         if self.size:
             assert self.data is not None
             planner.begin_file(self.toc, self.size, self.chunks)
             planner.data(self.data)
-            planner.end_file()
+            if padded and isinstance(self.data, tuple):
+                start, length = self.data
+                planner.end_file((start + length, -length % 512))
+            else:
+                planner.end_file()
 
 
 class _Ingest:
@@ -421,12 +494,23 @@ class _Ingest:
     several chunks, bytes sent to the planner (streaming) or to the spool."""
 
     def __init__(
-        self, spool: _Spool, reader: TarReader, planner: Planner | None, chunk_size: int
+        self,
+        spool: _Spool | None,
+        reader: TarReader,
+        planner: Planner | None,
+        chunk_size: int,
+        *,
+        track: bool = False,
     ) -> None:
+        """``track``: record where each item's header and payload are in the stream fed to
+        ``planner`` (:attr:`_Item.header`, :attr:`_Item.data`)."""
         self._spool = spool
         self._reader = reader
         self._planner = planner
         self._chunk_size = chunk_size
+        self._track = track
+        self.position = 0
+        """Bytes fed to the planner so far (when tracking)."""
         self._modtimes: dict[tuple[int, int], str] = {}
         self.tree = LayerIndexBuilder()
         """The layer as a tree: refuses what the unpacker and the mapper would refuse."""
@@ -474,12 +558,16 @@ class _Ingest:
             xattrs=entry.xattrs or _NO_XATTRS,
         )
         size = entry.size if kind == "reg" else 0
-        item = _Item(toc, cleaned, link_target, size)
+        item = _Item(toc, cleaned, link_target, [] if size > self._chunk_size else _NO_CHUNKS, size)
         header = encode_header(entry)
         planner = self._planner
         if planner is not None:
             planner.header(header)
+            if self._track:
+                item.header = (self.position, len(header))
+                self.position += len(header)
         else:
+            assert self._spool is not None
             item.header = (self._spool.append(header), len(header))
         if kind != "reg":
             return item
@@ -494,7 +582,11 @@ class _Ingest:
                     hasher.update(piece)
                 planner.data(piece)
             planner.end_file()
+            if self._track:
+                item.data = (self.position, size)
+                self.position += size + -size % 512
         else:
+            assert self._spool is not None
             start = self._spool.size
             for piece in self._reader.payload(entry):
                 if hasher is not None:
@@ -520,16 +612,20 @@ class _Ingest:
                 "TOC" if cleaned == TOC_TAR_NAME else "prefetch landmark",
             )
 
-    def landmark(self, name: str) -> _Item:
+    def landmark(self, name: str, *, in_memory: bool = False) -> _Item:
         header = plain_header(name, len(LANDMARK_CONTENTS))
         toc = TOCEntry(name=name, type="reg", size=1, digest=LANDMARK_DIGEST)
-        item = _Item(toc, name, None, 1)
-        if self._planner is not None:
+        item = _Item(toc, name, None, _NO_CHUNKS, 1)
+        if in_memory:
+            item.header = header
+            item.data = LANDMARK_CONTENTS
+        elif self._planner is not None:
             self._planner.header(header)
             self._planner.begin_file(toc, 1, item.chunks)
             self._planner.data(LANDMARK_CONTENTS)
             self._planner.end_file()
         else:
+            assert self._spool is not None
             item.header = (self._spool.append(header), len(header))
             item.data = (self._spool.append(LANDMARK_CONTENTS), 1)
         return item
@@ -559,14 +655,21 @@ def _check_hardlinks(items: list[_Item], last: dict[str, int]) -> None:
         seen.add(item.cleaned)
 
 
-def _final_toc(items: list[_Item]) -> list[TOCEntry]:
-    """TOC entries in output order: last occurrence of each name, links checked."""
+def _final_toc(items: list[_Item]) -> Iterator[TOCEntry]:
+    """TOC entries in output order: last occurrence of each name, links checked.
+
+    Empties ``items`` and drops each item once its entries have been taken.
+    """
     last = _winners(items)
     _check_hardlinks(items, last)
-    entries: list[TOCEntry] = []
+    queue = deque(items)
+    items.clear()
     last_user: dict[int, str] = {}
     last_group: dict[int, str] = {}
-    for index, item in enumerate(items):
+    index = -1
+    while queue:
+        item = queue.popleft()
+        index += 1
         if last[item.cleaned] != index:
             continue
         toc = item.toc
@@ -583,9 +686,8 @@ def _final_toc(items: list[_Item]) -> list[TOCEntry]:
                 toc.group_name = ""
             else:
                 last_group[toc.gid] = toc.group_name
-        entries.append(toc)
-        entries.extend(item.chunks)
-    return entries
+        yield toc
+        yield from item.chunks
 
 
 # --------------------------------------------------------------------------------------
@@ -602,18 +704,146 @@ def _codec(options: ConvertOptions) -> LayerCodec:
         raise ConfigError(f"ESGZ_DEFLATE_BACKEND: {err}") from None
 
 
+def _canceller(cancel: threading.Event | None) -> Callable[[], None]:
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise ConversionCancelled
+
+    return check_cancel
+
+
+def _read_entries(
+    reader: TarReader, ingest: _Ingest, check_cancel: Callable[[], None]
+) -> list[_Item]:
+    items: list[_Item] = []
+    count = 0
+    for entry in reader:
+        item = ingest.item(entry)
+        if item is None:
+            continue
+        items.append(item)
+        count += 1
+        if count % 256 == 0:
+            check_cancel()
+    ingest.tree.finish()  # hardlinks whose target was replaced after them
+    return items
+
+
+def _missing(missing: list[str], options: ConvertOptions) -> None:
+    if missing and options.strict_prioritized:
+        raise FormatError(
+            "prioritized files not found in the layer: " + ", ".join(repr(path) for path in missing)
+        )
+
+
+@dataclass(slots=True)
+class _Tail:
+    toc_digest: str
+    annotations: dict[str, str]
+
+
+def _write_tail(output: _Output, items: list[_Item], codec: LayerCodec) -> _Tail:
+    """TOC (entries in output order, offsets filled in by ``output``) and footer.
+
+    ``items`` is consumed: each item is released once its TOC JSON is encoded, so the
+    JSON grows while the entries shrink.
+    """
+    toc = bytearray(codec.toc_prefix)
+    encode_toc_into(toc, 1, _final_toc(items))
+    toc_hash = hashlib.sha256(memoryview(toc)[codec.toc_prefix :])
+    tail = codec.tail(toc, output.offset)
+    del toc
+    output.write_raw(tail.blob_parts, tail.stream_parts)
+    return _Tail("sha256:" + toc_hash.hexdigest(), tail.annotations)
+
+
+def _result(
+    options: ConvertOptions, output: _Output, tail: _Tail, missing: list[str], compression: str
+) -> LayerResult:
+    annotations = {
+        TOC_DIGEST_ANNOTATION: tail.toc_digest,
+        UNCOMPRESSED_SIZE_ANNOTATION: str(output.uncompressed_size),
+        **tail.annotations,
+    }
+    return LayerResult(
+        format=options.format,
+        digest="sha256:" + output.blob_hash.hexdigest(),
+        size=output.offset,
+        diff_id="sha256:" + output.diff_hash.hexdigest(),
+        toc_digest=tail.toc_digest,
+        uncompressed_size=output.uncompressed_size,
+        annotations=annotations,
+        missing_prioritized=tuple(missing),
+        source_compression=compression,
+    )
+
+
 def write_layer(
     src: BinaryIO,
     dst: BinaryIO,
     options: ConvertOptions,
     cancel: threading.Event | None = None,
 ) -> LayerResult:
-    """Convert the layer read from ``src``, writing the blob sequentially to ``dst``."""
+    """Convert the layer read from ``src``, writing the blob sequentially to ``dst``.
 
-    def check_cancel() -> None:
-        if cancel is not None and cancel.is_set():
-            raise ConversionCancelled
+    With prioritized files the members are compressed while the input is read
+    (:func:`prepare_layer`) and assembled in the prioritized order afterwards.
+    """
+    if not options.prioritized_files:
+        return _write_streaming(src, dst, options, cancel)
+    if not can_prepare(options):
+        return write_layer_spooled(src, dst, options, cancel)
+    prepared = prepare_layer(src, options, cancel)
+    try:
+        return prepared.finish(dst, options.prioritized_files, cancel)
+    finally:
+        prepared.close()
 
+
+def _write_streaming(
+    src: BinaryIO,
+    dst: BinaryIO,
+    options: ConvertOptions,
+    cancel: threading.Event | None = None,
+) -> LayerResult:
+    """Without prioritized files: members written in input order as the input is read."""
+    check_cancel = _canceller(cancel)
+    codec = _codec(options)
+    workers = options.worker_count
+    stream = TarStream(src)
+    reader = TarReader(stream)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
+    in_flight = (workers + 1) * max(options.chunk_size, _IN_FLIGHT_UNIT)
+    output = _Output(dst, codec, None, pool, in_flight, check_cancel)
+    try:
+        planner = Planner(options.chunk_size, output.add)
+        ingest = _Ingest(None, reader, planner, options.chunk_size)
+        landmark = ingest.landmark(NO_PREFETCH_LANDMARK)
+        items = [landmark, *_read_entries(reader, ingest, check_cancel)]
+        del ingest
+        planner.finish()
+        output.finish()
+        tail = _write_tail(output, items, codec)
+    except BaseException:
+        output.abandon()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        stream.close()
+    return _result(options, output, tail, [], stream.compression)
+
+
+def write_layer_spooled(
+    src: BinaryIO,
+    dst: BinaryIO,
+    options: ConvertOptions,
+    cancel: threading.Event | None = None,
+) -> LayerResult:
+    """The former prioritized path, kept as the reference the tests compare with: the
+    input is spooled uncompressed, then compressed in the prioritized order."""
+    if not options.prioritized_files:
+        return _write_streaming(src, dst, options, cancel)
+    check_cancel = _canceller(cancel)
     codec = _codec(options)
     workers = options.worker_count
     stream = TarStream(src)
@@ -624,43 +854,16 @@ def write_layer(
     output = _Output(dst, codec, spool, pool, in_flight, check_cancel)
     try:
         planner = Planner(options.chunk_size, output.add)
-        prioritized = options.prioritized_files
-        streaming = not prioritized
-        ingest = _Ingest(spool, reader, planner if streaming else None, options.chunk_size)
-        items: list[_Item] = []
-        missing: list[str] = []
-        if streaming:
-            items.append(ingest.landmark(NO_PREFETCH_LANDMARK))
-        count = 0
-        for entry in reader:
-            item = ingest.item(entry)
-            if item is None:
-                continue
-            items.append(item)
-            count += 1
-            if count % 256 == 0:
-                check_cancel()
-        ingest.tree.finish()  # hardlinks whose target was replaced after them
-        if not streaming:
-            items, missing = _prioritize(items, ingest, prioritized)
-            if missing and options.strict_prioritized:
-                raise FormatError(
-                    "prioritized files not found in the layer: "
-                    + ", ".join(repr(path) for path in missing)
-                )
-            _check_hardlinks(items, _winners(items))  # fail before compressing anything
-            for item in items:
-                item.plan(planner)
+        ingest = _Ingest(spool, reader, None, options.chunk_size)
+        items = _read_entries(reader, ingest, check_cancel)
+        items, missing = _prioritize(items, ingest, options.prioritized_files)
+        _missing(missing, options)
+        _check_hardlinks(items, _winners(items))  # fail before compressing anything
+        for item in items:
+            item.plan(planner)
         planner.finish()
         output.finish()
-        toc_entries = _final_toc(items)
-        toc_pieces = encode_toc_pieces(1, toc_entries)
-        del toc_entries, items
-        toc_hash = hashlib.sha256()
-        for piece in toc_pieces:
-            toc_hash.update(piece)
-        tail = codec.tail(toc_pieces, output.offset)
-        output.write_raw(tail.blob_parts, tail.stream_parts)
+        tail = _write_tail(output, items, codec)
     except BaseException:
         output.abandon()
         raise
@@ -668,35 +871,244 @@ def write_layer(
         pool.shutdown(wait=True, cancel_futures=True)
         spool.close()
         stream.close()
-
-    toc_digest = "sha256:" + toc_hash.hexdigest()
-    annotations = {
-        TOC_DIGEST_ANNOTATION: toc_digest,
-        UNCOMPRESSED_SIZE_ANNOTATION: str(output.uncompressed_size),
-        **tail.annotations,
-    }
-    return LayerResult(
-        format=options.format,
-        digest="sha256:" + output.blob_hash.hexdigest(),
-        size=output.offset,
-        diff_id="sha256:" + output.diff_hash.hexdigest(),
-        toc_digest=toc_digest,
-        uncompressed_size=output.uncompressed_size,
-        annotations=annotations,
-        missing_prioritized=tuple(missing),
-        source_compression=stream.compression,
-    )
+    return _result(options, output, tail, missing, stream.compression)
 
 
 def _prioritize(
-    items: list[_Item], ingest: _Ingest, prioritized: tuple[str, ...]
+    items: list[_Item], ingest: _Ingest, prioritized: tuple[str, ...], *, in_memory: bool = False
 ) -> tuple[list[_Item], list[str]]:
     """The output order (prioritized entries, the landmark, the rest) and missing paths."""
     order = prioritized_order(
         [item.cleaned for item in items], lambda i: items[i].link_target, prioritized
     )
-    landmark = ingest.landmark(PREFETCH_LANDMARK)
+    landmark = ingest.landmark(PREFETCH_LANDMARK, in_memory=in_memory)
     ordered = [items[i] for i in order.prioritized]
     ordered.append(landmark)
     ordered.extend(items[i] for i in order.rest)
     return ordered, order.missing
+
+
+# --------------------------------------------------------------------------------------
+# Prepared layers: compress first, order later
+
+
+class _MemberLog:
+    """The members compressed in input order: where each one's content starts in the
+    uncompressed stream, its size, and its compressed bytes in the member file."""
+
+    def __init__(self) -> None:
+        self.starts = array("q")
+        self.sizes = array("q")
+        self.offsets = array("q")
+        self.lengths = array("q")
+
+    def add(self, start: int, size: int, offset: int, length: int) -> None:
+        self.starts.append(start)
+        self.sizes.append(size)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+
+    def find(self, start: int, size: int) -> int:
+        """Index of the member holding exactly ``[start, start + size)``, or -1."""
+        index = bisect.bisect_left(self.starts, start)
+        if index < len(self.starts) and self.starts[index] == start and self.sizes[index] == size:
+            return index
+        return -1
+
+    def covering(self, position: int) -> int:
+        """Index of the member whose content holds byte ``position``."""
+        return bisect.bisect_right(self.starts, position) - 1
+
+
+class _Resolver:
+    """Reads ranges of the input-order uncompressed stream back from the member file
+    (decompressing the members involved; only members whose content changes with the
+    order need this)."""
+
+    def __init__(self, fd: int, log: _MemberLog, codec: LayerCodec) -> None:
+        self._fd = fd
+        self._log = log
+        self._codec = codec
+        self._index = -1
+        self._data: bytes | bytearray = b""
+
+    def _member(self, index: int) -> bytes | bytearray:
+        if index != self._index:
+            log = self._log
+            raw = _materialize(self._fd, [(log.offsets[index], log.lengths[index])])[0]
+            self._data = self._codec.decompress_member(bytes(raw), log.sizes[index])
+            self._index = index
+        return self._data
+
+    def read(self, start: int, length: int) -> bytes | bytearray:
+        log = self._log
+        parts: list[bytes | bytearray] = []
+        end = start + length
+        index = log.covering(start)
+        while start < end:
+            data = self._member(index)
+            base = log.starts[index]
+            take = min(end, base + len(data)) - start
+            if index < 0 or take <= 0:
+                raise RuntimeError("a range outside the prepared members")
+            parts.append(data[start - base : start - base + take])
+            start += take
+            index += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class PreparedLayer:
+    """A layer read and compressed in input order, waiting for its output order.
+
+    :func:`prepare_layer` reads the source once and compresses every member as in a
+    conversion without prioritized files (a chunk's compressed bytes do not depend on
+    where it lands), spooling the *compressed* members to a temporary file.
+    :meth:`finish` plans the members of the prioritized order: each one whose content is
+    a member already compressed is copied (decompressed once more, in the workers, for the
+    DiffID), the others — the ones around moved entries and the landmarks, a few per
+    prioritized file — are read back and compressed again. The output is byte-identical to
+    :func:`write_layer_spooled`'s. :meth:`finish` can be called once; :meth:`close`
+    removes the temporary file.
+    """
+
+    def __init__(
+        self,
+        options: ConvertOptions,
+        codec: LayerCodec,
+        members: BinaryIO,
+        log: _MemberLog,
+        items: list[_Item],
+        ingest: _Ingest,
+        compression: str,
+    ) -> None:
+        self.options = options
+        self._codec = codec
+        self._members = members
+        self._log = log
+        self._items = items
+        self._ingest = ingest
+        self.source_compression = compression
+        self._finished = False
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes of compressed members spooled."""
+        return sum(self._log.lengths)
+
+    def close(self) -> None:
+        """Remove the spooled members."""
+        self._members.close()
+        self._items = []
+
+    def finish(
+        self,
+        dst: BinaryIO,
+        prioritized: tuple[str, ...],
+        cancel: threading.Event | None = None,
+    ) -> LayerResult:
+        """Write the blob with ``prioritized`` files first (or, with none, the layout of a
+        conversion without prioritized files) sequentially to ``dst``."""
+        if self._finished:
+            raise RuntimeError("a prepared layer is finished once")
+        self._finished = True
+        options = self.options
+        check_cancel = _canceller(cancel)
+        codec = self._codec
+        items = self._items
+        self._items = []
+        missing: list[str] = []
+        if prioritized:
+            items, missing = _prioritize(items, self._ingest, prioritized, in_memory=True)
+            _missing(missing, options)
+            _check_hardlinks(items, _winners(items))
+        else:
+            items.insert(0, self._ingest.landmark(NO_PREFETCH_LANDMARK, in_memory=True))
+        fd = self._members.fileno()
+        resolver = _Resolver(fd, self._log, codec)
+        log = self._log
+        workers = options.worker_count
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
+        in_flight = (workers + 1) * max(options.chunk_size, _IN_FLIGHT_UNIT)
+        output = _Output(dst, codec, None, pool, in_flight, check_cancel, fd=fd)
+
+        def place(member: Member) -> None:
+            pieces = member.pieces
+            if len(pieces) == 1 and isinstance(pieces[0], tuple):
+                index = log.find(*pieces[0])
+                if index >= 0:
+                    output.add_copy(member, log.offsets[index], log.lengths[index])
+                    return
+            member.pieces = [
+                resolver.read(*piece) if isinstance(piece, tuple) else piece for piece in pieces
+            ]
+            output.add(member)
+
+        try:
+            planner = Planner(options.chunk_size, place)
+            for count, item in enumerate(items):
+                item.plan(planner, padded=True)
+                if count % 256 == 0:
+                    check_cancel()
+            planner.finish()
+            output.finish()
+            tail = _write_tail(output, items, codec)
+        except BaseException:
+            output.abandon()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return _result(options, output, tail, missing, self.source_compression)
+
+
+def can_prepare(options: ConvertOptions) -> bool:
+    """Whether :func:`prepare_layer` supports the format: eStargz only. (A zstd frame's
+    bytes depend on whether it was compressed in one call or streamed in pieces, and the
+    pieces differ between the input-order and the spooled plans, so a frame compressed in
+    input order is not always the frame the prioritized output has.)"""
+    return options.format == "estargz"
+
+
+def prepare_layer(
+    src: BinaryIO, options: ConvertOptions, cancel: threading.Event | None = None
+) -> PreparedLayer:
+    """Read the layer from ``src`` and compress its members in input order (a temporary
+    file in ``options.temp_dir`` holds them); ``options.prioritized_files`` is ignored:
+    the order is given to :meth:`PreparedLayer.finish`. eStargz only
+    (:func:`can_prepare`); ConfigError for zstd:chunked."""
+    if not can_prepare(options):
+        raise ConfigError("a layer can be prepared for eStargz only")
+    check_cancel = _canceller(cancel)
+    codec = _codec(options)
+    workers = options.worker_count
+    stream = TarStream(src)
+    reader = TarReader(stream)
+    directory = str(options.temp_dir) if options.temp_dir is not None else None
+    members = tempfile.TemporaryFile(prefix="esgz-members-", dir=directory)  # noqa: SIM115
+    log = _MemberLog()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="esgz-compress")
+    in_flight = (workers + 1) * max(options.chunk_size, _IN_FLIGHT_UNIT)
+    output = _Output(
+        cast(BinaryIO, members),
+        codec,
+        None,
+        pool,
+        in_flight,
+        check_cancel,
+        hashed=False,
+        on_member=log.add,
+    )
+    try:
+        planner = Planner(options.chunk_size, output.add)
+        ingest = _Ingest(None, reader, planner, options.chunk_size, track=True)
+        items = _read_entries(reader, ingest, check_cancel)
+        planner.finish()
+        output.finish()
+        members.flush()
+    except BaseException:
+        output.abandon()
+        members.close()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        stream.close()
+    return PreparedLayer(options, codec, members, log, items, ingest, stream.compression)

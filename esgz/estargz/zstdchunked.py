@@ -59,7 +59,7 @@ class ZstdChunkedCodec:
         return b""
 
     def compress_block(
-        self, pieces: Sequence[bytes | memoryview], dictionary: bytes, final: bool
+        self, pieces: Sequence[bytes | bytearray | memoryview], dictionary: bytes, final: bool
     ) -> bytes:
         """One whole zstd frame."""
         if len(pieces) == 1:
@@ -69,10 +69,18 @@ class ZstdChunkedCodec:
         out.append(stream.flush())
         return b"".join(out)
 
-    def tail(self, toc_pieces: list[bytes], toc_offset: int) -> TOCTail:
+    def decompress_member(self, member: bytes, size: int) -> bytes | bytearray:
+        """The content of one frame (frames carry no content size: ``size`` bounds it)."""
+        data: bytes = zstandard.ZstdDecompressor().decompress(member, max_output_size=size)
+        return data
+
+    toc_prefix = 0
+
+    def tail(self, toc: bytearray, toc_offset: int) -> TOCTail:
         """Skippable frame holding the compressed TOC, then the footer frame."""
-        length = sum(len(piece) for piece in toc_pieces)
-        frame = self.compress_block(toc_pieces, b"", True)
+        length = len(toc)
+        stream = self._compressor().compressobj()  # streamed, as it always was
+        frame = stream.compress(toc) + stream.flush()
         header = ZSTD_SKIPPABLE_MAGIC + struct.pack("<I", len(frame))
         position = toc_offset + 8
         footer = zstd_chunked_footer(ZstdChunkedFooter(position, len(frame), length))

@@ -25,6 +25,7 @@ from esgz.pipeline.config import ResolvedImage
 from esgz.pipeline.results import LayerAction
 
 if TYPE_CHECKING:
+    from esgz.estargz.convert import PendingPreparation
     from esgz.pipeline.events import ProfileExecution
     from esgz.runtime.record import RecordEntry
 
@@ -136,6 +137,9 @@ class LayerJob:
     output: LayerOutput | None = None
     action: LayerAction | None = None
     uploaded: bool = False
+    #: Members being compressed while the workload runs (started by profile-map), for
+    #: convert to finish in the prioritized order.
+    preparation: PendingPreparation | None = None
 
     @property
     def image(self) -> ImageJob:

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 
 from esgz.errors import EsgzError, SandboxError
 from esgz.pipeline.config import PipelineConfig
@@ -28,7 +30,7 @@ from esgz.pipeline.jobs import (
 )
 from esgz.pipeline.runner import RunContext
 from esgz.registry.options import RegistryOptions
-from esgz.stages.convert import convert_into_store
+from esgz.stages.convert import convert_into_store, start_preparations
 from esgz.stages.endpoints import Endpoints, open_endpoints
 from esgz.stages.fetch import fetch_layer
 from esgz.stages.finalize import finalize_image, finalize_manifest
@@ -49,8 +51,10 @@ class DefaultStages:
     Made by :func:`open_default_stages`, which first checks that every workload can run.
     """
 
-    def __init__(self, endpoints: Endpoints) -> None:
+    def __init__(self, endpoints: Endpoints, background: TaskGroup) -> None:
+        """``background`` runs work that outlives a stage call (layer preparations)."""
         self.endpoints = endpoints
+        self._background = background
 
     async def resolve(self, image: ImageJob, ctx: RunContext) -> None:
         """See :func:`esgz.stages.resolve.resolve_image`."""
@@ -65,7 +69,9 @@ class DefaultStages:
         return await check_reuse(layer, ctx)
 
     async def profile(self, manifest: ManifestJob, ctx: RunContext) -> Mapping[int, Sequence[str]]:
-        """See :func:`esgz.stages.profile.profile_manifest`."""
+        """See :func:`esgz.stages.profile.profile_manifest`; meanwhile the layers'
+        members are compressed (:func:`esgz.stages.convert.start_preparations`)."""
+        start_preparations(manifest, ctx, self._background)
         return await profile_manifest(manifest, ctx)
 
     async def convert(self, layer: LayerJob, ctx: RunContext) -> LayerOutput:
@@ -118,4 +124,13 @@ async def open_default_stages(config: PipelineConfig) -> AsyncIterator[DefaultSt
             except EsgzError as exc:
                 exc.image = exc.image or image.source
                 raise
-        yield DefaultStages(endpoints)
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as background:
+            try:
+                yield DefaultStages(endpoints, background)
+            except BaseException as exc:  # re-raised as it is, not in an exception group
+                failure = exc
+            finally:
+                background.cancel_scope.cancel()  # preparations nobody will take
+        if failure is not None:
+            raise failure
