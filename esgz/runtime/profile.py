@@ -80,6 +80,7 @@ from esgz.runtime.workload import WorkloadOptions, parse_env_file
 from esgz.signals import preserving_signal_handlers
 
 __all__ = [
+    "CNI_NEEDS_ROOT",
     "OutputCallback",
     "ProfileResult",
     "image_runtime_config",
@@ -181,18 +182,16 @@ def _validate(
     """Checks that need no container (blocking: reads the env file)."""
     process_args(image, workload)
     stop = stop_signal(image)
-    if workload.cwd is not None and not workload.cwd.startswith("/"):
-        raise WorkloadError(f"--cwd {workload.cwd!r} must be an absolute path")
     env_entries: list[str] = []
     if workload.env_file is not None:
         try:
             text = workload.env_file.read_text()
         except OSError as err:
-            raise WorkloadError(f"--env-file {workload.env_file}: {err.strerror}") from None
-        env_entries = parse_env_file(text, source=f"--env-file {workload.env_file}")
+            raise WorkloadError(f"env_file {workload.env_file}: {err.strerror}") from None
+        env_entries = parse_env_file(text, source=f"env_file {workload.env_file}")
     for mount in workload.mounts:
         if mount.type == "bind" and not Path(mount.source).exists():
-            raise WorkloadError(f"--mount: source {mount.source!r} does not exist")
+            raise WorkloadError(f"mount: source {mount.source!r} does not exist")
     return env_entries, stop
 
 
@@ -203,13 +202,17 @@ def _check_host(runtime: str, userns: IdMapping | None = None) -> None:
         raise SandboxError(f"OCI runtime {runtime!r} not found in PATH")
 
 
+#: Why a CNI network cannot be had in rootless mode.
+CNI_NEEDS_ROOT = (
+    "--cni needs root (CNI plugins configure host interfaces); in rootless mode use"
+    " --net-host or the default network (loopback only)"
+)
+
+
 def _check_rootless(runtime: str, workload: WorkloadOptions) -> None:
     """What the rootless mode cannot do, refused before anything starts."""
     if workload.cni and not workload.net_host:
-        raise WorkloadError(
-            "--cni needs root (CNI plugins configure host interfaces); in rootless mode use"
-            " --net-host or the default network (loopback only)"
-        )
+        raise WorkloadError(CNI_NEEDS_ROOT)
     if workload.terminal or workload.interactive:
         raise WorkloadError("-t/-i (a terminal or stdin for the workload) needs root mode")
     reason = rootless_unavailable_reason()

@@ -177,13 +177,13 @@ def resolve_user(root: Path, user: str | None) -> ResolvedUser:
     groups = _parse_colon_file(read_file_in_root(root, "/etc/group"), 4)
     parts = user.split(":")
     if len(parts) > 2 or not all(parts):
-        raise WorkloadError(f"--user {user!r}: expected user, uid, user:group or uid:gid")
+        raise WorkloadError(f"user {user!r}: expected user, uid, user:group or uid:gid")
 
     def by_name(name: str) -> list[str]:
         for row in passwd:
             if row[0] == name:
                 return row
-        raise WorkloadError(f"--user {user!r}: no user {name!r} in the image's /etc/passwd")
+        raise WorkloadError(f"user {user!r}: no user {name!r} in the image's /etc/passwd")
 
     def by_uid(uid: int) -> list[str] | None:
         for row in passwd:
@@ -195,12 +195,12 @@ def resolve_user(root: Path, user: str | None) -> ResolvedUser:
         for row in groups:
             if row[0] == name and _numeric(row[2]) is not None:
                 return int(row[2])
-        raise WorkloadError(f"--user {user!r}: no group {name!r} in the image's /etc/group")
+        raise WorkloadError(f"user {user!r}: no group {name!r} in the image's /etc/group")
 
     uid_value = _numeric(parts[0])
     entry = by_uid(uid_value) if uid_value is not None else by_name(parts[0])
     if entry is not None and _numeric(entry[2]) is None:
-        raise WorkloadError(f"--user {user!r}: bad uid in the image's /etc/passwd")
+        raise WorkloadError(f"user {user!r}: bad uid in the image's /etc/passwd")
     uid = int(entry[2]) if entry is not None else (uid_value or 0)
     if len(parts) == 2:
         gid_value = _numeric(parts[1])

@@ -52,7 +52,7 @@ from esgz.pipeline.events import (
 from esgz.pipeline.jobs import ManifestJob
 from esgz.pipeline.runner import RunContext
 from esgz.runtime.layermap import prioritized_by_layer
-from esgz.runtime.profile import ProfileResult, profile_workload
+from esgz.runtime.profile import CNI_NEEDS_ROOT, ProfileResult, profile_workload
 from esgz.runtime.record import (
     expand_prefetch_list,
     read_prefetch_list,
@@ -84,10 +84,7 @@ def profiler_unavailable_reason(image: ResolvedImage) -> str | None:
         if reason is not None:
             return f"{reason}; or pass --no-optimize"
         if image.workload.cni and not image.workload.net_host:
-            return (
-                "--cni needs root (CNI plugins configure host interfaces); in rootless mode"
-                " use --net-host or the default network (loopback only)"
-            )
+            return CNI_NEEDS_ROOT
     if shutil.which(OCI_RUNTIME) is None:
         return (
             f"running the workload needs the OCI runtime {OCI_RUNTIME!r}, which is not in"
