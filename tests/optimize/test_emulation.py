@@ -13,11 +13,15 @@ registrations are the host's and are left alone.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,6 +35,7 @@ from tests.cli.outputcheck import blob_path
 from tests.cli.process import read_until, start_esgz
 from tests.fixtures.images import SMALL_TEXT, SampleImage
 from tests.fixtures.multiarch import APP_GREETING, TRIPLETS
+from tests.fixtures.rootless import rootless_skip_reason, rootless_user
 from tests.optimize.support import (
     NO_PREFETCH,
     OPTIMIZE_JSON,
@@ -388,3 +393,40 @@ def test_ctrl_c_while_an_emulated_workload_runs(
     assert list((cache / "tmp").iterdir()) == []
     assert _emulated_sleepers() == []
     assert not (out / "index.json").exists()
+
+
+def test_rootless_user_profiles_the_emulated_platform_too(
+    multiarch_busybox_image: SampleImage, qemu_binfmt: dict[str, str]
+) -> None:
+    """binfmt handlers are global: an unprivileged user's rootless run emulates arm64 too."""
+    reason = rootless_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    user = rootless_user()
+    work = user.home / f"work-{uuid.uuid4().hex[:12]}"
+    work.mkdir()
+    os.chown(work, user.uid, user.gid)
+    try:
+        run = subprocess.run(
+            user.command(
+                user.esgz, *OPTIMIZE_JSON, "--all-platforms",
+                multiarch_busybox_image.reference, f"local://{work}/out:opt",
+            ),
+            env=user.env(XDG_CACHE_HOME=str(work / "cache")),
+            cwd=user.home,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        profiled = {e["platform"]: e for e in events if e["event"] == "image_profiled"}
+        assert set(profiled) == {"linux/amd64", "linux/arm64"}
+        assert {e["mode"] for e in profiled.values()} == {"rootless"}
+        arm64 = profiled["linux/arm64"]
+        assert (arm64["execution"], arm64["emulator"]) == ("emulated", qemu_binfmt["arm64"])
+        assert arm64["exit_status"] == 0
+        assert arm64["prioritized"][0] > 0  # busybox's own files, read under qemu
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
