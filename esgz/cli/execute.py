@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import anyio
 import asyncclick as click
 
 from esgz.cli.render import make_renderer
-from esgz.errors import EsgzError, StorageError
-from esgz.fsutil import storage_error, storage_problem
-from esgz.oci.reference import LayoutReference
 from esgz.pipeline.api import run_pipeline
 from esgz.pipeline.config import PipelineConfig
 from esgz.pipeline.events import EventBus
@@ -38,30 +32,9 @@ async def execute(config: PipelineConfig, *, log_format: str, quiet: bool) -> Pi
             failure = exc
             bus.close()
     if failure is not None:
-        problem = storage_problem(failure)
-        if problem is not None:
-            context = failure if isinstance(failure, EsgzError) else None
-
-            def describe() -> StorageError:  # looks at the file systems: blocking
-                return storage_error(problem, _written_dirs(config), context=context)
-
-            raise await anyio.to_thread.run_sync(describe) from failure
         raise failure
     assert result is not None
     if log_format != "json":
         for image in result.images:
             click.echo(f"{image.target} {image.digest}")
     return result
-
-
-def _written_dirs(config: PipelineConfig) -> list[Path]:
-    """Where a run writes: the cache (or temp) dir and the OCI layouts it outputs to."""
-    dirs = [config.cache_dir() if config.cache.enabled else Path(tempfile.gettempdir())]
-    try:
-        images = config.resolved_images()
-    except EsgzError:
-        return dirs
-    dirs += [
-        image.target_ref.path for image in images if isinstance(image.target_ref, LayoutReference)
-    ]
-    return dirs

@@ -22,6 +22,7 @@ when a stage fails).
 from __future__ import annotations
 
 import importlib
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from esgz.errors import ConfigError, EsgzError, PipelineError
+from esgz.errors import ConfigError, EsgzError, PipelineError, StorageError
+from esgz.fsutil import storage_error, storage_problem
+from esgz.oci.reference import LayoutReference
 from esgz.pipeline.config import (
     PipelineConfig,
     config_from_data,
@@ -156,10 +159,33 @@ class Pipeline:
                 bus.publish(
                     PipelineDone(image="", images_done=0, seconds=seconds, error=_one_line(exc))
                 )
-            raise
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            context = exc if isinstance(exc, EsgzError) else None
+            config = self._config
+
+            def describe() -> StorageError:  # looks at the file systems: blocking
+                written = _written_dirs(config) if config is not None else []
+                return storage_error(problem, written, context=context)
+
+            raise await anyio.to_thread.run_sync(describe) from exc
         finally:
             self._running = None
             bus.close()
+
+
+def _written_dirs(config: PipelineConfig) -> list[Path]:
+    """Where a run writes: the cache (or temp) dir and the OCI layouts it outputs to."""
+    dirs = [config.cache_dir() if config.cache.enabled else Path(tempfile.gettempdir())]
+    try:
+        images = config.resolved_images()
+    except EsgzError:
+        return dirs
+    dirs += [
+        image.target_ref.path for image in images if isinstance(image.target_ref, LayoutReference)
+    ]
+    return dirs
 
 
 def _one_line(exc: BaseException) -> str:

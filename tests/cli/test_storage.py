@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from esgz import StorageError, convert
 from tests.cli.process import esgz_command
 from tests.fixtures.cache import REPO_ROOT
 from tests.fixtures.images import SampleImage
@@ -84,6 +85,19 @@ def test_full_output_disk(python_image: SampleImage, small_disk: Path) -> None:
     assert result.returncode == 1, result.stderr
     (line,) = error_lines(result)
     assert line.endswith(f"no space left on device: cannot write {out}"), line
+
+
+@pytest.mark.root
+@pytest.mark.anyio
+async def test_full_disk_through_the_python_api(
+    python_image: SampleImage, small_disk: Path
+) -> None:
+    """Embedding applications get the same StorageError naming the path as the CLI."""
+    out = small_disk / "out"
+    with pytest.raises(StorageError) as caught:
+        await convert(python_image.reference, f"local://{out}:x", oci=True, cache=False)
+    assert caught.value.path == str(out)
+    assert str(caught.value).endswith(f"no space left on device: cannot write {out}")
 
 
 @pytest.mark.root
