@@ -43,6 +43,7 @@ from esgz.pipeline.events import EventBus, PipelineDone, Subscription
 from esgz.pipeline.results import PipelineResult
 from esgz.pipeline.runner import Runner
 from esgz.runtime.workload import WorkloadOptions
+from esgz.spelling import IMAGE_KEYWORDS
 
 __all__ = ["Pipeline", "convert", "optimize", "run_pipeline"]
 
@@ -241,7 +242,7 @@ def _one_image(
     }
     if cache_dir is not None:
         data["cache"]["dir"] = str(cache_dir)
-    return config_from_data(data, source="options")
+    return config_from_data(data, source="options", vocabulary=IMAGE_KEYWORDS)
 
 
 async def convert(

@@ -169,6 +169,17 @@ async def test_a_config_that_is_not_one_is_refused_in_api_words() -> None:
         Pipeline({"images": []})
 
 
+async def test_keyword_errors_name_the_keyword_arguments() -> None:
+    with pytest.raises(ConfigError) as caught:
+        await convert("local:///a", "local:///b", format="zstdchunked")
+    assert str(caught.value) == "options: format: the zstd:chunked format requires oci=True"
+    with pytest.raises(ConfigError) as caught:
+        await convert("local:///a", "local:///b", oci=True, compression_level=12)
+    assert str(caught.value) == (
+        "options: compression_level: 12 is out of range for estargz (-2..9)"
+    )
+
+
 async def test_a_run_that_fails_before_starting_still_ends_its_events(tmp_path: Path) -> None:
     pipeline = Pipeline(tmp_path / "missing.yaml")
     events = pipeline.events()
