@@ -25,6 +25,7 @@ log) as they are written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -617,13 +618,20 @@ async def _stop(
     grace: float,
     exited: anyio.Event,
 ) -> None:
-    """Stop signal, then SIGKILL (re-sent) until the container's init has exited."""
+    """Stop signal, then SIGKILL (re-sent) until the container's init has exited.
+
+    A runtime that no longer knows the container (its state dir is gone) refuses to signal
+    it: the init (a child of the shim, so its pid is not reused before it is reaped) is
+    then killed directly, which takes the whole pid namespace with it.
+    """
     await oci.kill(container.id, stop)
     if stop != signal.SIGKILL:
         with anyio.move_on_after(grace):
             await exited.wait()
     while not exited.is_set():
-        await oci.kill(container.id, signal.SIGKILL)
+        if not await oci.kill(container.id, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(container.pid, signal.SIGKILL)
         with anyio.move_on_after(0.5):
             await exited.wait()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -387,3 +388,34 @@ async def test_concurrent_runs_share_the_cache_but_not_their_profiles(
     assert results["data"].prioritized == [["bin/busybox"], ["data/small.txt"]]
     assert results["etc"].prioritized == [["bin/busybox", "etc/group"], []]
     assert listing(work_dir) == ["layers", "runc-state"]
+
+
+async def test_stop_ends_even_when_the_runtime_lost_its_state(
+    busybox_image: SampleImage, work_dir: Path, layer_cache: Path
+) -> None:
+    """Its state dir gone, runc cannot kill the container: the init is killed directly."""
+    require_sandbox()
+    started = anyio.Event()
+    result: list[ProfileResult] = []
+
+    async def profile() -> None:
+        result.append(
+            await profile_workload(
+                layer_sources(busybox_image),
+                busybox_image.config(),
+                WorkloadOptions(args=["echo started && sleep 1000"], period=3),
+                work_dir=work_dir,
+                layer_cache=layer_cache,
+                on_output=lambda _stream, line: started.set() if line == "started" else None,
+            )
+        )
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(profile)
+            await started.wait()
+            state = work_dir / "runc-state"
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(state))
+    (outcome,) = result
+    assert outcome.period_expired
+    assert outcome.exit_status == 128 + 9
