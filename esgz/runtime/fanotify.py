@@ -40,7 +40,7 @@ import anyio
 
 from esgz.errors import SandboxError
 
-__all__ = ["FAN_ACCESS", "FAN_OPEN", "FanotifyMonitor"]
+__all__ = ["FAN_ACCESS", "FAN_OPEN", "FanotifyGroup", "FanotifyMonitor"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ AT_FDCWD = -100
 # struct fanotify_event_metadata: event_len u32, vers u8, reserved u8, metadata_len u16,
 # mask u64 (aligned), fd s32, pid s32.
 _METADATA = struct.Struct("=IBBHQii")
-_READ_SIZE = 64 * 1024
 _DELETED_SUFFIX = " (deleted)"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,18 +75,20 @@ _libc.fanotify_mark.argtypes = [
 _libc.fanotify_mark.restype = ctypes.c_int
 
 
-class FanotifyMonitor:
-    """Collects the paths opened or read below a marked mount or filesystem.
+class FanotifyGroup:
+    """A fanotify group and the paths its events name: opening aside, the life of both
+    recorders (:class:`FanotifyMonitor` and the rootless
+    :class:`~esgz.runtime.inodemarks.InodeMarkRecorder`).
 
-    Use: ``open()`` (blocking, root), ``mark_mount``/``mark_filesystem``, then
-    ``await run()`` in a task while the workload runs, and ``await stop()`` when it is
-    over, which reads the remaining events and closes the group. ``paths`` holds the
-    result. ``host_prefix`` is the rootfs mount point on the host: paths under it are
-    made relative to it.
+    ``await run()`` in a task while the workload runs, ``await stop()`` when it is over
+    (reads the remaining events and closes the group); :attr:`paths` holds the result.
+    Subclasses open the group and parse what :meth:`drain` reads.
     """
 
-    def __init__(self, host_prefix: Path | None = None) -> None:
-        self.host_prefix = str(host_prefix).rstrip("/") if host_prefix else None
+    #: Bytes read from the group at a time.
+    read_size = 64 * 1024
+
+    def __init__(self) -> None:
         self.overflowed = False
         self.events = 0
         self._paths: dict[str, None] = {}
@@ -98,6 +99,60 @@ class FanotifyMonitor:
     def paths(self) -> list[str]:
         """Absolute in-container paths, first access first, each once."""
         return list(self._paths)
+
+    async def run(self) -> None:
+        """Read events until cancelled."""
+        while True:
+            await anyio.wait_readable(self._fd)
+            await anyio.to_thread.run_sync(self.drain)
+
+    def drain(self) -> None:
+        """Read and record every queued event (blocking but never waits)."""
+        with self._lock:
+            while self._fd >= 0:
+                try:
+                    buffer = os.read(self._fd, self.read_size)
+                except BlockingIOError:
+                    return
+                except OSError as err:
+                    if err.errno == errno.EINTR:
+                        continue
+                    raise SandboxError(f"reading fanotify events failed: {err}") from err
+                if not buffer:
+                    return
+                self._parse(buffer)
+
+    def _parse(self, buffer: bytes) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Read what is left and close the group."""
+        if self._fd < 0:
+            return
+        await anyio.to_thread.run_sync(self.drain)
+        self.close()
+
+    def close(self) -> None:
+        """Close the group (idempotent); its marks go with it."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class FanotifyMonitor(FanotifyGroup):
+    """Collects the paths opened or read below a marked mount or filesystem.
+
+    Use: ``open()`` (blocking, root), ``mark_mount``/``mark_filesystem``, then
+    ``await run()`` in a task while the workload runs, and ``await stop()`` when it is
+    over, which reads the remaining events and closes the group. ``paths`` holds the
+    result. ``host_prefix`` is the rootfs mount point on the host: paths under it are
+    made relative to it.
+    """
+
+    def __init__(self, host_prefix: Path | None = None) -> None:
+        super().__init__()
+        self.host_prefix = str(host_prefix).rstrip("/") if host_prefix else None
 
     def open(self) -> None:
         """Create the fanotify group (blocking; needs CAP_SYS_ADMIN)."""
@@ -125,28 +180,6 @@ class FanotifyMonitor:
     def mark_filesystem(self, path: str | Path) -> None:
         """Watch the whole filesystem (superblock) that ``path`` is on."""
         self._mark(FAN_MARK_FILESYSTEM, str(path))
-
-    async def run(self) -> None:
-        """Read events until cancelled."""
-        while True:
-            await anyio.wait_readable(self._fd)
-            await anyio.to_thread.run_sync(self.drain)
-
-    def drain(self) -> None:
-        """Read and record every queued event (blocking but never waits)."""
-        with self._lock:
-            while self._fd >= 0:
-                try:
-                    buffer = os.read(self._fd, _READ_SIZE)
-                except BlockingIOError:
-                    return
-                except OSError as err:
-                    if err.errno == errno.EINTR:
-                        continue
-                    raise SandboxError(f"reading fanotify events failed: {err}") from err
-                if not buffer:
-                    return
-                self._parse(buffer)
 
     def _parse(self, buffer: bytes) -> None:
         offset = 0
@@ -179,20 +212,6 @@ class FanotifyMonitor:
             path = path[len(prefix) :] or "/"
         if path not in self._paths:
             self._paths[path] = None
-
-    async def stop(self) -> None:
-        """Read what is left and close the group."""
-        if self._fd < 0:
-            return
-        await anyio.to_thread.run_sync(self.drain)
-        self.close()
-
-    def close(self) -> None:
-        """Close the group (idempotent)."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
 
     def __enter__(self) -> FanotifyMonitor:
         self.open()

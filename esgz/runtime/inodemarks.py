@@ -31,12 +31,10 @@ import logging
 import os
 import stat
 import struct
-import threading
 from pathlib import Path
 
-import anyio
-
 from esgz.errors import SandboxError
+from esgz.runtime.fanotify import FanotifyGroup
 
 __all__ = ["InodeMarkRecorder", "marks_limit"]
 
@@ -67,7 +65,6 @@ _METADATA = struct.Struct("=IBBHQii")
 # and struct file_handle: handle_bytes u32, handle_type s32.
 _INFO_HEADER = struct.Struct("=BBH")
 _FSID_AND_HANDLE = struct.Struct("=iiIi")
-_READ_SIZE = 256 * 1024
 _MARKS_LIMIT_FILE = Path("/proc/sys/fs/fanotify/max_user_marks")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -119,7 +116,7 @@ def _handle_key(path: bytes) -> bytes:
     return struct.pack("=i", kind) + buffer.raw[8 : 8 + size]
 
 
-class InodeMarkRecorder:
+class InodeMarkRecorder(FanotifyGroup):
     """Records the files opened below ``root`` without privilege (see the module docs).
 
     Use: :meth:`open` then :meth:`mark_tree` (blocking), ``await run()`` in a task while the
@@ -128,21 +125,14 @@ class InodeMarkRecorder:
     :class:`~esgz.runtime.fanotify.FanotifyMonitor`'s.
     """
 
+    read_size = 256 * 1024
+
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
-        self.overflowed = False
-        self.events = 0
         self.marks = 0
         self.unwatched = 0
         self._dirs: dict[bytes, str] = {}
-        self._paths: dict[str, None] = {}
-        self._fd = -1
-        self._lock = threading.Lock()
-
-    @property
-    def paths(self) -> list[str]:
-        """Absolute in-container paths, first open first, each once."""
-        return list(self._paths)
 
     def open(self) -> None:
         """Create the fanotify group (blocking; no privilege needed)."""
@@ -215,28 +205,6 @@ class InodeMarkRecorder:
         self.marks += 1
         return True
 
-    async def run(self) -> None:
-        """Read events until cancelled."""
-        while True:
-            await anyio.wait_readable(self._fd)
-            await anyio.to_thread.run_sync(self.drain)
-
-    def drain(self) -> None:
-        """Read and record every queued event (blocking but never waits)."""
-        with self._lock:
-            while self._fd >= 0:
-                try:
-                    buffer = os.read(self._fd, _READ_SIZE)
-                except BlockingIOError:
-                    return
-                except OSError as err:
-                    if err.errno == errno.EINTR:
-                        continue
-                    raise SandboxError(f"reading fanotify events failed: {err}") from err
-                if not buffer:
-                    return
-                self._parse(buffer)
-
     def _parse(self, buffer: bytes) -> None:
         offset = 0
         while offset + _METADATA.size <= len(buffer):
@@ -275,17 +243,3 @@ class InodeMarkRecorder:
         path = directory + name if directory == "/" else f"{directory}/{name}"
         if path not in self._paths:
             self._paths[path] = None
-
-    async def stop(self) -> None:
-        """Read what is left and close the group."""
-        if self._fd < 0:
-            return
-        await anyio.to_thread.run_sync(self.drain)
-        self.close()
-
-    def close(self) -> None:
-        """Close the group (idempotent); the marks go with it."""
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
